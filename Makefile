@@ -34,7 +34,7 @@ test: venv
 	$(PY) -m pytest -q
 
 app: venv
-	$(PY) -m streamlit run app.py
+	$(PY) -m streamlit run app.py -- --data-dir $(DATA) --images-dir $(IMAGES)
 
 clean-data:
 	rm -rf $(DATA)/processed $(DATA)/split $(DATA)/visual $(DATA)/results

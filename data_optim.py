@@ -1,0 +1,384 @@
+"""Stage 1: the three Kaggle CSVs -> compact, typed zstd Parquet, with bad rows kept aside.
+
+Reads data/raw/{articles,customers,transactions_train}.csv and writes
+data/processed/{articles,customers,transactions,customer_ids}.parquet (see artifacts.py):
+
+    transactions  t_dat Date, customer_id UInt64, article_id Int32, price Float32, sales_channel_id UInt8
+    customers     customer_id UInt64, FN/Active UInt8, club/news Categorical, age UInt8, postal_code String
+    articles      article_id/product_code Int32, codes Int16, *_name Categorical, prod_name/detail_desc String
+    customer_ids  customer_id UInt64 -> customer_id_hex String (the original 64-hex id, for submissions)
+
+A customer_id becomes its last 16 hex digits as a UInt64 (8 bytes instead of 64); the map
+keeps the original, and two different ids with the same key stop the run. Every CSV is
+read lazily as text and cast with strict=False; a row whose text does not parse (bad date,
+non-numeric id or price, wrong field count, ...) goes to processed/rejects/<table>_rejects.csv
+with its original fields, its line and the reason, and is counted in the summary. The
+transactions file is streamed, never held in memory as text: the full 3.3 GB file converts
+with well under 1.5 GB of memory (bench/bench_etl.py measures time and memory).
+
+    python data_optim.py --data-dir data
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from artifacts import Artifacts, add_dir_args, from_args
+from common import UserError, atomic_path, customer_key_expr, peak_rss_mb, run_main, summary
+
+ROW_GROUP_SIZE = 1_000_000  # ~5 MB per transactions row group: fast to skip, cheap to read
+
+
+@dataclass(frozen=True)
+class Col:
+    """How one CSV column is typed: target dtype, whether a row needs it, how to read it."""
+
+    dtype: pl.DataType
+    required: bool = False  # an empty value rejects the row
+    via_float: bool = False  # integers written as "49.0" or "1.0" (customers.csv does this)
+
+
+CAT, STR, I16, I32 = pl.Categorical(), pl.String(), pl.Int16(), pl.Int32()
+
+TRANSACTIONS = {
+    "t_dat": Col(pl.Date(), required=True),
+    "customer_id": Col(pl.UInt64(), required=True),
+    "article_id": Col(I32, required=True),
+    "price": Col(pl.Float32(), required=True),
+    "sales_channel_id": Col(pl.UInt8(), required=True),
+}
+CUSTOMERS = {
+    "customer_id": Col(pl.UInt64(), required=True),
+    "FN": Col(pl.UInt8(), via_float=True),
+    "Active": Col(pl.UInt8(), via_float=True),
+    "club_member_status": Col(CAT),
+    "fashion_news_frequency": Col(CAT),
+    "age": Col(pl.UInt8(), via_float=True),
+    "postal_code": Col(STR),
+}
+ARTICLES = {
+    "article_id": Col(I32, required=True),
+    "product_code": Col(I32, required=True),
+    "prod_name": Col(STR),
+    "product_type_no": Col(I16), "product_type_name": Col(CAT),
+    "product_group_name": Col(CAT),
+    "graphical_appearance_no": Col(I32), "graphical_appearance_name": Col(CAT),
+    "colour_group_code": Col(I16), "colour_group_name": Col(CAT),
+    "perceived_colour_value_id": Col(I16), "perceived_colour_value_name": Col(CAT),
+    "perceived_colour_master_id": Col(I16), "perceived_colour_master_name": Col(CAT),
+    "department_no": Col(I16), "department_name": Col(CAT),
+    "index_code": Col(CAT), "index_name": Col(CAT),
+    "index_group_no": Col(I16), "index_group_name": Col(CAT),
+    "section_no": Col(I16), "section_name": Col(CAT),
+    "garment_group_no": Col(I16), "garment_group_name": Col(CAT),
+    "detail_desc": Col(STR),
+}
+
+EXTRA = "extra_field"  # catches a field beyond the header's: such a row is rejected
+LINE = "line"  # line of the row in the CSV (header = 1; exact unless a quoted field spans lines)
+HEX_LEN = 64
+
+
+def missing_raw(path: Path, art: Artifacts) -> UserError:
+    """The error for a raw CSV that is not there, saying how to get it."""
+    return UserError(f"{path} not found: run `python sample_data.py --data-dir {art.data_dir}` for sample data, "
+                     f"or put the Kaggle CSVs in {art.raw_dir}/")
+
+
+def read_header(path: Path, table: str, spec: dict[str, Col], art: Artifacts) -> list[str]:
+    """Column names of a CSV; UserError if the file or one of the spec's columns is missing."""
+    if not path.exists():
+        raise missing_raw(path, art)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    missing = [c for c in spec if c not in header]
+    if missing:
+        raise UserError(f"{path} has no column {', '.join(missing)} (found: {', '.join(header) or 'nothing'}); "
+                        f"{table} needs the Kaggle columns {', '.join(spec)}")
+    return header
+
+
+def scan_text(path: Path, header: list[str]) -> pl.LazyFrame:
+    """Every field as text, plus the line number and a column that is set only when a row has too many fields."""
+    names = header + [EXTRA]
+    return pl.scan_csv(path, has_header=False, skip_rows=1, schema={c: pl.String for c in names},
+                       missing_columns="insert", truncate_ragged_lines=True,
+                       row_index_name=LINE, row_index_offset=2)
+
+
+def parsed(name: str, col: Col) -> pl.Expr:
+    """The typed value of a text column; null where the text does not parse."""
+    text = pl.col(name)
+    if name == "customer_id":
+        return pl.when(text.str.len_bytes() == HEX_LEN).then(customer_key_expr(name))
+    if col.dtype == pl.Date:
+        return text.str.to_date("%Y-%m-%d", strict=False)
+    if col.dtype.is_float():
+        number = text.cast(col.dtype, strict=False)
+        return pl.when(number.is_finite() & (number >= 0)).then(number)
+    if col.via_float:  # "49.0" -> 49, but "49.5" is not a whole number
+        number = text.cast(pl.Float64, strict=False)
+        return pl.when(number == number.floor()).then(number).cast(col.dtype, strict=False)
+    return text.cast(col.dtype, strict=False)
+
+
+def problem(name: str, col: Col) -> str:
+    """What is wrong with a value of this column that did not parse."""
+    if name == "customer_id":
+        return "customer_id is not a 64-hex id"
+    if col.dtype == pl.Date:
+        return f"{name} is not a YYYY-MM-DD date"
+    if col.dtype.is_float():
+        return f"{name} is not a number >= 0"
+    return f"{name} is not a whole number that fits {col.dtype}"
+
+
+def typed_rows(lf: pl.LazyFrame, header: list[str], spec: dict[str, Col]) -> pl.LazyFrame:
+    """Add `_<col>` typed columns and `reason` (null for a good row, else the first problem found)."""
+    checks = [
+        (pl.all_horizontal([pl.col(c).is_null() for c in header]), "blank line"),
+        (pl.col(EXTRA).is_not_null(), f"too many fields (the header has {len(header)})"),
+    ]
+    for name, col in spec.items():
+        if col.required:
+            checks.append((pl.col(name).is_null(), f"{name} is empty (or the row has too few fields)"))
+        if col.dtype not in (STR, CAT):
+            checks.append((pl.col(name).is_not_null() & pl.col("_" + name).is_null(), problem(name, col)))
+    typed = [parsed(n, c).alias("_" + n) for n, c in spec.items() if c.dtype not in (STR, CAT)]
+    reason = pl.coalesce([pl.when(cond).then(pl.lit(msg)) for cond, msg in checks]).alias("reason")
+    return lf.with_columns(typed).with_columns(reason)
+
+
+def good_columns(header: list[str], spec: dict[str, Col]) -> list[pl.Expr]:
+    """Typed output columns in the spec's order, then any column the spec does not know, as text."""
+    out = [pl.col(name) for name in header if name not in spec]
+    for name, col in reversed(spec.items()):
+        if col.dtype in (STR, CAT):
+            out.insert(0, pl.col(name).cast(col.dtype))
+        else:
+            out.insert(0, pl.col("_" + name).alias(name))
+    return out
+
+
+def reject_columns(header: list[str]) -> list[str]:
+    """Reject file columns: where the row was, its original fields, and why."""
+    return [LINE] + header + [EXTRA, "reason"]
+
+
+def file_mb(path: Path) -> float:
+    return Path(path).stat().st_size / 1e6
+
+
+class Staged:
+    """Temporary names for every output of the stage, renamed into place together on success.
+
+    A run that fails anywhere (a collision found at the very end included) leaves processed/
+    exactly as it was: no half-written file, no mix of old and new tables.
+    """
+
+    def __init__(self, stack: contextlib.ExitStack):
+        self.stack = stack
+        self.final = {}
+
+    def __call__(self, path: Path) -> Path:
+        tmp = self.stack.enter_context(atomic_path(path))
+        self.final[tmp] = Path(path)
+        return tmp
+
+
+def reasons_text(path: Path) -> str:
+    """'reason: n, ...' of a rejects file, for the console."""
+    counts = pl.scan_csv(path, infer_schema=False).group_by("reason").len().sort("len", descending=True).collect()
+    return ", ".join(f"{r}: {n:,}" for r, n in counts.iter_rows())
+
+
+def report(table: str, rows_out: int, rejects: int, csv_path: Path, out: Path, reject_path: Path,
+           final: dict, seconds: float) -> dict:
+    """Print one table's summary line (and what was rejected) and return it as a dict."""
+    rows_in = rows_out + rejects
+    if rejects:
+        print(f"{table}: {rejects:,} of {rows_in:,} rows rejected ({reasons_text(reject_path)}) "
+              f"-> {final[reject_path]}")
+    line = summary("data_optim", table=table, rows_in=rows_in, rows_out=rows_out, rejects=rejects,
+                   csv_mb=file_mb(csv_path), parquet_mb=file_mb(out), seconds=seconds,
+                   peak_rss_mb=peak_rss_mb(), out=str(final[out]))
+    return {"rows_in": rows_in, "rows_out": rows_out, "rejects": rejects, "csv_bytes": Path(csv_path).stat().st_size,
+            "parquet_bytes": Path(out).stat().st_size, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
+            "path": str(final[out]), "rejects_path": str(final[reject_path]), "summary": line}
+
+
+def collect(path: Path, frames: list[pl.LazyFrame]) -> list[pl.DataFrame]:
+    """Run lazy frames over one CSV in one streaming pass; a file polars cannot read is a UserError."""
+    try:
+        return pl.collect_all(frames, engine="streaming")
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} could not be read as CSV ({first}); check its quoting and separators") from exc
+
+
+def load_small(path: Path, table: str, spec: dict[str, Col], art: Artifacts,
+               keep: tuple[str, ...] = ()) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Typed good rows (with their line), rejected rows and the header of a table small enough
+    to hold (articles, customers); `keep` names columns whose text is kept as `<name>_text` too."""
+    header = read_header(path, table, spec, art)
+    rows = typed_rows(scan_text(path, header), header, spec).cache()
+    good = rows.filter(pl.col("reason").is_null()).select(
+        [pl.col(LINE)] + good_columns(header, spec) + [pl.col(c).alias(f"{c}_text") for c in keep])
+    bad = rows.filter(pl.col("reason").is_not_null()).select(reject_columns(header))
+    good, bad = collect(path, [good, bad])
+    return good, bad, header
+
+
+def drop_duplicates(path: Path, header: list[str], good: pl.DataFrame, bad: pl.DataFrame,
+                    key: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Move every good row whose key an earlier good row has to the rejects; drop the line column."""
+    first = good[key].is_first_distinct()
+    if not first.all():
+        # rare: read those rows' text again rather than hold every row as text
+        lines = good.filter(~first)[LINE]
+        dup = (scan_text(path, header).filter(pl.col(LINE).is_in(lines.implode()))
+               .with_columns(reason=pl.lit(f"duplicate {key}")).select(reject_columns(header)))
+        bad = pl.concat([bad, collect(path, [dup])[0]]).sort(LINE)
+        good = good.filter(first)
+    return good.drop(LINE), bad
+
+
+def collision(key: int, ids: list[str]) -> UserError:
+    """The error for two customer ids that share their last 16 hex digits."""
+    return UserError(f"customer ids {ids[0]} and {ids[1]} share their last 16 hex digits "
+                     f"(key {key}): the UInt64 key cannot tell them apart, so data_optim.py refuses this data")
+
+
+def unique_ids(ids: pl.DataFrame) -> pl.DataFrame:
+    """(customer_id, customer_id_hex) pairs, one per key; UserError if a key stands for two ids."""
+    repeated = ids.filter(pl.col("customer_id").is_duplicated())  # UInt64: cheap, and usually empty
+    if repeated.height:
+        clash = (repeated.unique().filter(pl.col("customer_id").is_duplicated())
+                 .sort("customer_id", "customer_id_hex"))
+        if clash.height:
+            raise collision(clash["customer_id"][0], clash["customer_id_hex"].head(2).to_list())
+        ids = ids.unique("customer_id", keep="first", maintain_order=True)
+    return ids
+
+
+def customer_map(known: pl.DataFrame, buyers: pl.DataFrame) -> pl.DataFrame:
+    """The key -> hex map of customers.csv's customers (`known`) plus the transaction buyers it lacks;
+    UserError if one key stands for two different ids anywhere."""
+    known, buyers = unique_ids(known), unique_ids(buyers)
+    both = buyers.join(known, on="customer_id", how="inner", suffix="_known")
+    clash = both.filter(pl.col("customer_id_hex") != pl.col("customer_id_hex_known")).sort("customer_id").head(1)
+    if clash.height:
+        raise collision(clash["customer_id"][0], sorted(clash.select("customer_id_hex_known", "customer_id_hex").row(0)))
+    extra = buyers.join(known, on="customer_id", how="anti")
+    return pl.concat([known, extra]).sort("customer_id")
+
+
+def optimize_articles(art: Artifacts, staged: Staged) -> dict:
+    """articles.csv -> articles.parquet (+ rejects)."""
+    t0 = time.perf_counter()
+    good, bad, header = load_small(art.raw_articles, "articles", ARTICLES, art)
+    good, bad = drop_duplicates(art.raw_articles, header, good, bad, "article_id")
+    out, rejects = staged(art.articles), staged(art.rejects("articles"))
+    good.write_parquet(out, compression="zstd", row_group_size=ROW_GROUP_SIZE)
+    bad.write_csv(rejects)
+    return report("articles", good.height, bad.height, art.raw_articles, out, rejects, staged.final,
+                  time.perf_counter() - t0)
+
+
+def optimize_customers(art: Artifacts, staged: Staged) -> tuple[dict, pl.DataFrame]:
+    """customers.csv -> customers.parquet (+ rejects); also return its (customer_id, customer_id_hex) pairs."""
+    t0 = time.perf_counter()
+    good, bad, header = load_small(art.raw_customers, "customers", CUSTOMERS, art, keep=("customer_id",))
+    # two different ids on one key stop the run here, before repeats of a key are rejected as duplicates
+    ids = unique_ids(good.select("customer_id", customer_id_hex="customer_id_text"))
+    good, bad = drop_duplicates(art.raw_customers, header, good.drop("customer_id_text"), bad, "customer_id")
+    out, rejects = staged(art.customers), staged(art.rejects("customers"))
+    good.write_parquet(out, compression="zstd", row_group_size=ROW_GROUP_SIZE)
+    bad.write_csv(rejects)
+    info = report("customers", good.height, bad.height, art.raw_customers, out, rejects, staged.final,
+                  time.perf_counter() - t0)
+    return info, ids
+
+
+def optimize_transactions(art: Artifacts, staged: Staged, known: pl.DataFrame) -> tuple[dict, pl.DataFrame]:
+    """Stream transactions_train.csv -> transactions.parquet (+ rejects); also return the distinct
+    (customer_id, customer_id_hex) pairs of its good rows whose id is not one of `known`'s."""
+    t0 = time.perf_counter()
+    path = art.raw_transactions
+    header = read_header(path, "transactions", TRANSACTIONS, art)
+    # cache(): the three results below share one parse of the file instead of three
+    rows = typed_rows(scan_text(path, header), header, TRANSACTIONS).cache()
+    good = rows.filter(pl.col("reason").is_null())
+    bad = rows.filter(pl.col("reason").is_not_null()).select(reject_columns(header))
+    # a buyer whose 64-hex id is in customers.csv maps to it; only the others (usually none) are kept,
+    # found by a hash of the text rather than by holding 1.4M hex strings through the pass
+    known_hashes = known["customer_id_hex"].hash().implode()
+    strangers = (good.filter(~pl.col("customer_id").hash().is_in(known_hashes))
+                 .select(pl.col("_customer_id").alias("customer_id"), customer_id_hex="customer_id").unique())
+    out, rejects = staged(art.transactions), staged(art.rejects("transactions"))
+    # one streaming pass; the text of the whole file is never held in memory
+    strangers = collect(path, [
+        good.select(good_columns(header, TRANSACTIONS)).sink_parquet(
+            out, compression="zstd", row_group_size=ROW_GROUP_SIZE, lazy=True),
+        bad.sink_csv(rejects, lazy=True),
+        strangers,
+    ])[-1]
+    rows_out = pl.scan_parquet(out).select(pl.len()).collect().item()
+    n_bad = pl.scan_csv(rejects, infer_schema=False).select(pl.len()).collect().item()
+    if rows_out == 0:
+        why = f"all {n_bad:,} are malformed" if n_bad else "it holds only a header"
+        raise UserError(f"{path} has no valid transaction rows ({why}): check it is the Kaggle transactions_train.csv")
+    info = report("transactions", rows_out, n_bad, path, out, rejects, staged.final, time.perf_counter() - t0)
+    return info, strangers
+
+
+def optimize(artifacts: Artifacts, show_progress: bool = True) -> dict:
+    """Convert the three raw CSVs to typed Parquet plus the customer id map; return per-table summaries."""
+    art = artifacts
+    t0 = time.perf_counter()
+    for path in (art.raw_articles, art.raw_customers, art.raw_transactions):  # fail before any work
+        if not path.exists():
+            raise missing_raw(path, art)
+    result = {}
+    with contextlib.ExitStack() as stack, tqdm(total=3, unit="table", desc="data_optim",
+                                               disable=not show_progress) as steps:
+        staged = Staged(stack)
+        steps.set_postfix_str("articles")
+        result["articles"] = optimize_articles(art, staged)
+        steps.update()
+        steps.set_postfix_str("customers")
+        result["customers"], known = optimize_customers(art, staged)
+        steps.update()
+        steps.set_postfix_str("transactions")
+        result["transactions"], strangers = optimize_transactions(art, staged, known)
+        steps.update()
+        ids = customer_map(known, strangers)
+        ids.write_parquet(staged(art.customer_ids), compression="zstd", row_group_size=ROW_GROUP_SIZE)
+    extra = ids.height - known.height
+    result["customer_ids"] = {"rows": ids.height, "not_in_customers_csv": extra, "path": str(art.customer_ids)}
+    if extra:
+        print(f"transactions: {extra:,} buyers are not in customers.csv; {art.customer_ids} maps their ids all the same")
+    result["seconds"] = time.perf_counter() - t0
+    result["peak_rss_mb"] = peak_rss_mb()
+    summary("data_optim", tables=3, customer_ids=ids.height, seconds=result["seconds"],
+            peak_rss_mb=result["peak_rss_mb"], out=str(art.processed_dir))
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_dir_args(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    optimize(from_args(args), show_progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    run_main(main)
