@@ -1,0 +1,1992 @@
+"""Generate a realistic sample of the H&M Kaggle data, in exactly the Kaggle formats.
+
+    python sample_data.py                  # demo: 4,000 articles with images, ~1.2M transactions
+    python sample_data.py --scale tiny     # for tests: a few seconds
+    python sample_data.py --full           # the real row counts (31.8M transactions), no images
+
+Writes data/raw/{articles,customers,transactions_train}.csv and images/0XX/0XXXXXXXXX.jpg.
+Deterministic for a --seed (same bytes). Never overwrites existing raw files or images without
+--force: a user's real Kaggle files must be safe.
+
+How the data are made, i.e. what the later stages can learn from:
+- a catalogue in the real proportions (index groups, product types, colours, patterns); each
+  product comes in colourways (article_id = product_code * 1000 + variant); products launch every
+  week, sell for a while and fade; some types are seasonal (swimwear in summer, coats in winter).
+- customers with latent tastes: a mix of index codes (Ladieswear, Divided, Baby, ...), a few
+  favourite (index, product type) pairs, favourite colours, a price level, a liking for patterns;
+  a long-tailed activity level, a join date and maybe a date after which they stop buying.
+- a visit is a basket of lines; a line picks an (index, type) pair from the favourites or the
+  current assortment, draws a few articles of that pair by current popularity and buys the one
+  that best fits the customer's colours, price level and pattern taste (and that they did not just
+  buy). So content and visual similarity to past purchases predict future ones, new articles get
+  bought by the customers whose tastes they match, and last week's best sellers are a fair baseline.
+- repeat purchases (the same article, or another colourway, days later) and several units of one
+  article in a basket (exact duplicate rows), at about the real rates.
+- a packshot per article: a silhouette that follows the product type, filled with the article's
+  colour and pattern, shaded, on an off-white background; colourways share shape and pattern.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from tqdm import tqdm
+
+import artifacts as artifacts_mod
+from common import UserError, atomic_path, peak_rss_mb, run_main, summary
+
+END = date(2020, 9, 22)  # last day of the real transactions
+FULL_START = date(2018, 9, 20)
+
+
+@dataclass(frozen=True)
+class Scale:
+    articles: int
+    customers: int
+    transactions: int  # target rows; the simulation lands near it (within ~10% at demo and full scale)
+    weeks: int  # history length, ending on END
+    image_size: tuple[int, int]  # width, height (portrait 2:3)
+    images: bool = True
+
+
+SCALES = {
+    "tiny": Scale(articles=360, customers=600, transactions=40_000, weeks=20, image_size=(128, 192)),
+    "demo": Scale(articles=4_000, customers=50_000, transactions=1_250_000, weeks=105, image_size=(384, 576)),
+    "full": Scale(articles=105_542, customers=1_371_980, transactions=31_788_324, weeks=105,
+                  image_size=(384, 576), images=False),
+}
+
+ARTICLE_COLUMNS = [
+    "article_id", "product_code", "prod_name", "product_type_no", "product_type_name",
+    "product_group_name", "graphical_appearance_no", "graphical_appearance_name",
+    "colour_group_code", "colour_group_name", "perceived_colour_value_id",
+    "perceived_colour_value_name", "perceived_colour_master_id", "perceived_colour_master_name",
+    "department_no", "department_name", "index_code", "index_name", "index_group_no",
+    "index_group_name", "section_no", "section_name", "garment_group_no", "garment_group_name",
+    "detail_desc",
+]
+CUSTOMER_COLUMNS = ["customer_id", "FN", "Active", "club_member_status", "fashion_news_frequency",
+                    "age", "postal_code"]
+TRANSACTION_COLUMNS = ["t_dat", "customer_id", "article_id", "price", "sales_channel_id"]
+
+PRICE_DIVISOR = 590  # Kaggle's prices are the real ones divided by this: 9.99 -> 0.016932...
+MISSING_IMAGE_SHARE = 442 / 105_542
+
+# ---------------------------------------------------------------------------------------------
+# Taxonomy. Names are the real ones; numbers are the real ones where known, plausible otherwise.
+# The last number of each row is how many articles the real catalogue has, used as a weight.
+
+INDEXES = [  # index_code, index_name, index_group_no, index_group_name, real articles
+    ("A", "Ladieswear", 1, "Ladieswear", 26001),
+    ("B", "Lingeries/Tights", 1, "Ladieswear", 6775),
+    ("C", "Ladies Accessories", 1, "Ladieswear", 6961),
+    ("D", "Divided", 2, "Divided", 15149),
+    ("F", "Menswear", 3, "Menswear", 12553),
+    ("G", "Baby Sizes 50-98", 4, "Baby/Children", 8875),
+    ("H", "Children Sizes 92-140", 4, "Baby/Children", 12007),
+    ("I", "Children Sizes 134-170", 4, "Baby/Children", 9214),
+    ("J", "Children Accessories, Swimwear", 4, "Baby/Children", 4615),
+    ("S", "Sport", 26, "Sport", 3392),
+]
+
+# name, product_type_no, product_group_name, silhouette, garment_group_no, typical price,
+# seasonal peak (day of year), seasonal amplitude
+PRODUCT_TYPES = [
+    ("Vest top", 253, "Garment Upper body", "vest", 1002, 7.99, 196, 0.5),
+    ("T-shirt", 255, "Garment Upper body", "tshirt", 1002, 9.99, 190, 0.3),
+    ("Top", 254, "Garment Upper body", "top", 1005, 12.99, 180, 0.2),
+    ("Blouse", 258, "Garment Upper body", "blouse", 1010, 19.99, 150, 0.15),
+    ("Shirt", 259, "Garment Upper body", "shirt", 1011, 19.99, 100, 0.1),
+    ("Polo shirt", 260, "Garment Upper body", "polo", 1002, 14.99, 190, 0.3),
+    ("Sweater", 252, "Garment Upper body", "sweater", 1003, 24.99, 345, 0.5),
+    ("Hoodie", 245, "Garment Upper body", "hoodie", 1005, 19.99, 320, 0.35),
+    ("Cardigan", 257, "Garment Upper body", "cardigan", 1003, 24.99, 300, 0.35),
+    ("Bodysuit", 256, "Garment Upper body", "bodysuit", 1002, 9.99, 0, 0.0),
+    ("Jacket", 264, "Garment Upper body", "jacket", 1007, 39.99, 300, 0.45),
+    ("Coat", 267, "Garment Upper body", "coat", 1007, 59.99, 320, 0.8),
+    ("Blazer", 262, "Garment Upper body", "blazer", 1008, 34.99, 270, 0.15),
+    ("Dress", 265, "Garment Full body", "dress", 1013, 24.99, 175, 0.35),
+    ("Jumpsuit/Playsuit", 268, "Garment Full body", "jumpsuit", 1013, 29.99, 180, 0.35),
+    ("Garment Set", 270, "Garment Full body", "set", 1006, 14.99, 0, 0.0),
+    ("Dungarees", 269, "Garment Full body", "dungarees", 1009, 24.99, 120, 0.1),
+    ("Trousers", 272, "Garment Lower body", "trousers", 1009, 24.99, 60, 0.1),
+    ("Shorts", 274, "Garment Lower body", "shorts", 1025, 14.99, 195, 0.8),
+    ("Skirt", 275, "Garment Lower body", "skirt", 1012, 19.99, 170, 0.25),
+    ("Leggings/Tights", 273, "Garment Lower body", "leggings", 1002, 9.99, 0, 0.0),
+    ("Underwear bottom", 286, "Underwear", "briefs", 1017, 5.99, 0, 0.0),
+    ("Bra", 306, "Underwear", "bra", 1017, 17.99, 0, 0.0),
+    ("Socks", 302, "Socks & Tights", "socks", 1021, 5.99, 330, 0.2),
+    ("Underwear Tights", 304, "Socks & Tights", "tights", 1021, 7.99, 330, 0.45),
+    ("Bikini top", 298, "Swimwear", "bikini", 1023, 12.99, 180, 1.3),
+    ("Swimwear bottom", 59, "Swimwear", "briefs", 1023, 9.99, 180, 1.3),
+    ("Swimsuit", 283, "Swimwear", "swimsuit", 1023, 24.99, 180, 1.3),
+    ("Pyjama set", 308, "Nightwear", "pyjama", 1017, 19.99, 350, 0.2),
+    ("Night gown", 310, "Nightwear", "nightgown", 1017, 14.99, 0, 0.0),
+    ("Sneakers", 91, "Shoes", "sneaker", 1020, 29.99, 110, 0.2),
+    ("Boots", 88, "Shoes", "boot", 1020, 49.99, 320, 0.8),
+    ("Sandals", 90, "Shoes", "sandal", 1020, 19.99, 180, 1.0),
+    ("Other shoe", 94, "Shoes", "flat", 1020, 24.99, 120, 0.1),
+    ("Bag", 66, "Accessories", "bag", 1019, 19.99, 0, 0.0),
+    ("Hat/beanie", 57, "Accessories", "beanie", 1019, 9.99, 345, 1.0),
+    ("Cap/peaked", 51, "Accessories", "cap", 1019, 9.99, 170, 0.4),
+    ("Earring", 72, "Accessories", "earrings", 1019, 7.99, 0, 0.0),
+    ("Necklace", 74, "Accessories", "necklace", 1019, 9.99, 0, 0.0),
+    ("Scarf", 82, "Accessories", "scarf", 1019, 14.99, 345, 0.8),
+    ("Hair/alice band", 76, "Accessories", "hairband", 1019, 4.99, 0, 0.0),
+    ("Sunglasses", 80, "Accessories", "sunglasses", 1019, 9.99, 170, 1.0),
+    ("Belt", 65, "Accessories", "belt", 1019, 12.99, 0, 0.0),
+    ("Gloves", 71, "Accessories", "gloves", 1019, 9.99, 350, 1.0),
+    ("Umbrella", 85, "Items", "umbrella", 1019, 14.99, 300, 0.3),
+    ("Unknown", -1, "Unknown", "box", 1001, 9.99, 0, 0.0),
+]
+TYPE_NAMES = [t[0] for t in PRODUCT_TYPES]
+
+# real-like article counts of each product type per index code (the catalogue's proportions)
+INDEX_TYPES = {
+    "A": {"Trousers": 2800, "Dress": 4200, "Sweater": 2500, "T-shirt": 1400, "Top": 2000,
+          "Blouse": 2800, "Jacket": 900, "Coat": 260, "Blazer": 700, "Shirt": 900, "Vest top": 1000,
+          "Skirt": 1500, "Shorts": 900, "Cardigan": 600, "Jumpsuit/Playsuit": 600, "Hoodie": 300,
+          "Leggings/Tights": 200, "Bodysuit": 250, "Bikini top": 900, "Swimwear bottom": 850,
+          "Swimsuit": 250, "Unknown": 60},
+    "B": {"Bra": 2000, "Underwear bottom": 1500, "Underwear Tights": 550, "Socks": 600,
+          "Pyjama set": 650, "Night gown": 350, "Leggings/Tights": 450, "Vest top": 350,
+          "Bodysuit": 150},
+    "C": {"Earring": 1150, "Necklace": 580, "Bag": 900, "Hat/beanie": 500, "Scarf": 700,
+          "Hair/alice band": 550, "Sunglasses": 450, "Belt": 350, "Gloves": 200, "Sneakers": 300,
+          "Boots": 450, "Sandals": 400, "Other shoe": 500, "Cap/peaked": 120, "Umbrella": 20},
+    "D": {"Trousers": 2200, "Dress": 2000, "Sweater": 1400, "T-shirt": 1300, "Top": 1600,
+          "Blouse": 700, "Shirt": 400, "Vest top": 700, "Skirt": 800, "Shorts": 900, "Jacket": 600,
+          "Hoodie": 600, "Cardigan": 300, "Jumpsuit/Playsuit": 300, "Leggings/Tights": 150,
+          "Earring": 200, "Necklace": 150, "Bag": 150, "Sneakers": 150, "Boots": 150,
+          "Bikini top": 300, "Swimwear bottom": 300, "Unknown": 60},
+    "F": {"Trousers": 2600, "T-shirt": 2000, "Sweater": 1700, "Shirt": 1600, "Hoodie": 700,
+          "Jacket": 900, "Coat": 150, "Blazer": 300, "Shorts": 800, "Polo shirt": 300,
+          "Underwear bottom": 400, "Socks": 400, "Swimwear bottom": 300, "Sneakers": 250,
+          "Boots": 150, "Cap/peaked": 150, "Hat/beanie": 150, "Belt": 100, "Bag": 100,
+          "Pyjama set": 100, "Vest top": 100, "Sunglasses": 100},
+    "G": {"Bodysuit": 1400, "Trousers": 1300, "Garment Set": 1400, "Dress": 800, "Sweater": 700,
+          "T-shirt": 600, "Top": 300, "Jacket": 400, "Dungarees": 300, "Socks": 400,
+          "Hat/beanie": 350, "Shorts": 300, "Pyjama set": 300, "Leggings/Tights": 300,
+          "Cardigan": 300, "Other shoe": 200, "Jumpsuit/Playsuit": 300, "Skirt": 100},
+    "H": {"Trousers": 1900, "T-shirt": 1500, "Dress": 1500, "Sweater": 1300, "Top": 600,
+          "Shorts": 800, "Jacket": 700, "Hoodie": 500, "Garment Set": 500, "Leggings/Tights": 600,
+          "Skirt": 400, "Shirt": 350, "Pyjama set": 400, "Cardigan": 200, "Jumpsuit/Playsuit": 200,
+          "Sneakers": 200, "Boots": 150, "Sandals": 100},
+    "I": {"Trousers": 1500, "T-shirt": 1200, "Sweater": 1100, "Dress": 900, "Top": 900,
+          "Shorts": 600, "Hoodie": 500, "Jacket": 500, "Shirt": 300, "Leggings/Tights": 300,
+          "Skirt": 300, "Vest top": 300, "Blouse": 200, "Pyjama set": 200, "Underwear bottom": 100},
+    "J": {"Socks": 800, "Underwear bottom": 600, "Hat/beanie": 600, "Bikini top": 300,
+          "Swimwear bottom": 500, "Swimsuit": 300, "Hair/alice band": 400, "Bag": 200,
+          "Cap/peaked": 200, "Gloves": 200, "Scarf": 100, "Sneakers": 200, "Sandals": 200,
+          "Boots": 100, "Underwear Tights": 200},
+    "S": {"Leggings/Tights": 700, "Top": 500, "Vest top": 400, "T-shirt": 400, "Bra": 300,
+          "Shorts": 300, "Jacket": 250, "Hoodie": 200, "Trousers": 200, "Sweater": 100,
+          "Socks": 50, "Bag": 50},
+}
+
+# section_no, section_name, the types it takes (None: any). A product goes to a matching
+# specific section most of the time, otherwise to one of its index's general sections.
+SECTIONS = {
+    "A": [(16, "Womens Everyday Basics", ("Vest top", "T-shirt", "Top", "Leggings/Tights", "Bodysuit")),
+          (18, "Womens Tailoring", ("Trousers", "Blazer", "Shirt", "Blouse", "Skirt")),
+          (19, "Womens Jackets", ("Jacket", "Coat")),
+          (66, "Womens Swimwear, beachwear", ("Bikini top", "Swimwear bottom", "Swimsuit")),
+          (15, "Womens Everyday Collection", None), (11, "Womens Casual", None),
+          (14, "Womens Trend", None), (2, "H&M+", None), (3, "Mama", None),
+          (6, "Womens Premium", None)],
+    "B": [(61, "Womens Lingerie", ("Bra", "Underwear bottom", "Bodysuit")),
+          (62, "Womens Nightwear, Socks & Tigh", None)],
+    "C": [(65, "Womens Small accessories", ("Earring", "Necklace", "Hair/alice band", "Sunglasses")),
+          (64, "Womens Shoes", ("Sneakers", "Boots", "Sandals", "Other shoe")),
+          (60, "Womens Big accessories", None)],
+    "D": [(51, "Divided Basics", ("T-shirt", "Vest top", "Top", "Leggings/Tights", "Hoodie")),
+          (52, "Divided Accessories", ("Earring", "Necklace", "Bag", "Sneakers", "Boots")),
+          (53, "Divided Collection", None), (50, "Divided Projects", None),
+          (54, "Divided Selected", None)],
+    "F": [(25, "Men Underwear", ("Underwear bottom", "Socks", "Pyjama set", "Swimwear bottom")),
+          (23, "Men Accessories", ("Cap/peaked", "Hat/beanie", "Belt", "Bag", "Sunglasses")),
+          (31, "Men Shoes", ("Sneakers", "Boots")),
+          (26, "Men Suits & Tailoring", ("Blazer", "Shirt")),
+          (27, "Mens Outerwear", ("Jacket", "Coat")),
+          (21, "Contemporary Casual", None), (20, "Contemporary Smart", None),
+          (22, "Contemporary Street", None), (29, "Denim Men", ("Trousers", "Shorts"))],
+    "G": [(41, "Baby Essentials & Complements", ("Bodysuit", "Socks", "Hat/beanie", "Leggings/Tights",
+                                                  "Pyjama set", "Other shoe")),
+          (44, "Baby Girl", None), (43, "Baby Boy", None)],
+    "H": [(47, "Kids Outerwear", ("Jacket",)), (48, "Kids & Baby Shoes", ("Sneakers", "Boots", "Sandals")),
+          (46, "Kids Girl", None), (45, "Kids Boy", None)],
+    "I": [(72, "Girls Underwear & Basics", ("Underwear bottom", "Pyjama set", "Leggings/Tights")),
+          (77, "Young Girl", None), (79, "Young Boy", None)],
+    "J": [(42, "Kids Accessories, Swimwear & D", None), (48, "Kids & Baby Shoes", ("Sneakers", "Boots", "Sandals")),
+          (73, "Boys Underwear & Basics", ("Underwear bottom", "Socks"))],
+    "S": [(5, "Ladies H&M Sport", None), (8, "Men H&M Sport", None), (82, "Kids Sports", None)],
+}
+
+GARMENT_GROUPS = {
+    1001: "Unknown", 1002: "Jersey Basic", 1003: "Knitwear", 1005: "Jersey Fancy",
+    1006: "Woven/Jersey/Knitted mix Baby", 1007: "Outdoor", 1008: "Dressed", 1009: "Trousers",
+    1010: "Blouses", 1011: "Shirts", 1012: "Skirts", 1013: "Dresses Ladies", 1014: "Special Offers",
+    1016: "Trousers Denim", 1017: "Under-, Nightwear", 1018: "Dresses/Skirts girls",
+    1019: "Accessories", 1020: "Shoes", 1021: "Socks and Tights", 1023: "Swimwear", 1025: "Shorts",
+}
+DEPARTMENT_WORDS = {  # garment group -> the word H&M's department names use
+    1001: "Other", 1002: "Jersey Basic", 1003: "Knitwear", 1005: "Jersey Fancy", 1006: "Baby basics",
+    1007: "Outdoor", 1008: "Tailoring", 1009: "Trousers", 1010: "Blouse", 1011: "Shirt",
+    1012: "Skirt", 1013: "Dresses", 1014: "Campaigns", 1016: "Denim", 1017: "Lingerie & Nightwear",
+    1018: "Dresses & Skirts", 1019: "Accessories", 1020: "Shoes", 1021: "Tights basic",
+    1023: "Swimwear", 1025: "Shorts",
+}
+DEPARTMENT_PREFIX = {"A": "", "B": "", "C": "", "D": "Divided ", "F": "Men ", "G": "Baby ",
+                     "H": "Kids ", "I": "Young ", "J": "Kids ", "S": "Sport "}
+
+# graphical_appearance_no, name, real articles, how the image draws it
+APPEARANCES = [
+    (1010016, "Solid", 49747, "solid"), (1010001, "All over pattern", 17165, "allover"),
+    (1010010, "Melange", 5938, "melange"), (1010017, "Stripe", 4990, "stripe"),
+    (1010023, "Denim", 4842, "denim"), (1010008, "Front print", 3215, "frontprint"),
+    (1010014, "Placement print", 3098, "placement"), (1010004, "Check", 2178, "check"),
+    (1010005, "Colour blocking", 1830, "blocking"), (1010021, "Lace", 1513, "lace"),
+    (1010002, "Application/3D", 1286, "embroidery"), (1010013, "Other pattern", 1228, "allover"),
+    (1010006, "Dot", 1211, "dot"), (1010007, "Embroidery", 1165, "embroidery"),
+    (1010012, "Mixed solid/pattern", 1132, "mixed"), (1010009, "Glittering/Metallic", 990, "glitter"),
+    (1010020, "Jacquard", 830, "jacquard"), (1010011, "Metallic", 620, "metallic"),
+    (1010018, "Treatment", 536, "treatment"), (1010015, "Other structure", 500, "structure"),
+    (1010019, "Sequin", 474, "glitter"), (1010003, "Chambray", 259, "chambray"),
+    (1010022, "Contrast", 190, "blocking"), (1010024, "Argyle", 15, "jacquard"),
+    (1010025, "Hologram", 10, "metallic"), (1010026, "Neps", 45, "melange"),
+    (1010027, "Slub", 42, "structure"), (1010028, "Transparent", 25, "solid"),
+    (1010029, "Mesh", 19, "lace"), (-1, "Unknown", 52, "solid"),
+]
+
+PERCEIVED_VALUES = {1: "Dusty Light", 2: "Medium Dusty", 3: "Light", 4: "Dark", 5: "Bright",
+                    6: "Undefined", 7: "Medium", -1: "Unknown"}
+N_MASTERS = 22  # perceived colour masters are ids -1..20, shifted by one for indexing
+PERCEIVED_MASTERS = {5: "Black", 9: "White", 2: "Blue", 4: "Pink", 12: "Grey", 18: "Red", 11: "Beige",
+                     19: "Green", 20: "Khaki green", 3: "Orange", 13: "Yellowish Brown", 16: "Metal",
+                     7: "Turquoise", 15: "Mole", 8: "Yellow", 6: "Lilac Purple", 1: "undefined",
+                     14: "Yellowish Green", 10: "Bluish Green", -1: "Unknown"}
+
+# colour_group_code, name, RGB for the images, perceived value, perceived master, real articles
+COLOURS = [
+    (-1, "Unknown", "8c8c8c", -1, -1, 28), (1, "Other", "9a8f86", 6, 1, 40),
+    (2, "Transparent", "ecebe8", 6, 1, 20), (3, "Gold", "c9a227", 5, 16, 700),
+    (4, "Silver", "c0c0c4", 3, 16, 500), (5, "Bronze/Copper", "b0703a", 7, 16, 150),
+    (6, "Light Grey", "c8c8c8", 3, 12, 2105), (7, "Grey", "8c8c8c", 7, 12, 4487),
+    (8, "Dark Grey", "4a4a4a", 4, 12, 2731), (9, "Black", "1c1c1c", 4, 5, 22670),
+    (10, "White", "f7f7f5", 3, 9, 9542), (11, "Off White", "efe9dc", 1, 9, 2726),
+    (12, "Light Beige", "e6dac4", 1, 11, 3356), (13, "Beige", "cdb894", 2, 11, 2712),
+    (14, "Greyish Beige", "b9ad9b", 2, 15, 1000), (15, "Dark Beige", "a08c6a", 4, 11, 1354),
+    (17, "Yellowish Brown", "8a6636", 4, 13, 1471), (19, "Greenish Khaki", "6f6e48", 4, 20, 2767),
+    (20, "Other Yellow", "e0c23c", 5, 8, 50), (21, "Light Yellow", "f3e6a0", 3, 8, 600),
+    (22, "Yellow", "f0c832", 5, 8, 1645), (23, "Dark Yellow", "c69a1e", 2, 8, 500),
+    (30, "Other Orange", "e07b39", 5, 3, 100), (31, "Light Orange", "f4b98a", 3, 3, 1500),
+    (32, "Orange", "e8702a", 5, 3, 600), (33, "Dark Orange", "b9531d", 4, 3, 600),
+    (40, "Other Red", "c23b35", 5, 18, 100), (41, "Light Red", "e8857d", 3, 18, 150),
+    (42, "Red", "c3242c", 5, 18, 3056), (43, "Dark Red", "75202a", 4, 18, 2340),
+    (50, "Other Pink", "d97a9e", 7, 4, 200), (51, "Light Pink", "f3cdd6", 3, 4, 5811),
+    (52, "Pink", "e58aa6", 7, 4, 1900), (53, "Dark Pink", "b8396f", 4, 4, 1100),
+    (60, "Other Purple", "8a5aa0", 7, 6, 50), (61, "Light Purple", "c9b1dc", 3, 6, 400),
+    (62, "Purple", "7d4a9a", 7, 6, 200), (63, "Dark Purple", "4b2a5c", 4, 6, 300),
+    (70, "Other Blue", "4a78b5", 7, 2, 50), (71, "Light Blue", "a9c6e6", 3, 2, 3012),
+    (72, "Blue", "3161a8", 7, 2, 3308), (73, "Dark Blue", "1f2c4a", 4, 2, 12171),
+    (80, "Other Turquoise", "3aa7a3", 7, 7, 50), (81, "Light Turquoise", "a8dcd8", 3, 7, 800),
+    (82, "Turquoise", "2ea3a0", 5, 7, 300), (83, "Dark Turquoise", "1d5e63", 4, 10, 300),
+    (90, "Other Green", "4f8a4f", 7, 19, 50), (91, "Light Green", "b4d8a8", 3, 14, 650),
+    (92, "Green", "3f7f4a", 7, 19, 600), (93, "Dark Green", "234532", 4, 19, 2106),
+]
+COLOUR_RGB = np.array([[int(c[2][i:i + 2], 16) for i in (0, 2, 4)] for c in COLOURS], dtype=np.float32)
+
+# ---------------------------------------------------------------------------------------------
+# Text: prod_name and detail_desc come from templates, so TF-IDF on them carries the type,
+# material and pattern.
+
+MODEL_NAMES = (
+    "Alma Astrid Bella Billie Cleo Dana Ebba Edith Elin Ella Elsa Emma Freja Frida Greta Hanna "
+    "Ida Iris Isa Jade Jane Juno Kaia Kim Lea Leia Lily Linn Lisa Liv Lola Luna Maja Mia Milo "
+    "Mira Moa Nala Nora Nova Olga Pia Rita Rosa Saga Sara Siri Sofia Stella Tilda Tove Vera Wilma "
+    "Zoe Adam Albin Alex Anton Arvid Axel Ben Carl Dante Eddie Elias Erik Felix Gus Hugo Isak "
+    "Jack Jonas Kevin Leo Liam Loke Ludde Malte Max Neo Nils Oscar Otto Rasmus Sam Sixten Ted Theo "
+    "Timo Vince Viggo Wille Bamse Berry Bibi Cherry Daisy Dolly Flora Happy Honey Kiwi Lemon Mango "
+    "Minnie Peach Pepper Pixie Poppy Sunny Tiger Toffee"
+).split()
+NAME_SUFFIXES = ["", "", "", "", " (1)", " 2p", " 3p", " HW", " Slim", " Relaxed", " SS", " LS",
+                 " Basic", " Premium", " Conscious", " Organic"]
+TYPE_NICKNAMES = {
+    "Vest top": ["strap top", "tank", "vest", "cami"], "T-shirt": ["tee", "T-shirt", "SS top", "tee EQ"],
+    "Top": ["top", "LS top", "crop top", "wrap top"], "Blouse": ["blouse", "wrap blouse", "frill blouse"],
+    "Shirt": ["shirt", "oxford shirt", "flannel shirt", "linen shirt"], "Polo shirt": ["polo", "pique polo"],
+    "Sweater": ["sweater", "jumper", "knit", "crew"], "Hoodie": ["hoodie", "hood", "zip hood"],
+    "Cardigan": ["cardigan", "cardi"], "Bodysuit": ["body", "bodysuit", "body 2p"],
+    "Jacket": ["jacket", "puffer", "parka", "bomber", "denim jacket"], "Coat": ["coat", "wool coat", "trench"],
+    "Blazer": ["blazer", "jacket slim"], "Dress": ["dress", "maxi dress", "mini dress", "shirt dress"],
+    "Jumpsuit/Playsuit": ["jumpsuit", "playsuit"], "Garment Set": ["set", "2-piece set", "body & trs"],
+    "Dungarees": ["dungarees", "dungaree"], "Trousers": ["trousers", "TRS", "joggers", "chinos", "jeans"],
+    "Shorts": ["shorts", "denim shorts", "sweatshorts"], "Skirt": ["skirt", "midi skirt", "mini skirt"],
+    "Leggings/Tights": ["leggings", "tights", "treggings"],
+    "Underwear bottom": ["brief", "thong", "hipster", "boxer 3p"],
+    "Bra": ["bra", "push up", "T-shirt bra", "bralette"], "Socks": ["socks", "socks 5p", "sneaker socks 3p"],
+    "Underwear Tights": ["20 den tights", "50 den tights", "stockings"], "Bikini top": ["bikini top", "triangle top"],
+    "Swimwear bottom": ["bikini brief", "swim shorts", "swim tanga"], "Swimsuit": ["swimsuit", "swim body"],
+    "Pyjama set": ["pj set", "pyjama"], "Night gown": ["nightdress", "night gown"],
+    "Sneakers": ["sneaker", "trainers", "runner"], "Boots": ["boot", "chelsea", "ankle boot"],
+    "Sandals": ["sandal", "slider", "flip flop"], "Other shoe": ["ballerina", "loafer", "slipper"],
+    "Bag": ["bag", "shopper", "shoulder bag", "backpack"], "Hat/beanie": ["beanie", "hat", "pompom hat"],
+    "Cap/peaked": ["cap", "baseball cap"], "Earring": ["earring", "hoops", "earrings 3p"],
+    "Necklace": ["necklace", "chain", "pendant"], "Scarf": ["scarf", "shawl", "snood"],
+    "Hair/alice band": ["alice band", "hairband"], "Sunglasses": ["sunglasses", "shades"],
+    "Belt": ["belt", "waist belt"], "Gloves": ["gloves", "mittens"], "Umbrella": ["umbrella"],
+    "Unknown": ["item", "gift box"],
+}
+TYPE_NOUNS = {  # what the description calls the product
+    "Vest top": "top", "T-shirt": "T-shirt", "Top": "top", "Blouse": "blouse", "Shirt": "shirt",
+    "Polo shirt": "polo shirt", "Sweater": "jumper", "Hoodie": "hooded top", "Cardigan": "cardigan",
+    "Bodysuit": "body", "Jacket": "jacket", "Coat": "coat", "Blazer": "jacket", "Dress": "dress",
+    "Jumpsuit/Playsuit": "jumpsuit", "Garment Set": "set", "Dungarees": "dungarees",
+    "Trousers": "trousers", "Shorts": "shorts", "Skirt": "skirt", "Leggings/Tights": "leggings",
+    "Underwear bottom": "briefs", "Bra": "bra", "Socks": "socks", "Underwear Tights": "tights",
+    "Bikini top": "bikini top", "Swimwear bottom": "bikini bottoms", "Swimsuit": "swimsuit",
+    "Pyjama set": "pyjamas", "Night gown": "nightdress", "Sneakers": "trainers", "Boots": "boots",
+    "Sandals": "sandals", "Other shoe": "ballet pumps", "Bag": "bag", "Hat/beanie": "hat",
+    "Cap/peaked": "cap", "Earring": "earrings", "Necklace": "necklace", "Scarf": "scarf",
+    "Hair/alice band": "alice band", "Sunglasses": "sunglasses", "Belt": "belt", "Gloves": "gloves",
+    "Umbrella": "umbrella", "Unknown": "item",
+}
+SILHOUETTE_FEATURES = {
+    "vest": ["narrow shoulder straps", "a deep scoop neckline", "adjustable spaghetti straps", "a racer back"],
+    "tshirt": ["a round neckline and short sleeves", "a V-neck and short sleeves", "dropped shoulders",
+               "a rounded hem", "a chest pocket"],
+    "top": ["long sleeves", "puff sleeves", "a square neckline", "a cropped cut", "frill trims"],
+    "blouse": ["a V-neck and 3/4-length sleeves", "buttons down the front", "a tie at the neck",
+               "flounced sleeves", "a smocked waist"],
+    "shirt": ["a collar and buttons down the front", "a chest pocket", "long sleeves with buttoned cuffs",
+              "a yoke at the back", "a button-down collar"],
+    "polo": ["a ribbed collar and button placket", "short sleeves with ribbed trims", "side slits"],
+    "sweater": ["long sleeves and ribbing at the cuffs and hem", "dropped shoulders", "a high neck",
+                "a round neckline"],
+    "hoodie": ["a lined drawstring hood", "a kangaroo pocket", "ribbed cuffs and hem", "a soft brushed inside"],
+    "cardigan": ["buttons down the front", "a V-neck", "pockets in the side seams", "ribbed trims"],
+    "bodysuit": ["press-studs at the crotch", "envelope shoulders", "short sleeves", "long sleeves"],
+    "jacket": ["a zip down the front", "a stand-up collar", "zipped side pockets", "a detachable hood",
+               "a padded lining"],
+    "coat": ["notch lapels", "a double-breasted front", "welt pockets", "a vent at the back", "a tie belt"],
+    "blazer": ["notch lapels", "a single button at the front", "flap front pockets", "shoulder pads"],
+    "dress": ["a V-neck", "narrow adjustable shoulder straps", "a seam at the waist", "a flared skirt",
+              "short puff sleeves", "a slit at the hem"],
+    "jumpsuit": ["a V-neck", "an elasticated waist", "straight, wide legs", "a tie belt"],
+    "set": ["a top and trousers", "a body and leggings", "a T-shirt and shorts"],
+    "dungarees": ["adjustable straps", "a bib pocket", "press-studs at the sides"],
+    "trousers": ["a regular waist", "a high waist", "an elasticated drawstring waist", "tapered legs",
+                 "wide legs", "a zip fly and button", "side pockets"],
+    "shorts": ["an elasticated waist", "a high waist", "side pockets", "turn-ups at the hems"],
+    "skirt": ["a high waist", "a concealed zip at the back", "a flared cut", "pleats", "a slit at the back"],
+    "leggings": ["a wide waistband", "a high waist", "flatlock seams"],
+    "briefs": ["a low waist", "lined gusset", "high-cut legs", "a lace trim at the waist"],
+    "bra": ["underwired, moulded cups", "narrow adjustable shoulder straps", "a hook-and-eye fastening",
+            "removable inserts"],
+    "socks": ["ribbed tops", "reinforced heels", "an anti-slip coating", "a motif"],
+    "tights": ["a wide waist", "a reinforced gusset", "an elasticated waist"],
+    "bikini": ["removable padding", "ties at the back", "underwired cups", "triangle cups"],
+    "swimsuit": ["a low-cut back", "adjustable straps", "a lined front", "high-cut legs"],
+    "pyjama": ["a top with long sleeves", "trousers with an elasticated waist", "piping"],
+    "nightgown": ["narrow straps", "lace trims", "short sleeves"],
+    "sneaker": ["lacing at the front", "a padded edge", "a rubber sole", "a loop at the back"],
+    "boot": ["a zip in one side", "elastic gores in the sides", "a chunky sole", "a block heel"],
+    "sandal": ["crossover straps", "an adjustable ankle strap", "a cork sole"],
+    "flat": ["a round toe", "an elasticated edge", "a thin sole"],
+    "bag": ["a zip at the top", "two handles", "a detachable shoulder strap", "an inner pocket"],
+    "beanie": ["a turned-up brim", "a pompom", "a fleece lining"],
+    "cap": ["a peak", "an adjustable strap at the back", "an embroidered appliqué"],
+    "earrings": ["hoops", "pendants", "a glittering stone"], "necklace": ["a pendant", "a lobster clasp"],
+    "scarf": ["fringes at the short sides", "a soft finish"], "hairband": ["a padded top", "a knot detail"],
+    "sunglasses": ["UV-protective, tinted lenses", "metal frames"], "belt": ["a metal buckle", "holes"],
+    "gloves": ["ribbed cuffs", "touchscreen fingertips"], "umbrella": ["a telescopic handle"],
+    "box": ["a gift box"],
+}
+MATERIALS = {  # garment group -> materials
+    1002: ["cotton jersey", "soft jersey", "organic cotton jersey", "ribbed jersey", "slub jersey"],
+    1005: ["jersey", "modal-blend jersey", "sweatshirt fabric", "viscose jersey"],
+    1003: ["soft knit", "rib-knit cotton", "fine-knit fabric containing some wool", "chunky knit"],
+    1006: ["soft organic cotton jersey", "cotton fabric", "soft knit"],
+    1007: ["water-repellent padded fabric", "cotton twill", "felted wool-blend fabric", "nylon"],
+    1008: ["woven fabric", "stretch twill", "crêpe fabric"],
+    1009: ["woven fabric", "cotton twill", "stretch twill", "lyocell"],
+    1010: ["airy woven fabric", "viscose weave", "crêpe fabric", "chiffon"],
+    1011: ["cotton poplin", "linen", "oxford cotton", "flannel"],
+    1012: ["woven fabric", "pleated chiffon", "satin", "jersey"],
+    1013: ["airy woven fabric", "viscose jersey", "crêpe fabric", "linen blend", "satin"],
+    1014: ["cotton jersey", "woven fabric"],
+    1016: ["washed denim", "stretch denim", "cotton denim"],
+    1017: ["microfibre", "lace", "soft cotton jersey", "satin"],
+    1018: ["woven fabric", "jersey", "tulle"],
+    1019: ["faux leather", "metal", "soft knit", "woven straw", "canvas"],
+    1020: ["faux leather", "canvas", "suede", "mesh"],
+    1021: ["fine-knit fabric", "soft cotton-blend", "nylon"],
+    1023: ["swimwear fabric", "recycled swimwear fabric"],
+    1025: ["cotton twill", "sweatshirt fabric", "linen blend"],
+    1001: ["mixed materials"],
+}
+SILHOUETTE_MATERIALS = {  # accessories and shoes: materials that suit the item better than its garment group's
+    "sunglasses": ["plastic", "metal"], "earrings": ["metal", "metal with glass beads"],
+    "necklace": ["metal", "metal with glass beads"], "hairband": ["satin", "metal", "velvet"],
+    "bag": ["faux leather", "canvas", "woven straw"], "beanie": ["soft knit", "rib knit", "fleece"],
+    "gloves": ["soft knit", "faux leather"], "scarf": ["soft knit", "woven fabric", "chiffon"],
+    "belt": ["faux leather", "leather"], "cap": ["cotton twill"], "umbrella": ["polyester"],
+}
+PATTERN_PHRASES = {
+    "solid": [""], "allover": [" with a printed pattern", " in a patterned weave", " with a floral print"],
+    "melange": [" in melange jersey", " in a marled finish"], "stripe": [" with stripes", " in a striped pattern"],
+    "denim": [" in washed denim"], "frontprint": [" with a printed motif on the front", " with a text print"],
+    "placement": [" with a print motif", " with a printed detail"], "check": [" in a checked pattern"],
+    "blocking": [" in a colour-block design", " with contrasting panels"], "lace": [" with lace trims", " in lace"],
+    "embroidery": [" with embroidered details", " with appliqués"], "dot": [" with a spotted pattern"],
+    "mixed": [" with a patterned yoke"], "glitter": [" with glittery threads", " with sequins"],
+    "jacquard": [" in a jacquard knit"], "metallic": [" with a metallic sheen"],
+    "treatment": [" in a washed finish"], "structure": [" in a textured weave", " in rib knit"],
+    "chambray": [" in chambray"],
+}
+FITS = ["Regular fit.", "Slim fit.", "Relaxed fit.", "Loose fit.", "Oversized.", ""]
+
+
+# ---------------------------------------------------------------------------------------------
+# Calendar
+
+@dataclass(frozen=True)
+class Calendar:
+    """Days of the history and the weeks they fall in; the last week ends on END."""
+
+    start: date
+    n_days: int
+
+    @property
+    def offset(self) -> int:  # days missing from the first week, so that the last week is whole
+        return (-self.n_days) % 7
+
+    @property
+    def n_weeks(self) -> int:
+        return (self.n_days + self.offset) // 7
+
+    def week(self, day: np.ndarray) -> np.ndarray:
+        return (day + self.offset) // 7
+
+    def week_start_day(self, week: np.ndarray) -> np.ndarray:
+        return np.asarray(week) * 7 - self.offset
+
+    def day_of_year(self, day: np.ndarray) -> np.ndarray:
+        return (np.asarray(day) + self.start.timetuple().tm_yday - 1) % 365
+
+    def daily_intensity(self) -> np.ndarray:
+        """Relative shop traffic per day: summer peak, Black Friday, weekends, the spring-2020 dip."""
+        day = np.arange(self.n_days)
+        doy = self.day_of_year(day)
+        weekday = (day + self.start.weekday()) % 7
+        level = 1.0 + 0.25 * np.cos(2 * np.pi * (doy - 175) / 365)
+        level *= np.where(np.abs(doy - 332) <= 3, 1.6, 1.0)  # Black Friday week
+        level *= np.array([0.9, 0.92, 0.95, 1.0, 1.12, 1.15, 0.96])[weekday]
+        covid = (np.datetime64(self.start) + day >= np.datetime64("2020-03-15")) & \
+                (np.datetime64(self.start) + day <= np.datetime64("2020-05-10"))
+        level *= np.where(covid, 0.7, 1.0)
+        return level * np.linspace(0.95, 1.05, self.n_days)
+
+
+def _calendar(scale: Scale) -> Calendar:
+    if scale.weeks >= 105:
+        start = FULL_START
+    else:
+        start = END - timedelta(days=7 * scale.weeks - 1)
+    return Calendar(start, (END - start).days + 1)
+
+
+def _hex_ids(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n random 64-character lowercase hex ids as numpy bytes ('S64', a quarter of the memory of str)."""
+    digits = rng.integers(0, 16, size=(n, 64), dtype=np.uint8)
+    chars = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[digits]
+    return np.frombuffer(chars.tobytes(), dtype="S64")
+
+
+def _strings(values: np.ndarray) -> pl.Series:
+    return pl.Series(values).cast(pl.String)
+
+
+def _draw_segments(weights: np.ndarray, start: np.ndarray, length: np.ndarray,
+                   u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row draw an index in weights[start:start+length] proportional to the weights.
+
+    One cumulative sum and one searchsorted for all rows. Returns (index, ok) where ok is False
+    for rows whose segment has no weight (their index is meaningless).
+    """
+    cum = np.cumsum(weights, dtype=np.float64)
+    last = start + np.maximum(length, 1) - 1
+    lo = np.where(start > 0, cum[np.maximum(start - 1, 0)], 0.0)
+    hi = cum[last]
+    ok = (hi - lo) > 1e-12 * np.maximum(hi, 1e-300)
+    idx = np.searchsorted(cum, lo + u * (hi - lo), side="right")
+    return np.clip(idx, start, last), ok & (length > 0)
+
+
+def _draw_rows(weights: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a column per row of a small (rows x k) weight matrix; ok False where a row sums to 0."""
+    cum = np.cumsum(weights, axis=1)
+    total = cum[:, -1]
+    k = (cum < (u * total)[:, None]).sum(axis=1)
+    return np.minimum(k, weights.shape[1] - 1), total > 0
+
+
+def _lognormal(rng, sigma, n):
+    return np.exp(rng.normal(0.0, sigma, n) - sigma * sigma / 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogue
+
+def make_articles(rng: np.random.Generator, n_articles: int, cal: Calendar) -> pl.DataFrame:
+    """The catalogue: the Kaggle article columns plus hidden '_' columns the simulation uses."""
+    n_types, n_idx = len(PRODUCT_TYPES), len(INDEXES)
+    type_of = {name: i for i, name in enumerate(TYPE_NAMES)}
+    # (index code, type) pair weights from the real proportions
+    pair_w = np.zeros((n_idx, n_types))
+    for i, (code, *_rest) in enumerate(INDEXES):
+        for name, count in INDEX_TYPES[code].items():
+            pair_w[i, type_of[name]] = count
+    pair_w *= (np.array([ix[4] for ix in INDEXES]) / pair_w.sum(1))[:, None]
+
+    # products: colourways per product is 1 + geometric, mean ~2.2 like the real 105,542 / 47,224
+    colourways = np.minimum(rng.geometric(0.45, n_articles), 12)  # more than enough products
+    ends = np.cumsum(colourways)
+    n_products = int(np.searchsorted(ends, n_articles) + 1)
+    colourways = colourways[:n_products]
+    colourways[-1] -= ends[n_products - 1] - n_articles
+
+    pair = rng.choice(n_idx * n_types, size=n_products, p=(pair_w / pair_w.sum()).ravel())
+    p_index, p_type = pair // n_types, pair % n_types
+    silhouette = np.array([t[3] for t in PRODUCT_TYPES])[p_type]
+
+    # graphical appearance, conditioned on what suits the silhouette
+    app_w = _appearance_weights()[p_type]
+    p_app = _draw_rows(app_w, rng.random(n_products))[0]
+
+    # launches: a quarter of the products were on sale before the history starts; seasonal types
+    # launch a few weeks before their peak
+    n_weeks = cal.n_weeks
+    pre = rng.random(n_products) < 0.25
+    week_grid = np.arange(n_weeks)
+    doy_grid = cal.day_of_year(cal.week_start_day(week_grid) + 3)
+    peak = np.array([t[6] for t in PRODUCT_TYPES], dtype=float)
+    amp = np.array([t[7] for t in PRODUCT_TYPES])
+    launch_season = np.exp(amp[:, None] * np.cos(2 * np.pi * (doy_grid[None, :] + 35 - peak[:, None]) / 365))
+    launch = _draw_rows(launch_season[p_type], rng.random(n_products))[0]
+    launch = np.where(pre, -rng.integers(1, 20, n_products), launch)
+    basic = rng.random(n_products) < 0.15
+    tau = np.where(basic, 150.0, np.exp(rng.normal(np.log(7.0), 0.5, n_products)))  # weeks
+    pop = np.exp(rng.normal(0.0, 0.55, n_products))
+
+    # prices: the type's typical price, cheaper for children and Divided, snapped to x.99
+    base_price = np.array([t[5] for t in PRODUCT_TYPES])[p_type]
+    index_factor = np.array([1.0, 1.0, 1.0, 0.8, 1.05, 0.65, 0.7, 0.8, 0.6, 1.1])[p_index]
+    price = np.maximum(np.round(base_price * index_factor * _lognormal(rng, 0.3, n_products)) - 0.01, 2.99)
+    price = np.where(price > 20, np.round(price / 5) * 5 - 0.01, price)
+
+    # product codes grow with the launch date, like the real ones (old basics have low codes)
+    order = np.argsort(launch + rng.normal(0, 6, n_products) - basic * 60, kind="stable")
+    gaps = rng.integers(1, 2 * max(1, 800_000 // n_products), n_products)
+    codes_sorted = 108_775 + np.cumsum(gaps) - gaps[0]
+    product_code = np.empty(n_products, dtype=np.int64)
+    product_code[order] = codes_sorted
+
+    # articles
+    prod = np.repeat(np.arange(n_products), colourways)
+    first = np.r_[0, np.cumsum(colourways)[:-1]]
+    pos = np.arange(n_articles) - first[prod]
+    step = np.where(rng.random(n_articles) < 0.12, rng.integers(5, 30, n_articles), rng.integers(1, 3, n_articles))
+    step[pos == 0] = rng.integers(1, 3, n_products)
+    variant = np.cumsum(step)
+    variant -= np.repeat(variant[first] - step[first], colourways)
+    article_id = product_code[prod] * 1000 + np.minimum(variant, 999)
+
+    colour = _pick_colours(rng, p_index, p_type, p_app, colourways)
+    a_launch = launch[prod] + np.where((pos > 0) & (rng.random(n_articles) < 0.25),
+                                       rng.integers(2, 30, n_articles), 0)
+    a_app = p_app[prod]
+    switch = (pos > 0) & (rng.random(n_articles) < 0.08)  # a striped colourway of a solid product
+    a_app = np.where(switch & (a_app == 0), 3, a_app)
+    colour_w = np.array([c[5] for c in COLOURS], dtype=float)
+    a_pop = pop[prod] * _lognormal(rng, 0.4, n_articles) * (colour_w[colour] / colour_w.mean()) ** 0.2
+
+    value = np.array([c[3] for c in COLOURS])[colour]
+    shift = rng.random(n_articles)
+    value = np.where((shift < 0.08) & (value > 0), np.array([2, 1, 7, 2, 7, 6, 2])[np.clip(value - 1, 0, 6)], value)
+    master = np.array([c[4] for c in COLOURS])[colour]
+    master = np.where((master == 19) & (shift > 0.9), 10, master)  # some greens read bluish
+    master = np.where((master == 11) & (shift > 0.93), 15, master)  # and some beiges mole
+
+    section_no, section_name = _sections(rng, p_index, p_type)
+    garment = _garment_groups(rng, p_index, p_type, p_app)
+    names, descs = _texts(rng, p_type, p_app, garment, silhouette)
+    colour_in_desc = (rng.random(n_products) < 0.15)[prod] & (descs[prod] != "")
+    colour_names = np.array([c[1] for c in COLOURS])[colour]
+    detail = np.where(colour_in_desc, np.char.add(np.char.add(descs[prod], " In "),
+                                                   np.char.add(np.char.lower(colour_names), ".")), descs[prod])
+
+    ix = np.array(INDEXES, dtype=object)
+    df = pl.DataFrame({
+        "article_id": article_id,
+        "product_code": product_code[prod],
+        "prod_name": names[prod],
+        "product_type_no": np.array([t[1] for t in PRODUCT_TYPES])[p_type][prod],
+        "product_type_name": np.array(TYPE_NAMES)[p_type][prod],
+        "product_group_name": np.array([t[2] for t in PRODUCT_TYPES])[p_type][prod],
+        "graphical_appearance_no": np.array([a[0] for a in APPEARANCES])[a_app],
+        "graphical_appearance_name": np.array([a[1] for a in APPEARANCES])[a_app],
+        "colour_group_code": np.array([c[0] for c in COLOURS])[colour],
+        "colour_group_name": colour_names,
+        "perceived_colour_value_id": value,
+        "perceived_colour_value_name": _lookup(PERCEIVED_VALUES, value),
+        "perceived_colour_master_id": master,
+        "perceived_colour_master_name": _lookup(PERCEIVED_MASTERS, master),
+        "index_code": ix[p_index, 0].astype(str)[prod],
+        "index_name": ix[p_index, 1].astype(str)[prod],
+        "index_group_no": ix[p_index, 2].astype(np.int64)[prod],
+        "index_group_name": ix[p_index, 3].astype(str)[prod],
+        "section_no": section_no[prod],
+        "section_name": section_name[prod],
+        "garment_group_no": garment[prod],
+        "garment_group_name": _lookup(GARMENT_GROUPS, garment)[prod],
+        "detail_desc": detail,
+        # hidden simulation columns
+        "_product": prod, "_index": p_index[prod], "_type": p_type[prod], "_colour": colour,
+        "_appearance": a_app, "_launch": a_launch, "_tau": tau[prod], "_pop": a_pop,
+        "_price": price[prod], "_silhouette": silhouette[prod], "_master": master + 1,
+    })
+    df = _departments(df).sort("article_id")
+    # number products in id order, so that the colourways of one product are neighbours
+    return df.with_columns(_product=(pl.col("product_code").rank("dense") - 1).cast(pl.Int64))
+
+
+def _appearance_weights() -> np.ndarray:
+    """(types x appearances) weights: the real shares, adjusted for what suits each silhouette."""
+    base = np.array([a[2] for a in APPEARANCES], dtype=float)
+    draw = [a[3] for a in APPEARANCES]
+    w = np.tile(base, (len(PRODUCT_TYPES), 1))
+    for t, row in enumerate(PRODUCT_TYPES):
+        sil = row[3]
+        for j, kind in enumerate(draw):
+            m = 1.0
+            if kind == "denim":
+                m = {"trousers": 5, "shorts": 5, "skirt": 3, "dungarees": 5, "jacket": 1.5, "shirt": 1.5,
+                     "dress": 0.3, "set": 0.3}.get(sil, 0.0)
+            elif kind in ("frontprint", "placement"):
+                m = {"tshirt": 3, "sweater": 2, "hoodie": 3, "bodysuit": 3, "vest": 1.5, "top": 1.5,
+                     "set": 2, "pyjama": 2, "dress": 0.5, "bag": 0.5}.get(sil, 0.05)
+            elif kind == "lace":
+                m = {"bra": 6, "briefs": 3, "top": 2, "blouse": 2, "dress": 2, "nightgown": 4}.get(sil, 0.05)
+            elif kind in ("metallic", "glitter"):
+                m = {"earrings": 12, "necklace": 12, "hairband": 4, "bag": 1.5, "flat": 1.5, "top": 1.5,
+                     "dress": 1.5}.get(sil, 0.2)
+            elif kind == "melange":
+                m = {"tshirt": 1.5, "sweater": 2, "hoodie": 2, "trousers": 1, "socks": 1.5, "beanie": 2,
+                     "leggings": 1}.get(sil, 0.2)
+            elif kind == "check":
+                m = {"shirt": 3, "blouse": 2, "skirt": 2, "trousers": 1.5, "jacket": 1.5, "coat": 2,
+                     "scarf": 4, "pyjama": 2}.get(sil, 0.3)
+            if sil in ("earrings", "necklace", "sunglasses", "belt", "umbrella", "box") and kind not in (
+                    "solid", "metallic", "glitter"):
+                m *= 0.05
+            if sil in ("sneaker", "boot", "sandal", "flat") and kind not in ("solid", "metallic", "glitter"):
+                m *= 0.15
+            w[t, j] *= m
+    return w
+
+
+def _pick_colours(rng, p_index, p_type, p_app, colourways) -> np.ndarray:
+    """Distinct colour groups for the colourways of each product (Gumbel top-k per product)."""
+    n_products = len(p_index)
+    w = np.tile(np.array([c[5] for c in COLOURS], dtype=float), (n_products, 1))
+    names = [c[1] for c in COLOURS]
+    col = {n: i for i, n in enumerate(names)}
+    sil = np.array([t[3] for t in PRODUCT_TYPES])[p_type]
+    draw = np.array([a[3] for a in APPEARANCES])[p_app]
+    pinks = [col[n] for n in names if "Pink" in n or "Purple" in n]
+    jewel = np.isin(sil, ["earrings", "necklace", "hairband"])
+    w[jewel] *= 0.3
+    w[np.ix_(jewel, [col["Gold"], col["Silver"], col["Bronze/Copper"]])] *= 60
+    baby = p_index == 5
+    w[np.ix_(baby, [col[n] for n in ("Light Pink", "Light Blue", "Off White", "White", "Light Grey",
+                                       "Light Beige", "Light Yellow")])] *= 2.5
+    w[np.ix_(baby, [col["Black"]])] *= 0.15
+    men = p_index == 4
+    w[np.ix_(men, pinks)] *= 0.1
+    w[np.ix_(men, [col["Dark Blue"], col["Black"], col["Greenish Khaki"], col["Grey"]])] *= 1.5
+    shoes = np.isin(sil, ["sneaker", "boot", "sandal", "flat"])
+    w[np.ix_(shoes, [col["Black"], col["White"], col["Beige"], col["Light Beige"]])] *= 2
+    denim = draw == "denim"
+    keep = [col[n] for n in ("Blue", "Dark Blue", "Light Blue", "Black", "Grey", "Dark Grey", "White")]
+    mask = np.zeros(len(COLOURS), bool)
+    mask[keep] = True
+    w[denim] = np.where(mask, w[denim], 0.0)
+    w[np.ix_(denim, [col["Light Blue"], col["Blue"]])] *= 4
+    key = np.log(w + 1e-300) + rng.gumbel(size=w.shape)
+    ranked = np.argsort(-key, axis=1)
+    k = colourways.max()
+    ranked = ranked[:, :k]
+    take = np.arange(k)[None, :] < colourways[:, None]
+    return ranked[take]
+
+
+def _lookup(table: dict, keys: np.ndarray) -> np.ndarray:
+    """Names for an array of codes, vectorised."""
+    codes = np.array(list(table))
+    names = np.array(list(table.values()))
+    order = np.argsort(codes)
+    return names[order[np.searchsorted(codes[order], keys)]]
+
+
+def _sections(rng, p_index, p_type):
+    """A matching specific section 80% of the time, else one of the index's general sections."""
+    n = len(p_index)
+    no = np.zeros(n, dtype=np.int64)
+    name = np.empty(n, dtype=object)
+    u, pick = rng.random(n), rng.random(n)
+    for i, (code, *_rest) in enumerate(INDEXES):
+        rows = SECTIONS[code]
+        general = [r for r in rows if r[2] is None] or rows
+        for t, tname in enumerate(TYPE_NAMES):
+            m = np.flatnonzero((p_index == i) & (p_type == t))
+            if len(m) == 0:
+                continue
+            specific = [r for r in rows if r[2] is not None and tname in r[2]]
+            for row_i in m:
+                options = specific if specific and u[row_i] < 0.8 else general
+                no[row_i], name[row_i] = options[int(pick[row_i] * len(options))][:2]
+    return no, name.astype(str)
+
+
+def _garment_groups(rng, p_index, p_type, p_app):
+    g = np.array([t[4] for t in PRODUCT_TYPES])[p_type]
+    group = np.array([t[2] for t in PRODUCT_TYPES])[p_type]
+    sil = np.array([t[3] for t in PRODUCT_TYPES])[p_type]
+    garment = np.isin(group, ["Garment Upper body", "Garment Lower body", "Garment Full body"])
+    draw = np.array([a[3] for a in APPEARANCES])[p_app]
+    g = np.where(np.isin(sil, ["trousers", "shorts", "skirt"]) & (draw == "denim"), 1016, g)
+    g = np.where((p_index == 5) & garment, 1006, g)  # baby
+    g = np.where(np.isin(p_index, [6, 7]) & np.isin(sil, ["dress", "skirt"]), 1018, g)  # girls
+    g = np.where(np.isin(sil, ["sweater", "cardigan"]) & (rng.random(len(g)) < 0.15), 1005, g)
+    return np.where(garment & (rng.random(len(g)) < 0.02), 1014, g)
+
+
+def _departments(df: pl.DataFrame) -> pl.DataFrame:
+    """One department per (index code, section, garment group); numbers and names like H&M's."""
+    keys = df.select("index_code", "section_no", "garment_group_no").unique().sort(
+        "section_no", "garment_group_no", "index_code")
+    n = keys.height
+    keys = keys.with_columns(
+        department_no=(1201 + (pl.int_range(n, dtype=pl.Int64) * 7919) % 8700).cast(pl.Int64),
+        department_name=pl.col("index_code").replace_strict(DEPARTMENT_PREFIX, return_dtype=pl.String)
+        + pl.col("garment_group_no").replace_strict(DEPARTMENT_WORDS, return_dtype=pl.String),
+    )
+    return df.join(keys, on=["index_code", "section_no", "garment_group_no"], how="left",
+                   maintain_order="left")
+
+
+def _texts(rng, p_type, p_app, garment, silhouette):
+    """prod_name and detail_desc per product (a loop over products, not over transactions)."""
+    n = len(p_type)
+    names = np.empty(n, dtype=object)
+    descs = np.empty(n, dtype=object)
+    u = rng.random((n, 8))
+    draws = [a[3] for a in APPEARANCES]
+    for i in range(n):
+        tname = TYPE_NAMES[p_type[i]]
+        nick = TYPE_NICKNAMES[tname][int(u[i, 0] * len(TYPE_NICKNAMES[tname]))]
+        model = MODEL_NAMES[int(u[i, 1] * len(MODEL_NAMES))]
+        suffix = NAME_SUFFIXES[int(u[i, 2] * len(NAME_SUFFIXES))]
+        name = f"{model} {nick}{suffix}" if u[i, 3] < 0.85 else f"{nick[0].upper()}{nick[1:]}{suffix}"
+        names[i] = name
+        if u[i, 4] < 0.01:
+            descs[i] = ""
+            continue
+        feats = SILHOUETTE_FEATURES[silhouette[i]]
+        f1 = feats[int(u[i, 5] * len(feats))]
+        f2 = feats[int(u[i, 6] * len(feats))]
+        feat = f1 if f1 == f2 else f"{f1} and {f2}"
+        mats = SILHOUETTE_MATERIALS.get(silhouette[i], MATERIALS[int(garment[i])])
+        mat = mats[int(u[i, 7] * len(mats))]
+        kind = draws[p_app[i]]
+        phrase = PATTERN_PHRASES.get(kind, [""])[int(u[i, 3] * len(PATTERN_PHRASES.get(kind, [""])))]
+        noun = TYPE_NOUNS[tname]
+        fit = FITS[int(u[i, 2] * len(FITS))] if PRODUCT_TYPES[p_type[i]][2].startswith("Garment") else ""
+        text = f"{noun[0].upper()}{noun[1:]} in {mat}{phrase} with {feat}."
+        descs[i] = f"{text} {fit}".strip()
+    if n >= 50 and u[:, 4].min() >= 0.01:  # the real file has empty descriptions: keep one at least
+        descs[int(np.argmin(u[:, 4]))] = ""
+    return names.astype(str), descs.astype(str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Customers
+
+SEGMENTS = {  # index-code mix of each kind of customer (A B C D F G H I J S)
+    "ladies": [0.50, 0.14, 0.10, 0.10, 0.03, 0.02, 0.03, 0.02, 0.01, 0.05],
+    "young": [0.22, 0.06, 0.08, 0.52, 0.05, 0.005, 0.005, 0.02, 0.005, 0.05],
+    "parent": [0.18, 0.04, 0.03, 0.03, 0.03, 0.22, 0.22, 0.13, 0.10, 0.02],
+    "men": [0.03, 0.01, 0.02, 0.10, 0.72, 0.01, 0.02, 0.02, 0.01, 0.06],
+    "mixed": [ix[4] / 105_542 for ix in INDEXES],
+}
+N_FAVOURITE_PAIRS = 4
+N_FAVOURITE_COLOURS = 3
+
+
+def make_customers(rng: np.random.Generator, n: int, articles: pl.DataFrame, cal: Calendar):
+    """customers.csv columns (sorted by customer_id like Kaggle's) and their latent tastes."""
+    ids = _strings(np.sort(_hex_ids(rng, n)))  # sorted, like Kaggle's file
+    while ids.str.slice(48).n_unique() < n:  # the UInt64 keys (last 16 digits) must be unique
+        ids = _strings(np.sort(_hex_ids(rng, n)))
+
+    # age: bimodal, peaks in the twenties and around fifty, mean ~36
+    mode = rng.random(n)
+    age = np.where(mode < 0.55, rng.normal(25, 4.5, n),
+                   np.where(mode < 0.95, rng.normal(50, 7, n), rng.uniform(16, 90, n)))
+    age = np.clip(np.round(age), 16, 99).astype(np.int64)
+    fn = rng.random(n) < 0.35
+    active = np.where(fn, rng.random(n) < 0.97, rng.random(n) < 0.01)
+    club = rng.choice(["ACTIVE", "PRE-CREATE", "LEFT CLUB", ""], n, p=[0.92745, 0.06776, 0.00034, 0.00445])
+    news = np.where(fn, "Regularly", "NONE").astype(object)
+    u = rng.random(n)
+    news[u < 0.0117] = ""
+    news[(u >= 0.0117) & (u < 0.0123)] = "Monthly"
+    news[rng.choice(n, size=min(2, n), replace=False)] = "None"  # the odd value of the real file
+    n_postal = max(2, int(n * 0.257))
+    postal_hex = _hex_ids(rng, n_postal)
+    postal = np.where(rng.random(n) < 0.088, 0, 1 + (rng.random(n) ** 1.6 * (n_postal - 1)).astype(np.int64))
+    frame = pl.DataFrame({
+        "customer_id": ids,
+        "FN": np.where(fn, "1.0", ""),
+        "Active": np.where(active, "1.0", ""),
+        "club_member_status": club,
+        "fashion_news_frequency": news.astype(str),
+        "age": np.where(rng.random(n) < 0.0116, -1, age),
+        "postal_code": _strings(postal_hex[np.minimum(postal, n_postal - 1)]),
+    }).with_columns(
+        *(pl.col(c).replace("", None) for c in ("FN", "Active", "club_member_status", "fashion_news_frequency")),
+        age=pl.when(pl.col("age") >= 0).then(pl.col("age")),
+    ).select(CUSTOMER_COLUMNS)
+
+    # latent tastes
+    seg_names = list(SEGMENTS)
+    seg_p = np.where((age < 25)[:, None], [0.30, 0.55, 0.0, 0.12, 0.03],
+                     np.where((age < 41)[:, None], [0.45, 0.10, 0.25, 0.15, 0.05], [0.50, 0.0, 0.20, 0.18, 0.12]))
+    segment = _draw_rows(seg_p, rng.random(n))[0]
+    profile = np.array([SEGMENTS[s] for s in seg_names])[segment]
+    mix = rng.gamma(profile * 10 + 0.01)
+    mix /= mix.sum(1, keepdims=True)
+
+    # favourite (index code, type) pairs: an index from the mix, then a type as common as it is
+    # in that index of the catalogue
+    n_types = len(PRODUCT_TYPES)
+    counts = np.zeros(len(INDEXES) * n_types)
+    np.add.at(counts, articles["_index"].to_numpy() * n_types + articles["_type"].to_numpy(), 1)
+    counts = counts ** 0.8
+    fav_pairs = np.zeros((n, N_FAVOURITE_PAIRS), dtype=np.int64)
+    for k in range(N_FAVOURITE_PAIRS):
+        idx = _draw_rows(mix, rng.random(n))[0]
+        pick, ok = _draw_segments(counts, idx * n_types, np.full(n, n_types), rng.random(n))
+        fav_pairs[:, k] = np.where(ok, pick, idx * n_types + TYPE_NAMES.index("T-shirt"))
+    fav_pair_w = rng.gamma(np.ones((n, N_FAVOURITE_PAIRS)))
+    fav_pair_w /= fav_pair_w.sum(1, keepdims=True)
+    # favourite colours (perceived colour masters), as common as they are in the catalogue
+    masters = articles["_master"].to_numpy()
+    master_counts = np.bincount(masters, minlength=N_MASTERS).astype(float) ** 0.9
+    fav_masters = rng.choice(N_MASTERS, size=(n, N_FAVOURITE_COLOURS), p=master_counts / master_counts.sum())
+
+    # activity: long-tailed visits per year; a join date; churners stop after a while
+    activity = np.exp(rng.normal(0.0, 1.1, n))
+    existing = rng.random(n) < 0.65
+    join = np.where(existing, 0, rng.integers(0, cal.n_days, n))
+    churn = rng.random(n) < 0.45
+    stop = np.where(churn, join + rng.exponential(300, n).astype(np.int64), cal.n_days - 1)
+    stop = np.minimum(stop, cal.n_days - 1)
+    tastes = {
+        "mix": mix, "fav_pairs": fav_pairs, "fav_pair_w": fav_pair_w, "fav_masters": fav_masters,
+        "loyalty": rng.beta(2, 2.5, n),
+        "price_level": rng.normal(0.0, 0.3, n) + 0.004 * (age - 36),
+        "pattern_taste": rng.choice([-1.0, 0.0, 1.0], n, p=[0.45, 0.35, 0.20]),
+        "online": rng.beta(1.4, 0.6, n), "activity": activity,
+        # frequent shoppers are also the ones who come back for the same article
+        "repeat": rng.beta(0.3, 0.3 / REPEAT_RATE, n) * activity ** 0.3 / np.mean(activity ** 0.3),
+        "join": join, "stop": stop, "never": rng.random(n) < 0.007,
+    }
+    return frame, tastes
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions
+
+# The knobs of the purchase model. They were tuned on the demo scale so that, as on the real data,
+# last week's best sellers are a weak baseline, repurchases and tastes each beat it about 2-3x, and
+# only a blend of them reaches 3x and more (see the module docstring and the report in the issue).
+BASKET_MEAN_EXTRA = 1.7  # a visit buys 1 + Poisson(~1.7 on average) different articles
+COPY_TYPE = 0.3  # share of basket lines that take the (index, type) of the basket's first line
+SIBLING_IN_BASKET = 0.3  # of those, share that take another colourway of that line's product
+CANDIDATES = 4  # articles of a pair a customer weighs against each other
+COLOUR_TASTE = 1.3  # how much a customer prefers their favourite colours
+PRICE_TASTE = 2.5  # and articles near their price level
+PATTERN_TASTE = 0.8  # and solid or patterned ones
+SAME_PRODUCT_PENALTY = 2.5  # and other products than the ones they just bought
+RECENT_MEMORY = 24  # articles per customer remembered, to avoid buying the same one by chance
+REPEAT_RATE = 0.025  # mean chance that a line is bought again later (twice that for basics)
+REPEAT_GAP_DAYS = 8.0  # mean days until that repeat purchase
+REPEAT_SAME = 0.9  # a repeat purchase is the same article; otherwise another colourway
+DUPLICATE = 0.06  # share of lines bought in several units (exact duplicate rows)
+LAUNCH_BOOST = 1.0  # new articles sell (1 + this) times their later rate in the launch week
+POPULARITY_POWER = 0.85  # articles are drawn by popularity to this power
+BASIC_TYPES = ("Socks", "Underwear bottom", "Underwear Tights", "Leggings/Tights", "Vest top", "T-shirt",
+               "Bra", "Bodysuit")
+
+
+def weekly_popularity(rng: np.random.Generator, articles: pl.DataFrame, cal: Calendar) -> np.ndarray:
+    """(weeks x articles) popularity: launch, decay, seasonality, weekly noise; 0 before launch."""
+    weeks = np.arange(cal.n_weeks)[:, None]
+    age = weeks - articles["_launch"].to_numpy()[None, :]
+    tau = articles["_tau"].to_numpy()[None, :]
+    fresh = np.maximum(age, 0)
+    life = np.where(age >= 0, np.exp(-fresh / tau) * (1 + LAUNCH_BOOST * np.exp(-fresh / 0.8)), 0.0)
+    t = articles["_type"].to_numpy()
+    peak = np.array([x[6] for x in PRODUCT_TYPES], dtype=float)[t][None, :]
+    amp = np.array([x[7] for x in PRODUCT_TYPES])[t][None, :]
+    doy = cal.day_of_year(cal.week_start_day(weeks) + 3)
+    season = np.exp(amp * np.cos(2 * np.pi * (doy - peak) / 365))
+    noise = np.exp(rng.normal(0, 0.3, life.shape))
+    return (articles["_pop"].to_numpy()[None, :] * life * season * noise).astype(np.float64)
+
+
+def make_transactions(rng: np.random.Generator, articles: pl.DataFrame, tastes: dict, cal: Calendar,
+                      target_rows: int, show_progress: bool = True) -> dict[str, np.ndarray]:
+    """Rows of transactions_train as arrays (day, customer index, article index, price, channel)."""
+    n_c = len(tastes["join"])
+    n_types = len(PRODUCT_TYPES)
+    n_pairs = len(INDEXES) * n_types
+    a_product = articles["_product"].to_numpy()
+    a_price = articles["_price"].to_numpy()
+    a_launch = articles["_launch"].to_numpy()
+    a_type = articles["_type"].to_numpy()
+    a_master = articles["_master"].to_numpy()
+    a_rel_price = np.log(a_price / np.array([t[5] for t in PRODUCT_TYPES])[a_type])
+    a_patterned = ~np.isin(articles["graphical_appearance_name"].to_numpy(), ["Solid", "Melange", "Unknown"])
+    basic = np.isin(np.array(TYPE_NAMES)[a_type], BASIC_TYPES)
+    assert np.all(np.diff(a_product) >= 0), "articles must be sorted by product"
+    prod_first = np.searchsorted(a_product, a_product, side="left")
+    prod_size = np.bincount(a_product)[a_product]
+
+    def sibling(art, u):
+        """Another colourway of the same product (the colourways of a product are neighbours)."""
+        size = prod_size[art]
+        other = prod_first[art] + (art - prod_first[art] + 1 + (u * np.maximum(size - 1, 1)).astype(np.int64)) % size
+        return np.where(size > 1, other, art)
+
+    # articles sorted by (index code, type) pair, to draw within a pair by popularity
+    pair = articles["_index"].to_numpy() * n_types + a_type
+    order = np.argsort(pair, kind="stable")
+    pair_start = np.searchsorted(pair[order], np.arange(n_pairs))
+    pair_len = np.bincount(pair, minlength=n_pairs)
+    # customers weigh popularity less than linearly: even in a small catalogue no single article
+    # takes over a whole (index, type) pair
+    pop = weekly_popularity(rng, articles, cal) ** POPULARITY_POWER
+    pair_mass = np.stack([np.bincount(pair, weights=pop[w], minlength=n_pairs) for w in range(cal.n_weeks)])
+    # how much of a pair is on sale this week, against an average pair: favourites follow it
+    pair_share = pair_mass / np.maximum(pair_mass.sum(1, keepdims=True), 1e-12) * (pair_mass > 0).sum(1, keepdims=True)
+
+    # visits: Poisson in the customer's active window, dates by daily traffic
+    window = tastes["stop"] - tastes["join"] + 1
+    expected_visits = tastes["activity"] * window / 365
+    rows_per_visit = (1 + BASKET_MEAN_EXTRA) * (1 + 1.3 * tastes["repeat"].mean()) * (1 + DUPLICATE * 1.6)
+    expected_visits *= target_rows / rows_per_visit / expected_visits.sum()
+    n_visits = np.where(tastes["never"], 0, np.maximum(rng.poisson(expected_visits), 1))
+    v_cust = np.repeat(np.arange(n_c, dtype=np.int32), n_visits)
+    cum_traffic = np.r_[0.0, np.cumsum(cal.daily_intensity())]
+    lo, hi = cum_traffic[tastes["join"][v_cust]], cum_traffic[tastes["stop"][v_cust] + 1]
+    v_day = (np.searchsorted(cum_traffic, lo + rng.random(len(v_cust)) * (hi - lo), side="right") - 1).astype(np.int32)
+    del lo, hi
+    v_order = np.lexsort((v_cust, v_day))
+    v_cust, v_day = v_cust[v_order], v_day[v_order]
+    v_channel = np.where(rng.random(len(v_cust)) < tastes["online"][v_cust], 2, 1).astype(np.int8)
+    basket = 1 + rng.poisson(np.exp(rng.normal(np.log(BASKET_MEAN_EXTRA) - 0.18, 0.6, len(v_cust))))
+
+    line_visit = np.repeat(np.arange(len(v_cust), dtype=np.int32), basket)
+    line_first = np.repeat((np.cumsum(basket) - basket).astype(np.int32), basket)
+    line_cust = v_cust[line_visit]
+    line_day = v_day[line_visit]
+    line_art = np.empty(len(line_visit), dtype=np.int32)
+    week_bounds = np.searchsorted(cal.week(line_day), np.arange(cal.n_weeks + 1))
+    # what each customer bought lately: people rarely pick the very same article again by chance
+    # (repeat purchases are added on purpose below, at the real rates)
+    recent = np.full((n_c, RECENT_MEMORY), -1, dtype=np.int32)
+    recent_ptr = np.zeros(n_c, dtype=np.int64)
+
+    for w in tqdm(range(cal.n_weeks), desc="transactions", unit="week", disable=not show_progress):
+        s, e = week_bounds[w], week_bounds[w + 1]
+        if s == e:
+            continue
+        c, m = line_cust[s:e], e - s
+        # (index, type): a favourite pair or the assortment of an index from the customer's mix;
+        # a favourite with little on sale this week is used less (demand follows supply)
+        fav_w = tastes["fav_pair_w"][c] * pair_share[w][tastes["fav_pairs"][c]]
+        k, ok_fav = _draw_rows(fav_w, rng.random(m))
+        fav_supply = fav_w.sum(1)
+        use_fav = ok_fav & (rng.random(m) < tastes["loyalty"][c] * fav_supply / (fav_supply + 0.5))
+        idx = _draw_rows(tastes["mix"][c], rng.random(m))[0]
+        bg_pair, ok_bg = _draw_segments(pair_mass[w], idx * n_types, np.full(m, n_types), rng.random(m))
+        any_pair = _draw_segments(pair_mass[w], np.zeros(m, np.int64), np.full(m, n_pairs), rng.random(m))[0]
+        p = np.where(use_fav, tastes["fav_pairs"][c, k], np.where(ok_bg, bg_pair, any_pair))
+        # some lines of a basket take the pair of the basket's first line (two tops, ...)
+        pos = np.arange(s, e) - line_first[s:e]
+        copy = (pos > 0) & (rng.random(m) < COPY_TYPE)
+        leader = np.maximum.accumulate(np.where(copy, 0, np.arange(m)))
+        p = p[leader]
+        # candidates of the pair by current popularity; the one that best suits the customer's
+        # colours, price level and pattern taste (with noise), and that they did not just buy
+        best, best_score = np.zeros(m, dtype=np.int64), np.full(m, -np.inf)
+        best_is_recent = np.zeros(m, dtype=bool)
+        weights = pop[w][order]
+        mine = recent[c]
+        mine_products = np.where(mine >= 0, a_product[mine], -1)
+        for _ in range(CANDIDATES):
+            art = order[_draw_segments(weights, pair_start[p], pair_len[p], rng.random(m))[0]]
+            is_recent = (mine == art[:, None]).any(1)
+            score = (COLOUR_TASTE * (tastes["fav_masters"][c] == a_master[art][:, None]).any(1)
+                     - PRICE_TASTE * np.abs(a_rel_price[art] - tastes["price_level"][c])
+                     + PATTERN_TASTE * tastes["pattern_taste"][c] * np.where(a_patterned[art], 1.0, -1.0)
+                     - SAME_PRODUCT_PENALTY * (mine_products == a_product[art][:, None]).any(1)
+                     - 100.0 * is_recent + rng.gumbel(size=m))
+            better = score > best_score
+            best, best_score = np.where(better, art, best), np.where(better, score, best_score)
+            best_is_recent = np.where(better, is_recent, best_is_recent)
+        # another colourway of the first line's product: the same top in two colours
+        sib = sibling(best[leader], rng.random(m))
+        take_sib = copy & (rng.random(m) < SIBLING_IN_BASKET) & (pop[w][sib] > 0)
+        # nothing new for them in that pair this week: the customer leaves the line out
+        art = np.where(take_sib, sib, np.where(best_is_recent, -1, best))
+        line_art[s:e] = art
+        # remember this week's purchases (a ring buffer per customer)
+        by_c = np.argsort(c, kind="stable")
+        cs = c[by_c]
+        rank = np.arange(m) - np.searchsorted(cs, cs, side="left")
+        recent[cs, (recent_ptr[cs] + rank) % RECENT_MEMORY] = art[by_c]
+        np.add.at(recent_ptr, c, 1)
+
+    # one row per article and customer-week; repeats and several units are added on purpose below
+    first = np.zeros(len(line_art), dtype=bool)
+    key = (cal.week(line_day).astype(np.int64) * n_c + line_cust) * len(a_price) + line_art
+    first[np.unique(key, return_index=True)[1]] = True
+    first &= line_art >= 0
+    del key, line_first
+    line_visit, line_cust, line_day, line_art = (x[first] for x in (line_visit, line_cust, line_day, line_art))
+
+    # repeat purchases: the same article (or another colourway) again some days later
+    p_rep = tastes["repeat"][line_cust] * np.where(basic[line_art], 2.0, 1.0)
+    rep = np.flatnonzero(rng.random(len(line_art)) < p_rep)
+    r_day = line_day[rep] + 1 + np.minimum(rng.geometric(1 / REPEAT_GAP_DAYS, len(rep)) - 1, 60)
+    r_art = line_art[rep]
+    sib = sibling(r_art, rng.random(len(rep)))
+    r_art = np.where((rng.random(len(rep)) > REPEAT_SAME) & (a_launch[sib] <= cal.week(r_day)), sib, r_art)
+    keep = r_day < cal.n_days
+    r_day, r_art, r_cust = r_day[keep], r_art[keep], line_cust[rep[keep]]
+    r_channel = np.where(rng.random(len(r_cust)) < tastes["online"][r_cust], 2, 1).astype(np.int8)
+
+    day = np.r_[line_day, r_day]
+    cust = np.r_[line_cust, r_cust]
+    art = np.r_[line_art, r_art]
+    channel = np.r_[v_channel[line_visit], r_channel]
+    # several units of an article in one basket: exact duplicate rows
+    units = 1 + np.where(rng.random(len(art)) < DUPLICATE * np.where(basic[art], 2.0, 0.8),
+                         rng.geometric(0.6, len(art)), 0)
+    price = _line_prices(rng, a_price[art], cal.week(day) - a_launch[art])
+    keys = np.lexsort((cust, day))  # Kaggle's file is sorted by date, then customer
+    keys = np.repeat(keys, units[keys])
+    return {"day": day[keys], "customer": cust[keys], "article": art[keys], "price": price[keys],
+            "channel": channel[keys], "repeat_rows": len(r_day)}
+
+
+def _line_prices(rng, base: np.ndarray, age_weeks: np.ndarray) -> np.ndarray:
+    """Kaggle-style price of each line: the base price, marked down as the article ages, / 590."""
+    p_sale = 0.05 + 0.45 / (1 + np.exp(-(age_weeks - 12) / 3))
+    factor = np.where(rng.random(len(base)) < p_sale, rng.choice([0.7, 0.6, 0.5, 0.4], len(base)), 1.0)
+    cents = np.round(base * factor, 1) - np.where(factor < 1, 0.01, 0.0)
+    cents = np.where(factor < 1, np.maximum(cents, 0.99), base)
+    # a little noise in the last digits, as the real file mixes currencies and campaigns
+    cents = np.where(rng.random(len(base)) < 0.15, np.round(cents * rng.uniform(0.9, 1.0, len(base)), 2), cents)
+    return np.round(cents, 2) / PRICE_DIVISOR
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+def _check_targets(art: artifacts_mod.Artifacts, force: bool) -> None:
+    existing = [p for p in (art.raw_articles, art.raw_customers, art.raw_transactions) if Path(p).exists()]
+    if existing and not force:
+        raise UserError(f"{existing[0]} already exists and sample_data.py never overwrites raw data: "
+                        "use --force to replace it (or another --data-dir)")
+
+
+def _write_csv(df: pl.DataFrame, path: Path) -> int:
+    with atomic_path(path) as tmp:
+        df.write_csv(tmp)
+    return Path(path).stat().st_size
+
+
+def _write_transactions(rows: dict, articles: pl.DataFrame, customer_ids: pl.Series, cal: Calendar,
+                        path: Path, show_progress: bool, chunk: int = 2_000_000) -> int:
+    """Write transactions_train.csv in chunks (the full scale does not fit as strings in memory)."""
+    art_text = articles["article_id"].cast(pl.String).str.zfill(10)
+    n = len(rows["day"])
+    start = np.datetime64(cal.start, "D").astype(np.int64)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        bar = tqdm(total=n, desc="write transactions", unit="row", unit_scale=True, disable=not show_progress)
+        for lo in range(0, max(n, 1), chunk):
+            hi = min(lo + chunk, n)
+            df = pl.DataFrame({
+                "t_dat": pl.Series(rows["day"][lo:hi] + start, dtype=pl.Int32).cast(pl.Date),
+                "customer_id": customer_ids.gather(rows["customer"][lo:hi]),
+                "article_id": art_text.gather(rows["article"][lo:hi]),
+                "price": rows["price"][lo:hi],
+                "sales_channel_id": pl.Series(rows["channel"][lo:hi], dtype=pl.Int8),
+            }).select(TRANSACTION_COLUMNS)
+            df.write_csv(fh, include_header=lo == 0)
+            bar.update(hi - lo)
+        bar.close()
+    return Path(path).stat().st_size
+
+
+def articles_csv_frame(articles: pl.DataFrame) -> pl.DataFrame:
+    """The catalogue as Kaggle writes it: ids zero-padded, colour codes two digits."""
+    return articles.select(ARTICLE_COLUMNS).with_columns(
+        pl.col("article_id").cast(pl.String).str.zfill(10),
+        pl.col("product_code").cast(pl.String).str.zfill(7),
+        pl.when(pl.col("colour_group_code") >= 0)
+        .then(pl.col("colour_group_code").cast(pl.String).str.zfill(2))
+        .otherwise(pl.col("colour_group_code").cast(pl.String)),
+        pl.col("detail_desc").replace("", None),
+    )
+
+
+def generate(artifacts: artifacts_mod.Artifacts, scale: str = "demo", seed: int = 42, force: bool = False,
+             images: bool = True, show_progress: bool = True, image_size: tuple[int, int] | None = None,
+             workers: int | None = None) -> dict:
+    """Write the three raw Kaggle CSVs (and images) for a scale; returns a summary dict."""
+    if scale not in SCALES:
+        raise UserError(f"unknown scale {scale!r}: use one of {', '.join(SCALES)}")
+    clock = time.perf_counter()
+    sc = SCALES[scale]
+    art = artifacts
+    _check_targets(art, force)
+    cal = _calendar(sc)
+    # one generator per part, so the parts do not shift each other when one changes
+    rng_art, rng_cust, rng_tx = (np.random.default_rng([seed, k]) for k in range(3))
+
+    articles = make_articles(rng_art, sc.articles, cal)
+    n_images = 0
+    if images:  # first, so that a clash with existing images stops the run before the long part
+        n_images = write_images(art, articles, image_size or sc.image_size, seed, force, show_progress, workers)
+    customers, tastes = make_customers(rng_cust, sc.customers, articles, cal)
+    rows = make_transactions(rng_tx, articles, tastes, cal, sc.transactions, show_progress)
+    sizes = {
+        "articles": _write_csv(articles_csv_frame(articles), art.raw_articles),
+        "customers": _write_csv(customers, art.raw_customers),
+    }
+    # transactions last: its presence means the set is complete (the Makefile checks it)
+    sizes["transactions"] = _write_transactions(rows, articles, customers["customer_id"], cal,
+                                                art.raw_transactions, show_progress)
+    result = {
+        "scale": scale, "seed": seed, "articles": articles.height, "customers": customers.height,
+        "transactions": len(rows["day"]), "images": n_images,
+        "first_day": str(cal.start), "last_day": str(END),
+        "bytes": sizes, "seconds": round(time.perf_counter() - clock, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "raw_dir": str(art.raw_dir),
+    }
+    result["summary"] = summary("sample_data", scale=scale, articles=result["articles"],
+                                customers=result["customers"], transactions=result["transactions"],
+                                images=n_images, seconds=result["seconds"], peak_rss_mb=result["peak_rss_mb"],
+                                output=str(art.raw_dir))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: a packshot per article. A product's silhouette (from its type, with per-product
+# proportions) and pattern are drawn once; each colourway fills them with its colour. Shapes are
+# in units of the image width: u in [0, 1] left to right, v in [0, 1.5] top to bottom.
+
+BACKGROUND = (241, 239, 235)
+SUPERSAMPLE = 2  # polygons are drawn at twice the size and reduced, for smooth edges
+
+
+def _mirror(half: list) -> list:
+    """Right-half outline (u as offset from the centre line, top to bottom) -> full polygon."""
+    right = [(0.5 + du, v) for du, v in half]
+    left = [(0.5 - du, v) for du, v in reversed(half)]
+    return right + left
+
+
+def _arc(cu, cv, ru, rv, a0, a1, n=12) -> list:
+    """Points on an ellipse arc, angles in degrees (0 = right, 90 = down)."""
+    t = np.radians(np.linspace(a0, a1, n))
+    return [(cu + ru * math.cos(x), cv + rv * math.sin(x)) for x in t]
+
+
+def _rect(u0, v0, u1, v1) -> list:
+    return [(u0, v0), (u1, v0), (u1, v1), (u0, v1)]
+
+
+def _hline(u0, u1, v, width=0.8):
+    return ("line", [(u0, v), (u1, v)], width)
+
+
+def _lerp(a, b, t):
+    return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
+
+
+def _outfit(parts, lines=(), box=(0.2, 0.3, 0.8, 1.2), overlays=()) -> dict:
+    """A drawn shape: shaded parts (polygons, ellipses; shade 0 cuts a hole), seam lines and dots,
+    overlays in fixed colours (soles, lenses, buckles), and the garment's bounding box."""
+    return {"parts": list(parts), "lines": list(lines), "overlays": list(overlays), "box": box}
+
+
+def _sleeve(shoulder, armpit, angle, length, cuff, side=1) -> list:
+    """A sleeve hanging from the shoulder, angle in degrees from vertical (outwards), as a polygon."""
+    a = math.radians(angle)
+    d = (side * math.sin(a), math.cos(a))  # along the sleeve
+    n = (-side * math.cos(a), math.sin(a))  # across the cuff, towards the body
+    end_out = (shoulder[0] + d[0] * length, shoulder[1] + d[1] * length)
+    end_in = (end_out[0] + n[0] * cuff, end_out[1] + n[1] * cuff)
+    return [shoulder, end_out, end_in, armpit]
+
+
+SLEEVES = {  # angle from vertical, length, cuff width (each may depend on product proportions p)
+    "short": lambda p: (58 - 8 * p["b"], 0.16 + 0.04 * p["b"], 0.12),
+    "three": lambda p: (30, 0.36, 0.11),
+    "long": lambda p: (16 + 8 * p["b"], 0.5 + 0.05 * p["c"], 0.085),
+    "cap": lambda p: (70, 0.07, 0.12),
+}
+
+
+def _upper_body(p, sleeves="short", neck="round", length=1.0, width=1.0, top=0.34) -> dict:
+    """Tops, sweaters, shirts, jackets: body, sleeves, neckline, hem."""
+    w = 0.215 * width * p["w"]
+    sw = w + 0.035
+    nw = 0.075 + 0.02 * p["a"]
+    hem = top + 0.72 * length * p["l"]
+    body = _mirror([(nw, top), (sw, top + 0.035), (w + 0.01, top + 0.2), (w - 0.01, top + 0.42),
+                    (w + 0.005, hem - 0.02), (w - 0.005, hem), (0.0, hem + 0.004)])
+    parts, lines = [], []
+    angle, slen, cuff = SLEEVES[sleeves](p)
+    for side in (1, -1):
+        sl = _sleeve((0.5 + side * (sw - 0.005), top + 0.03), (0.5 + side * (w - 0.005), top + 0.2),
+                     angle, slen, cuff, side)
+        parts.append(("poly", sl, 226))
+        t = 0.06 if sleeves == "long" else 0.15
+        lines.append(("line", [_lerp(sl[1], sl[0], t), _lerp(sl[2], sl[3], t)], 0.8))
+    parts.append(("poly", body, 255))
+    # the inside of the back, seen through the neckline
+    if neck == "v":
+        depth = 0.13 + 0.05 * p["c"]
+        inside = [(0.5 - nw, top)] + _arc(0.5, top + 0.005, nw, 0.02, 180, 360, 8) + [(0.5 + nw, top),
+                                                                                       (0.5, top + depth)]
+        edge = [(0.5 - nw - 0.01, top - 0.003), (0.5, top + depth + 0.02), (0.5 + nw + 0.01, top - 0.003)]
+    else:
+        depth = 0.04 + 0.03 * p["c"] if neck == "round" else 0.02
+        inside = _arc(0.5, top, nw, depth, 0, 180, 12) + _arc(0.5, top + 0.004, nw, 0.018, 180, 360, 8)
+        edge = _arc(0.5, top, nw + 0.012, depth + 0.014, 0, 180, 12)
+    parts.append(("poly", inside, 120))
+    lines += [("line", edge, 1.2), _hline(0.5 - w + 0.005, 0.5 + w - 0.005, hem - 0.03)]
+    return _outfit(parts, lines, (0.5 - w, top, 0.5 + w, hem))
+
+
+def _legs(p, top=0.26, length=1.08, hip=0.19, bottom=0.13, crotch=0.3, gap=0.025, waistband=0.04) -> dict:
+    """Trousers, shorts, leggings: waistband, hips, two legs with a gap between them."""
+    hip *= p["w"]
+    hem, cr = top + length, top + crotch
+    outer = 0.5 + gap + bottom * 2 + 0.01 * p["a"]  # outer edge of the right leg at the hem
+    right = [(0.5, top + waistband), (0.5 + hip, top + waistband), (0.5 + hip + 0.01, cr),
+             (outer, hem), (0.5 + gap, hem), (0.5 + 0.004, cr + 0.02), (0.5, cr)]
+    left = [(1 - u, v) for u, v in right]
+    waist = ("poly", _rect(0.5 - hip, top, 0.5 + hip, top + waistband), 232)
+    parts = [("poly", right, 255), ("poly", left, 244), waist]
+    lines = [("line", [(0.5, top + waistband), (0.5, cr - 0.02)], 1.0),  # fly, hems
+             _hline(0.5 + gap + 0.004, outer - 0.003, hem - 0.025),
+             _hline(1 - outer + 0.003, 0.5 - gap - 0.004, hem - 0.025)]
+    return _outfit(parts, lines, (0.5 - hip - 0.02, top, 0.5 + hip + 0.02, hem))
+
+
+def _merge(*shapes) -> dict:
+    """Several garments in one picture (a set: top and bottoms)."""
+    boxes = np.array([sh["box"] for sh in shapes])
+    box = (*boxes[:, :2].min(0), *boxes[:, 2:].max(0))
+    return _outfit(sum((sh["parts"] for sh in shapes), []), sum((sh["lines"] for sh in shapes), []), box,
+                   sum((sh["overlays"] for sh in shapes), []))
+
+
+def _transformed(shape: dict, move, k: float = 1.0) -> dict:
+    """The shape with every point mapped by move((u, v)), which scales by k; ellipses stay axis-aligned."""
+    def geom(kind, g):
+        if kind == "ellipse":
+            cu, cv = move(((g[0] + g[2]) / 2, (g[1] + g[3]) / 2))
+            hu, hv = (g[2] - g[0]) / 2 * k, (g[3] - g[1]) / 2 * k
+            return (cu - hu, cv - hv, cu + hu, cv + hv)
+        return [move(pt) for pt in g]
+
+    out = {key: [(it[0], geom(it[0], it[1]), it[2]) for it in shape[key]] for key in ("parts", "lines", "overlays")}
+    (u0, v0), (u1, v1) = move(shape["box"][:2]), move(shape["box"][2:])
+    out["box"] = (min(u0, u1), min(v0, v1), max(u0, u1), max(v0, v1))
+    return out
+
+
+def _scaled(shape: dict, k: float, dv: float = 0.0) -> dict:
+    """Shrink a shape about the image centre and move it down (dv > 0) or up."""
+    return _transformed(shape, lambda pt: (0.5 + (pt[0] - 0.5) * k, 0.75 + (pt[1] - 0.75) * k + dv), k)
+
+
+def _rotated(shape: dict, angle: float) -> dict:
+    """The shape turned by a small angle (degrees) about the image centre."""
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    return _transformed(shape, lambda pt: (0.5 + c * (pt[0] - 0.5) - s * (pt[1] - 0.75),
+                                           0.75 + s * (pt[0] - 0.5) + c * (pt[1] - 0.75)))
+
+
+def _tops(sil, p) -> dict:
+    if sil in ("tshirt", "polo"):
+        neck = "flat" if sil == "polo" else "round" if p["d"] < 0.7 else "v"
+        sh = _upper_body(p, "short", neck)
+        if sil == "polo":  # collar and a short button placket
+            sh["parts"] += [("poly", [(0.5, 0.36), (0.41, 0.33), (0.44, 0.41)], 236),
+                            ("poly", [(0.5, 0.36), (0.59, 0.33), (0.56, 0.41)], 236)]
+            sh["lines"] += [("line", [(0.5, 0.37), (0.5, 0.5)], 1.0), ("dots", [(0.5, 0.41), (0.5, 0.46)], 0.008)]
+        return sh
+    if sil == "top":
+        sleeves = ["long", "short", "three", "cap"][int(p["d"] * 4)]
+        return _upper_body(p, sleeves, "round" if p["e"] < 0.6 else "flat", length=0.85 + 0.2 * p["f"])
+    if sil == "vest":
+        w, top = 0.2 * p["w"], 0.46
+        hem = top + 0.6 * p["l"]
+        strap = 0.012 + 0.02 * p["a"]
+        parts = [("poly", [(0.5 + s * 0.085, top + 0.01), (0.5 + s * (0.085 + strap), top + 0.005),
+                           (0.5 + s * (0.115 + strap), 0.25), (0.5 + s * 0.115, 0.25)], 230) for s in (1, -1)]
+        body = _mirror([(0.07, top), (0.095, top - 0.01), (w - 0.005, top + 0.1), (w, top + 0.3),
+                        (w + 0.01, hem), (0.0, hem)])
+        parts += [("poly", body, 255), ("poly", _arc(0.5, top - 0.01, 0.082, 0.06 + 0.05 * p["c"], 0, 180, 12), 125)]
+        return _outfit(parts, [_hline(0.5 - w, 0.5 + w, hem - 0.03)], (0.5 - w, 0.25, 0.5 + w, hem))
+    if sil in ("blouse", "shirt"):
+        sleeves = "long" if sil == "shirt" or p["d"] < 0.5 else "three"
+        sh = _upper_body(p, sleeves, "v" if sil == "blouse" else "flat", width=1.08 if sil == "blouse" else 1.0)
+        if sil == "blouse":
+            sh["lines"].append(("dots", [(0.5, 0.52 + 0.09 * i) for i in range(4)], 0.006))
+            return sh
+        sh["parts"] += [("poly", [(0.5, 0.37), (0.405, 0.325), (0.43, 0.42)], 238),  # collar
+                        ("poly", [(0.5, 0.37), (0.595, 0.325), (0.57, 0.42)], 232)]
+        sh["lines"] += [("line", [(0.5, 0.38), (0.5, sh["box"][3] - 0.01)], 1.0),
+                        ("dots", [(0.5, 0.44 + 0.1 * i) for i in range(6)], 0.007)]
+        if p["e"] < 0.6:  # a chest pocket
+            sh["lines"].append(("line", [(0.56, 0.48), (0.56, 0.56), (0.64, 0.56), (0.64, 0.48)], 0.8))
+        return sh
+    if sil in ("sweater", "hoodie", "cardigan"):
+        sh = _upper_body(p, "long", "v" if sil == "cardigan" else "round", width=1.1)
+        w, hem = sh["box"][2] - 0.5, sh["box"][3]
+        sh["parts"].append(("poly", _rect(0.5 - w, hem - 0.06, 0.5 + w, hem + 0.004), 228))  # ribbed hem
+        sh["lines"] += [("line", [(0.5 + du, hem - 0.055), (0.5 + du, hem - 0.005)], 0.5)
+                        for du in np.linspace(-w + 0.02, w - 0.02, 12)]
+        if sil == "hoodie":  # hood behind the neck, its opening, a kangaroo pocket, drawstrings
+            sh["parts"].insert(0, ("ellipse", (0.35, 0.2, 0.65, 0.46), 212))
+            sh["parts"].append(("ellipse", (0.415, 0.255, 0.585, 0.43), 95))
+            pocket = [(0.36, hem - 0.07), (0.39, hem - 0.3), (0.61, hem - 0.3), (0.64, hem - 0.07)]
+            sh["lines"] += [("line", pocket, 1.0), ("line", [(0.47, 0.43), (0.465, 0.56)], 1.3),
+                            ("line", [(0.53, 0.43), (0.535, 0.56)], 1.3)]
+        if sil == "cardigan":
+            sh["lines"] += [("line", [(0.5, 0.5), (0.5, hem)], 1.2),
+                            ("dots", [(0.515, 0.56 + 0.1 * i) for i in range(5)], 0.009)]
+        return sh
+    # jackets, coats, blazers
+    sh = _upper_body(p, "long", "v", width=1.18, length={"jacket": 0.95, "coat": 1.35, "blazer": 1.05}[sil])
+    w, hem = sh["box"][2] - 0.5, sh["box"][3]
+    if sil == "jacket":  # stand-up collar, zip, slanted pockets, maybe quilting
+        sh["parts"].append(("poly", [(0.41, 0.31), (0.59, 0.31), (0.6, 0.37), (0.4, 0.37)], 224))
+        sh["lines"] += [("line", [(0.5, 0.37), (0.5, hem)], 1.6),
+                        ("line", [(0.37, 0.72), (0.4, 0.84)], 1.0), ("line", [(0.63, 0.72), (0.6, 0.84)], 1.0)]
+        if p["e"] < 0.45:
+            sh["lines"] += [_hline(0.5 - w - 0.03, 0.5 + w + 0.03, v, 0.7) for v in np.arange(0.48, hem, 0.11)]
+        return sh
+    for s in (1, -1):  # lapels
+        sh["parts"].append(("poly", [(0.5 + s * 0.075, 0.335), (0.5 + s * 0.13, 0.38), (0.5 + s * 0.09, 0.45),
+                                     (0.5 + s * 0.02, 0.66)], 222))
+    buttons = [(0.53, 0.72 + 0.12 * i) for i in range(2 if sil == "blazer" else 4)]
+    sh["lines"] += [("line", [(0.5, 0.66), (0.5, hem)], 1.2), ("dots", buttons, 0.011),
+                    _hline(0.34, 0.43, 0.8, 1.0), _hline(0.57, 0.66, 0.8, 1.0)]
+    if sil == "coat" and p["e"] < 0.5:  # a belt
+        sh["parts"].append(("poly", _rect(0.5 - w - 0.01, 0.7, 0.5 + w + 0.01, 0.74), 210))
+    return sh
+
+
+def _one_pieces(sil, p) -> dict:
+    """Dresses, night gowns, jumpsuits, swimsuits, baby bodysuits: a bodice and what hangs from it."""
+    w, top = 0.17 * p["w"], 0.34
+    waist = top + 0.3
+    parts, lines = [], []
+    if sil in ("dress", "nightgown") and p["d"] > 0.5 or sil == "bodysuit":
+        sleeves = "short" if sil != "bodysuit" or p["e"] < 0.5 else "long"
+        up = _upper_body(p, sleeves, "round", length=0.42 if sil != "bodysuit" else 0.55, width=0.85)
+        parts += up["parts"]
+        lines += up["lines"][:-1]
+        w = 0.215 * 0.85 * p["w"]  # the skirt starts as wide as the bodice
+    else:  # straps and a fitted bodice
+        parts += [("poly", [(0.5 + s * 0.08, top + 0.06), (0.5 + s * 0.095, top + 0.06),
+                            (0.5 + s * 0.115, 0.26), (0.5 + s * 0.1, 0.26)], 228) for s in (1, -1)]
+        parts.append(("poly", _mirror([(0.0, top + 0.1), (0.075, top + 0.05), (w, top + 0.09), (w - 0.015, waist),
+                                       (w - 0.01, waist + 0.01), (0.0, waist + 0.01)]), 255))
+    if sil in ("dress", "nightgown"):
+        flare = (0.1 + 0.14 * p["f"]) * (0.6 if sil == "nightgown" else 1.0)
+        hem = waist + 0.42 + 0.25 * p["l"]
+        skirt = _mirror([(0.0, waist), (w - 0.01, waist), (w + flare * 0.4, waist + 0.25), (w + flare, hem - 0.015),
+                         (w + flare - 0.03, hem), (0.0, hem + 0.01)])
+        parts.append(("poly", skirt, 248))
+        lines += [_hline(0.5 - w + 0.01, 0.5 + w - 0.01, waist, 1.0)]
+        lines += [("line", [(0.5 + du * 0.3, waist + 0.12), (0.5 + du, hem - 0.02)], 0.5)  # folds
+                  for du in (-0.16, -0.05, 0.07, 0.18)]
+        return _outfit(parts, lines, (0.5 - w - flare, 0.26, 0.5 + w + flare, hem))
+    if sil == "jumpsuit":
+        legs = _legs(p, top=waist - 0.04, length=0.85, hip=w + 0.01, bottom=0.1 + 0.03 * p["f"], crotch=0.25,
+                     waistband=0.035)
+        box = (0.5 - w - 0.12, 0.26, 0.5 + w + 0.12, waist + 0.81)
+        return _outfit(legs["parts"] + parts, lines + legs["lines"], box)
+    # swimsuits and bodysuits: narrow at the crotch, with leg openings
+    hip = waist + (0.2 if sil == "swimsuit" else 0.12)
+    crotch = hip + 0.14
+    parts.append(("poly", _mirror([(0.0, waist - 0.06), (w, waist - 0.06), (w + 0.015, hip), (0.06, crotch - 0.01),
+                                   (0.045, crotch), (0.0, crotch)]), 255))
+    return _outfit(parts, lines, (0.5 - w - 0.02, 0.26, 0.5 + w + 0.02, crotch))
+
+
+def _bottoms(sil, p) -> dict:
+    if sil == "skirt":
+        top, w = 0.42, 0.17 * p["w"]
+        flare = 0.03 + 0.14 * p["f"]
+        hem = top + 0.45 + 0.3 * p["l"]
+        body = _mirror([(0.0, top + 0.05), (w, top + 0.05), (w + 0.015, top + 0.2), (w + flare, hem - 0.01),
+                        (w + flare - 0.02, hem), (0.0, hem + 0.01)])
+        parts = [("poly", body, 255), ("poly", _rect(0.5 - w, top, 0.5 + w, top + 0.05), 230)]
+        if p["e"] < 0.5:  # pleats, or a slit
+            lines = [("line", [(0.5 + du * 0.4, top + 0.08), (0.5 + du, hem - 0.01)], 0.5) for du in (-0.12, 0.0, 0.12)]
+        else:
+            lines = [("line", [(0.5 + w * 0.5, top + 0.05), (0.5 + w * 0.5, top + 0.16)], 0.8)]
+        return _outfit(parts, lines, (0.5 - w - flare, top, 0.5 + w + flare, hem))
+    if sil == "trousers":
+        sh = _legs(p, bottom=0.075 + 0.04 * p["f"])
+        hip = 0.19 * p["w"]
+        sh["lines"] += [("line", _arc(0.5 + hip, 0.3, 0.07, 0.07, 90, 180, 6), 1.0),  # pockets, belt loops
+                        ("line", _arc(0.5 - hip, 0.3, 0.07, 0.07, 0, 90, 6), 1.0)]
+        sh["lines"] += [("line", [(0.5 + du, 0.26), (0.5 + du, 0.3)], 1.5) for du in (-0.12, 0.0, 0.12)]
+        return sh
+    if sil == "shorts":
+        return _legs(p, top=0.45, length=0.36 + 0.12 * p["l"], hip=0.2, bottom=0.1 + 0.02 * p["f"], crotch=0.27,
+                     gap=0.03)
+    if sil == "leggings":
+        return _legs(p, top=0.24, length=1.12, hip=0.17, bottom=0.045, crotch=0.3, gap=0.02, waistband=0.06)
+    if sil == "tights":  # leggings with feet
+        sh = _legs(p, top=0.22, length=1.1, hip=0.17, bottom=0.042, crotch=0.32, gap=0.02, waistband=0.05)
+        for s in (1, -1):
+            cu = 0.5 + s * 0.05
+            sh["parts"].append(("ellipse", (cu - 0.045, 1.26, cu + 0.045 + s * 0.04, 1.35), 250))
+        return sh
+    # dungarees: trousers with a bib and straps
+    sh = _legs(p, top=0.5, length=0.85, hip=0.19, bottom=0.12, crotch=0.25)
+    straps = [("poly", [(0.5 + s * 0.12, 0.35), (0.5 + s * 0.15, 0.35), (0.5 + s * 0.2, 0.2), (0.5 + s * 0.17, 0.2)],
+               226) for s in (1, -1)]
+    bib = ("poly", [(0.37, 0.34), (0.63, 0.34), (0.64, 0.52), (0.36, 0.52)], 250)
+    pocket = ("line", _rect(0.43, 0.38, 0.57, 0.46) + [(0.43, 0.38)], 0.9)
+    return _outfit(straps + [bib] + sh["parts"], sh["lines"] + [pocket], (0.29, 0.2, 0.71, 1.35))
+
+
+def _underwear(sil, p) -> dict:
+    if sil == "briefs":
+        w = 0.25 * p["w"]
+        body = _mirror([(0.0, 0.6), (w, 0.6), (w - 0.005, 0.68), (w * 0.7, 0.8), (0.11, 0.94), (0.075, 0.99),
+                        (0.0, 0.995)])
+        return _outfit([("poly", body, 255)], [_hline(0.5 - w, 0.5 + w, 0.63, 0.9)], (0.5 - w, 0.6, 0.5 + w, 1.0))
+    if sil == "socks":  # a pair, side by side, the second a little lower
+        parts, lines = [], []
+        for i, cu in enumerate((0.36, 0.58)):
+            top, leg = 0.38 + 0.06 * i, 0.07 + 0.015 * p["w"]
+            foot = top + 0.45 + 0.1 * p["l"]
+            outline = ([(cu - leg, top), (cu + leg, top), (cu + leg, foot - 0.08), (cu + leg + 0.14, foot - 0.075)]
+                       + _arc(cu + leg + 0.14, foot - 0.005, 0.05, 0.07, 270, 450, 8)
+                       + [(cu - leg + 0.02, foot + 0.065)] + _arc(cu - leg + 0.02, foot, 0.04, 0.065, 90, 190, 6))
+            parts.append(("poly", outline, 255 if i else 240))
+            ribs = [cu - leg + 0.01 + k * 0.025 for k in range(int(2 * leg / 0.025))]
+            lines += [("line", [(u, top + 0.005), (u, top + 0.07)], 0.6) for u in ribs]
+        return _outfit(parts, lines, (0.29, 0.38, 0.84, 1.0))
+    # bras and bikini tops: two cups, straps, a band or ties
+    parts, lines = [], []
+    for s in (1, -1):
+        cx = 0.5 + s * 0.115
+        if sil == "bra":
+            cup = _arc(cx, 0.78, 0.115, 0.1, 0, 180, 14) + [(cx - s * 0.02, 0.62)]
+        else:
+            cup = [(cx - 0.1, 0.8), (cx + 0.1, 0.8), (cx + s * 0.03, 0.6)]
+        strap = [(cx - s * 0.02 - 0.006, 0.62), (cx - s * 0.02 + 0.006, 0.62), (0.5 + s * 0.1 + 0.006, 0.36),
+                 (0.5 + s * 0.1 - 0.006, 0.36)]
+        parts += [("poly", cup, 255 if s > 0 else 244), ("poly", strap, 226)]
+    if sil == "bra":
+        parts.append(("poly", [(0.27, 0.8), (0.73, 0.8), (0.72, 0.86), (0.28, 0.86)], 232))
+        return _outfit(parts, lines, (0.27, 0.36, 0.73, 0.86))
+    lines += [("line", [(0.3, 0.8), (0.12, 0.85)], 1.6), ("line", [(0.7, 0.8), (0.88, 0.85)], 1.6)]
+    return _outfit(parts, lines, (0.12, 0.36, 0.88, 0.85))
+
+
+def _shoes(sil, p) -> dict:
+    """Shoes from the side, on a sole in a fixed colour."""
+    sole_rgb = (245, 244, 240) if p["e"] < 0.6 else (40, 38, 36)
+    sole = [(0.13, 0.92), (0.84, 0.92)] + _arc(0.84, 0.95, 0.04, 0.03, 270, 450, 6) + [(0.13, 0.985), (0.11, 0.95)]
+    if sil == "sneaker":
+        upper = [(0.14, 0.93), (0.13, 0.76), (0.2, 0.7), (0.34, 0.68), (0.42, 0.64), (0.5, 0.66), (0.7, 0.8),
+                 (0.84, 0.86), (0.87, 0.93)]
+        laces = [("line", [(0.44 + 0.04 * k, 0.69 + 0.03 * k), (0.41 + 0.04 * k, 0.72 + 0.03 * k)], 1.2)
+                 for k in range(5)]
+        return _outfit([("poly", upper, 255)], laces + [("line", [(0.2, 0.86), (0.7, 0.9)], 0.8)],
+                       (0.11, 0.62, 0.88, 0.985), [("poly", sole, sole_rgb)])
+    if sil == "boot":
+        upper = [(0.2, 0.93), (0.22, 0.42), (0.48, 0.42), (0.5, 0.7), (0.72, 0.82), (0.85, 0.87), (0.87, 0.93)]
+        heel = ("poly", [(0.14, 0.93), (0.27, 0.93), (0.26, 1.02), (0.16, 1.02)], (40, 38, 36))
+        lines = [_hline(0.23, 0.47, 0.47, 0.9), ("line", [(0.44, 0.45), (0.46, 0.72)], 1.2)]
+        return _outfit([("poly", upper, 255)], lines, (0.14, 0.42, 0.88, 1.02), [("poly", sole, sole_rgb), heel])
+    if sil == "sandal":  # a footbed and curved straps
+        footbed = ("poly", [(0.12, 0.9), (0.86, 0.9), (0.88, 0.95), (0.12, 0.97)],
+                   (196, 160, 112) if p["e"] < 0.5 else sole_rgb)
+        parts = [("poly", _arc(cu, 0.9, r, 0.17, 180, 360, 14) + _arc(cu, 0.9, r - 0.035, 0.13, 360, 180, 14),
+                  255 - 15 * k) for k, (cu, r) in enumerate(((0.62, 0.15), (0.38, 0.13)))]
+        parts.append(("poly", _arc(0.2, 0.9, 0.07, 0.2, 180, 280, 8) + _arc(0.2, 0.9, 0.045, 0.17, 280, 180, 8), 235))
+        return _outfit(parts, [], (0.12, 0.7, 0.88, 0.97), [footbed])
+    # flat shoes: a low upper with the opening showing the inside
+    upper = [(0.14, 0.93), (0.13, 0.8), (0.24, 0.78), (0.42, 0.8), (0.5, 0.78), (0.72, 0.82), (0.85, 0.86),
+             (0.87, 0.93)]
+    parts = [("poly", upper, 255), ("poly", _arc(0.36, 0.8, 0.17, 0.04, 180, 360, 10), 115)]
+    return _outfit(parts, [], (0.12, 0.76, 0.88, 0.955), [("poly", _rect(0.12, 0.93, 0.87, 0.955), sole_rgb)])
+
+
+def _accessories(sil, p) -> dict:
+    metal = (200, 180, 120)
+    if sil == "bag":  # a handle (a ring with a hole), the body, maybe a flap and a clasp
+        top, bottom = 0.62, 1.05 + 0.1 * p["l"]
+        wt, wb = 0.24 * p["w"], 0.28 * p["w"]
+        parts = [("ellipse", (0.34, 0.36, 0.66, 0.86), 225), ("ellipse", (0.37, 0.39, 0.63, 0.83), 0),
+                 ("poly", [(0.5 - wt, top), (0.5 + wt, top), (0.5 + wb, bottom), (0.5 - wb, bottom)], 255)]
+        if p["e"] < 0.5:
+            parts.append(("poly", [(0.5 - wt - 0.005, top), (0.5 + wt + 0.005, top), (0.5 + wt, top + 0.18),
+                                   (0.5, top + 0.22), (0.5 - wt, top + 0.18)], 236))
+        return _outfit(parts, [_hline(0.5 - wt, 0.5 + wt, top + 0.03, 0.9)], (0.5 - wb, 0.36, 0.5 + wb, bottom),
+                       [("ellipse", (0.49, top + 0.19, 0.51, top + 0.22), metal)])
+    if sil == "beanie":
+        cuff = [(0.24, 0.82), (0.76, 0.82), (0.77, 0.98), (0.23, 0.98)]
+        parts = [("ellipse", (0.25, 0.5, 0.75, 1.1), 255), ("poly", cuff, 230)]
+        if p["e"] < 0.5:  # a pompom
+            parts.insert(0, ("ellipse", (0.42, 0.42, 0.58, 0.56), 240))
+        ribs = [("line", [(0.26 + 0.02 * k, 0.83), (0.26 + 0.02 * k, 0.97)], 0.6) for k in range(26)]
+        return _outfit(parts, ribs, (0.23, 0.42, 0.77, 0.98))
+    if sil == "cap":
+        parts = [("poly", _arc(0.47, 0.9, 0.22, 0.3, 180, 360, 16), 255),
+                 ("poly", [(0.6, 0.86), (0.9, 0.9), (0.88, 0.95), (0.6, 0.92)], 226)]
+        seams = [("line", [(0.47, 0.6), (0.47, 0.9)], 0.8), ("line", [(0.33, 0.66), (0.4, 0.9)], 0.6),
+                 ("line", [(0.61, 0.66), (0.54, 0.9)], 0.6)]
+        return _outfit(parts, seams, (0.25, 0.6, 0.9, 0.95))
+    if sil == "scarf":  # a long folded band with fringes
+        parts = [("poly", [(0.36, 0.2), (0.64, 0.2), (0.66, 1.28), (0.34, 1.28)], 255),
+                 ("poly", [(0.36, 0.2), (0.64, 0.2), (0.7, 0.55), (0.42, 0.62)], 236)]
+        fringes = [("line", [(0.35 + 0.02 * k, 1.28), (0.35 + 0.02 * k, 1.34)], 0.8) for k in range(16)]
+        return _outfit(parts, fringes, (0.34, 0.2, 0.7, 1.28))
+    if sil == "earrings":  # two hoops on hooks
+        parts, lines = [], []
+        r = 0.07 + 0.03 * p["w"]
+        for cu in (0.37, 0.63):
+            parts += [("ellipse", (cu - r, 0.7 - r, cu + r, 0.7 + r), 255),
+                      ("ellipse", (cu - r * 0.72, 0.7 - r * 0.72, cu + r * 0.72, 0.7 + r * 0.72), 0)]
+            lines.append(("line", [(cu, 0.7 - r), (cu, 0.7 - r - 0.05)], 1.2))
+        return _outfit(parts, lines, (0.27, 0.55, 0.73, 0.8))
+    if sil == "necklace":  # a thin chain and a pendant
+        parts = [("ellipse", (0.24, 0.3, 0.76, 0.98), 255), ("ellipse", (0.255, 0.315, 0.745, 0.965), 0),
+                 ("ellipse", (0.46, 0.95, 0.54, 1.05), 240)]
+        return _outfit(parts, [], (0.24, 0.3, 0.76, 1.05))
+    if sil == "hairband":  # the top half of a thick ring
+        parts = [("ellipse", (0.22, 0.45, 0.78, 1.15), 255), ("ellipse", (0.26, 0.5, 0.74, 1.15), 0),
+                 ("poly", _rect(0.2, 0.82, 0.8, 1.2), 0)]
+        return _outfit(parts, [], (0.22, 0.45, 0.78, 0.82))
+    if sil == "sunglasses":  # frames in the article's colour, dark lenses
+        parts = [("ellipse", (0.19, 0.66, 0.49, 0.88), 255), ("ellipse", (0.51, 0.66, 0.81, 0.88), 255),
+                 ("poly", _rect(0.47, 0.7, 0.53, 0.72), 240),
+                 ("poly", [(0.19, 0.7), (0.12, 0.66), (0.12, 0.68), (0.19, 0.73)], 215),
+                 ("poly", [(0.81, 0.7), (0.88, 0.66), (0.88, 0.68), (0.81, 0.73)], 215)]
+        tint = (52, 50, 48)
+        lenses = [("ellipse", (0.21, 0.68, 0.47, 0.86), tint), ("ellipse", (0.53, 0.68, 0.79, 0.86), tint)]
+        return _outfit(parts, [], (0.12, 0.66, 0.88, 0.88), lenses)
+    if sil == "belt":  # a strap with holes and a metal buckle
+        buckle = [("poly", _rect(0.1, 0.66, 0.22, 0.82), metal), ("poly", _rect(0.125, 0.69, 0.195, 0.79), BACKGROUND)]
+        holes = [("dots", [(0.5 + 0.07 * k, 0.74) for k in range(5)], 0.007)]
+        return _outfit([("poly", _rect(0.2, 0.7, 0.9, 0.78), 255)], holes, (0.2, 0.7, 0.9, 0.78), buckle)
+    if sil == "gloves":  # two mittens with thumbs and cuffs
+        parts = []
+        for cu in (0.36, 0.64):
+            parts += [("ellipse", (cu - 0.12, 0.45, cu + 0.12, 0.95), 255),
+                      ("ellipse", (cu + 0.05, 0.62, cu + 0.17, 0.8), 238),
+                      ("poly", _rect(cu - 0.11, 0.9, cu + 0.11, 1.05), 228)]
+        return _outfit(parts, [], (0.24, 0.45, 0.81, 1.05))
+    if sil == "umbrella":  # folded, with a handle
+        return _outfit([("poly", [(0.5, 0.25), (0.58, 1.05), (0.42, 1.05)], 255)],
+                       [("line", [(0.5, 0.3), (0.5, 1.0)], 0.6)], (0.42, 0.25, 0.58, 1.05),
+                       [("poly", _rect(0.49, 1.05, 0.51, 1.2), (60, 50, 40))])
+    # a box: an item of unknown type
+    return _outfit([("poly", _rect(0.25, 0.55, 0.75, 1.0), 255), ("poly", _rect(0.23, 0.5, 0.77, 0.6), 232)],
+                   [], (0.23, 0.5, 0.77, 1.0))
+
+
+def _shape(silhouette: str, p: dict) -> dict:
+    """Parts, seams and fixed-colour details of a product type; p holds the product's proportions."""
+    sil = silhouette
+    if sil in ("tshirt", "polo", "top", "vest", "blouse", "shirt", "sweater", "hoodie", "cardigan", "jacket", "coat",
+               "blazer"):
+        return _tops(sil, p)
+    if sil in ("dress", "nightgown", "jumpsuit", "swimsuit", "bodysuit"):
+        return _one_pieces(sil, p)
+    if sil in ("set", "pyjama"):  # a small top above small bottoms
+        top = _scaled(_upper_body(p, "short" if sil == "set" else "long", "round"), 0.62, dv=-0.3)
+        bottom = _legs(p, length=0.55 if sil == "set" else 1.0, bottom=0.1 if sil == "set" else 0.085)
+        return _merge(top, _scaled(bottom, 0.62, dv=0.28))
+    if sil in ("skirt", "trousers", "shorts", "leggings", "tights", "dungarees"):
+        return _bottoms(sil, p)
+    if sil in ("briefs", "bikini", "bra", "socks"):
+        return _underwear(sil, p)
+    if sil in ("sneaker", "boot", "sandal", "flat"):
+        return _shoes(sil, p)
+    return _accessories(sil, p)
+
+
+def _pattern(kind: str, box_px, size, rng) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(ink, texture) arrays of the image size: ink mixes in the second colour, texture shades."""
+    w, h = size
+    x0, y0, x1, y1 = box_px
+    bw = max(x1 - x0, 8)
+    yy, xx = _grid(size)
+    u, v = (xx - x0) / bw, (yy - y0) / bw  # garment coordinates, in garment widths
+    ink = tex = None
+    if kind == "stripe":
+        period = rng.uniform(0.06, 0.16)
+        coord = v if rng.random() < 0.8 else u
+        ink = ((coord / period + rng.random()) % 1.0 < rng.uniform(0.3, 0.55)).astype(np.float32)
+    elif kind == "dot":
+        period = rng.uniform(0.07, 0.13)
+        gu, gv = u / period, v / period
+        gu = gu + 0.5 * (np.floor(gv) % 2)
+        d = np.hypot(gu - np.round(gu), gv - np.round(gv))
+        ink = (d < rng.uniform(0.16, 0.3)).astype(np.float32)
+    elif kind == "check":
+        period = rng.uniform(0.08, 0.18)
+        a = ((u / period) % 1.0 < 0.5).astype(np.float32)
+        b = ((v / period) % 1.0 < 0.5).astype(np.float32)
+        ink = 0.45 * a + 0.45 * b
+    elif kind in ("jacquard",):
+        period = rng.uniform(0.12, 0.2)
+        d = np.abs((u / period) % 1.0 - 0.5) + np.abs((v / period) % 1.0 - 0.5)
+        ink = ((d > 0.3) & (d < 0.42)).astype(np.float32)
+    elif kind in ("allover", "embroidery", "placement", "frontprint", "mixed", "lace"):
+        img = Image.new("L", size, 0)
+        draw = ImageDraw.Draw(img)
+        if kind in ("allover", "mixed", "lace"):
+            n = int(rng.uniform(80, 160) * (w * h) / (384 * 576)) + 20
+            motif = rng.integers(0, 3)
+            r_base = bw * rng.uniform(0.025, 0.05)
+            ymax = y0 + (y1 - y0) * (0.45 if kind == "mixed" else 1.0)
+            for _ in range(n):
+                cx, cy = rng.uniform(x0, x1), rng.uniform(y0, ymax)
+                r = r_base * rng.uniform(0.7, 1.3)
+                if kind == "lace":
+                    draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=max(1, int(r / 4)))
+                elif motif == 0:  # flowers
+                    for k in range(5):
+                        a = 2 * np.pi * k / 5
+                        px, py = cx + r * 0.8 * np.cos(a), cy + r * 0.8 * np.sin(a)
+                        draw.ellipse((px - r * 0.5, py - r * 0.5, px + r * 0.5, py + r * 0.5), fill=255)
+                    draw.ellipse((cx - r * 0.3, cy - r * 0.3, cx + r * 0.3, cy + r * 0.3), fill=140)
+                elif motif == 1:  # leaves
+                    a = rng.uniform(0, np.pi)
+                    along = (r * 1.4 * np.cos(a), r * 1.4 * np.sin(a))
+                    across = (-r * 0.45 * np.sin(a), r * 0.45 * np.cos(a))
+                    draw.polygon([(cx + along[0], cy + along[1]), (cx + across[0], cy + across[1]),
+                                  (cx - along[0], cy - along[1]), (cx - across[0], cy - across[1])], fill=255)
+                else:  # blobs and spots
+                    draw.ellipse((cx - r, cy - r * 0.7, cx + r, cy + r * 0.7), fill=int(rng.choice([160, 255])))
+        else:
+            # a motif on the chest (front print) or a small one off-centre (placement, embroidery)
+            cx = (x0 + x1) / 2 if kind == "frontprint" else rng.uniform(x0 + bw * 0.3, x1 - bw * 0.3)
+            cy = y0 + (y1 - y0) * (0.3 if kind == "frontprint" else rng.uniform(0.2, 0.6))
+            r = bw * (0.22 if kind == "frontprint" else 0.1)
+            motif = rng.integers(0, 4)
+            if motif == 0:
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+                draw.ellipse((cx - r * 0.6, cy - r * 0.6, cx + r * 0.6, cy + r * 0.6), fill=0)
+            elif motif == 1:  # a star
+                pts = [(cx + (r if k % 2 == 0 else r * 0.45) * np.cos(np.pi * k / 5 - np.pi / 2),
+                        cy + (r if k % 2 == 0 else r * 0.45) * np.sin(np.pi * k / 5 - np.pi / 2)) for k in range(10)]
+                draw.polygon(pts, fill=255)
+            elif motif == 2:  # text-like bars
+                for k in range(3):
+                    wk = r * rng.uniform(1.2, 2.0)
+                    y = cy - r + k * r * 0.75
+                    draw.rectangle((cx - wk, y, cx + wk, y + r * 0.45), fill=255)
+            else:  # a heart
+                draw.ellipse((cx - r, cy - r * 0.8, cx, cy + r * 0.2), fill=255)
+                draw.ellipse((cx, cy - r * 0.8, cx + r, cy + r * 0.2), fill=255)
+                draw.polygon([(cx - r * 0.97, cy - r * 0.15), (cx + r * 0.97, cy - r * 0.15), (cx, cy + r * 1.05)],
+                             fill=255)
+        ink = np.asarray(img, dtype=np.float32) / 255.0
+    elif kind == "blocking":
+        cut = rng.uniform(0.4, 0.65)
+        ink = (((yy - y0) / max(y1 - y0, 1)) > cut).astype(np.float32)
+    elif kind in ("melange", "chambray", "denim", "structure", "glitter", "metallic", "treatment"):
+        noise = rng.normal(0, 1, (h, w)).astype(np.float32)
+        if kind == "melange":
+            streak = np.repeat(rng.normal(0, 1, (h, 1)), w, axis=1)
+            tex = 0.9 + 0.05 * noise + 0.03 * streak
+        elif kind == "chambray":
+            tex = 0.9 + 0.07 * noise
+        elif kind == "denim":
+            twill = np.sin((xx + yy) * 2 * np.pi / 4.0)
+            fade = np.exp(-(((xx - (x0 + x1) / 2) / (bw * 0.4)) ** 2)) * 0.12
+            tex = 0.8 + 0.05 * twill + 0.06 * noise + fade
+        elif kind == "structure":
+            tex = 0.88 + 0.08 * (np.sin(xx * 2 * np.pi / max(3, w / 60)) > 0)
+        elif kind == "glitter":
+            tex = np.where(noise > 2.3, 1.15, 0.92)
+        elif kind == "metallic":
+            tex = 0.75 + 0.3 * (0.5 + 0.5 * np.sin((u + v) * 4.0))
+        else:  # treatment: washed, lighter at the top
+            tex = 0.82 + 0.15 * (1 - np.clip((yy - y0) / max(y1 - y0, 1), 0, 1))
+        tex = np.clip(tex, 0, 1.15)
+    return ink, tex
+
+
+def _colours_for(rgb: np.ndarray, kind: str, accent: np.ndarray) -> tuple[tuple, tuple]:
+    """Main and second colour (light on dark or dark on light, or the product's accent)."""
+    lum = float(rgb @ np.array([0.299, 0.587, 0.114]))
+    if kind in ("stripe", "dot", "check", "jacquard", "lace"):
+        second = np.array([246, 244, 238]) if lum < 140 else np.array([32, 36, 52])
+        second = 0.7 * second + 0.3 * accent if kind != "lace" else second
+    elif kind in ("allover", "mixed", "frontprint", "placement", "embroidery", "blocking"):
+        second = accent if abs(float(accent @ np.array([0.299, 0.587, 0.114])) - lum) > 60 else (
+            np.array([244, 242, 236]) if lum < 140 else np.array([30, 30, 34]))
+    else:
+        second = rgb
+    return tuple(int(x) for x in np.clip(rgb, 0, 255)), tuple(int(x) for x in np.clip(second, 0, 255))
+
+
+def _draw_items(draw, items, scale, fill_for, offset=(0.0, 0.0)):
+    """Draw shape items (polygons, ellipses) scaled to pixels; fill_for(value) gives the fill."""
+    ox, oy = offset
+    for kind, geom, val in items:
+        fill = fill_for(val)
+        if kind == "poly":
+            draw.polygon([(x * scale + ox, y * scale + oy) for x, y in geom], fill=fill)
+        elif kind == "ellipse":
+            u0, v0, u1, v1 = geom
+            draw.ellipse([u0 * scale + ox, v0 * scale + oy, u1 * scale + ox, v1 * scale + oy], fill=fill)
+
+
+PAD = 0.08  # products are drawn on a canvas this much larger on each side, to frame each article
+
+
+def _canvas(size):
+    w, h = size
+    return (round(w * (1 + 2 * PAD)), round(h * (1 + 2 * PAD))), (PAD * w, PAD * h)
+
+
+_GRIDS: dict = {}
+
+
+def _grid(size):
+    """Pixel coordinates (yy, xx) of a canvas, cached per size."""
+    if size not in _GRIDS:
+        _GRIDS[size] = np.mgrid[0:size[1], 0:size[0]].astype(np.float32)
+    return _GRIDS[size]
+
+
+def render_product(silhouette: str, pattern: str, size: tuple[int, int], rng: np.random.Generator) -> dict:
+    """Everything colour-independent of a product's packshot: mask, shading, pattern, shadow, lines."""
+    w, h = size
+    p = {k: float(rng.random()) for k in "abcdef"}
+    p["w"], p["l"] = rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1)
+    shape = _rotated(_shape(silhouette, p), rng.uniform(-2.5, 2.5))
+    (cw, ch), offset = _canvas(size)
+    ss = SUPERSAMPLE
+    big_offset = (offset[0] * ss, offset[1] * ss)
+    mask, shade = Image.new("L", (cw * ss, ch * ss), 0), Image.new("L", (cw * ss, ch * ss), 0)
+    _draw_items(ImageDraw.Draw(mask), shape["parts"], w * ss, lambda v: 255 if v > 0 else 0, big_offset)
+    _draw_items(ImageDraw.Draw(shade), shape["parts"], w * ss, lambda v: v, big_offset)
+    mask, shade = mask.reduce(ss), shade.reduce(ss)
+    # soft light: darker towards the outline and the bottom, a highlight top-left (blurs are
+    # done at a quarter of the size: they are smooth anyway)
+    small = mask.reduce(4)
+    soft = small.filter(ImageFilter.GaussianBlur(max(0.5, w / 160))).resize((cw, ch), Image.BILINEAR)
+    yy, xx = _grid((cw, ch))
+    light = 1.0 - 0.12 * (yy / ch) - 0.06 * (xx / cw)
+    shading = (np.asarray(shade, np.float32) / 255.0) * (0.7 + 0.3 * np.asarray(soft, np.float32) / 255.0) * light
+    box = (shape["box"][0] * w + offset[0], shape["box"][1] * w + offset[1],
+           shape["box"][2] * w + offset[0], shape["box"][3] * w + offset[1])
+    ink, tex = _pattern(pattern, box, (cw, ch), rng)
+    if tex is not None:
+        shading = shading * tex
+    # a soft shadow below and right of the garment, on the off-white background
+    shadow = Image.new("L", small.size, 0)
+    shadow.paste(small, (round(w * 0.02 / 4), round(w * 0.03 / 4)))
+    shadow = shadow.filter(ImageFilter.GaussianBlur(max(0.5, w / 120))).resize((cw, ch), Image.BILINEAR)
+    backdrop = ImageChops.multiply(_background((cw, ch)), shadow.point(lambda x: 255 - int(0.3 * x)).convert("RGB"))
+    return {
+        "size": size, "offset": offset, "mask": mask, "backdrop": backdrop,
+        "shading": Image.fromarray(np.clip(shading * 255, 0, 255).astype(np.uint8)).convert("RGB"),
+        "ink": None if ink is None else Image.fromarray(np.clip(ink * 255, 0, 255).astype(np.uint8)),
+        "lines": shape["lines"], "overlays": shape["overlays"],
+        "accent": COLOUR_RGB[int(rng.integers(0, len(COLOURS)))], "pattern": pattern,
+    }
+
+
+_BACKGROUNDS: dict = {}
+
+
+def _background(size):
+    """The off-white studio background with a faint vertical gradient (cached per size)."""
+    if size not in _BACKGROUNDS:
+        w, h = size
+        grad = np.linspace(1.0, 0.965, h, dtype=np.float32)[:, None, None]
+        _BACKGROUNDS[size] = Image.fromarray((np.array(BACKGROUND, np.float32)[None, None, :] * grad
+                                              * np.ones((1, w, 1), np.float32)).astype(np.uint8))
+    return _BACKGROUNDS[size]
+
+
+def render_article(product: dict, rgb: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """One colourway: fill the product's shape with the colour, draw seams, frame it with a little jitter."""
+    w, h = product["size"]
+    canvas = product["mask"].size
+    ox, oy = product["offset"]
+    main, second = _colours_for(rgb + rng.normal(0, 5, 3), product["pattern"], product["accent"])
+    garment = Image.new("RGB", canvas, main)
+    if product["ink"] is not None:
+        garment = Image.composite(Image.new("RGB", canvas, second), garment, product["ink"])
+    img = Image.composite(ImageChops.multiply(garment, product["shading"]), product["backdrop"], product["mask"])
+    # seams, hems and buttons in a darker (or, on dark colours, lighter) shade; line width varies
+    draw = ImageDraw.Draw(img)
+    lum = 0.299 * main[0] + 0.587 * main[1] + 0.114 * main[2]
+    seam = tuple(int(c * 0.62) for c in main) if lum > 70 else tuple(min(255, c + 45) for c in main)
+    width = max(1, round(w / 190 * rng.uniform(0.8, 1.4)))
+    for kind, pts, wf in product["lines"]:
+        if kind == "line":
+            draw.line([(x * w + ox, y * w + oy) for x, y in pts], fill=seam, width=max(1, round(width * wf)),
+                      joint="curve")
+        else:
+            for x, y in pts:
+                r = wf * w
+                draw.ellipse((x * w + ox - r, y * w + oy - r, x * w + ox + r, y * w + oy + r), fill=seam)
+    _draw_items(draw, product["overlays"], w, lambda v: tuple(int(c) for c in v), (ox, oy))
+    # per-article framing: a little zoom and shift of the window cut from the larger canvas
+    k = rng.uniform(0.94, 1.06)
+    cx, cy = canvas[0] / 2 + rng.uniform(-0.035, 0.035) * w, canvas[1] / 2 + rng.uniform(-0.03, 0.03) * h
+    half_w, half_h = w / (2 * k), h / (2 * k)
+    box = (max(0.0, cx - half_w), max(0.0, cy - half_h), min(canvas[0], cx + half_w), min(canvas[1], cy + half_h))
+    return img.resize((w, h), Image.BILINEAR, box=box)
+
+
+def _image_job(job) -> int:
+    """Draw every colourway of one product and save them (runs in a worker process)."""
+    size, seed, product_code, silhouette, pattern, arts = job
+    product = render_product(silhouette, pattern, size, np.random.default_rng([seed, 7, product_code]))
+    for article_id, colour, path in arts:
+        img = render_article(product, COLOUR_RGB[colour], np.random.default_rng([seed, 8, article_id]))
+        with atomic_path(Path(path)) as tmp:
+            img.save(tmp, format="JPEG", quality=88)
+    return len(arts)
+
+
+def image_plan(articles: pl.DataFrame, seed: int) -> np.ndarray:
+    """Which articles get an image: all but ~0.4% (at least one missing in a catalogue of 100+)."""
+    rng = np.random.default_rng([seed, 3])
+    missing = rng.random(articles.height) < MISSING_IMAGE_SHARE
+    if articles.height >= 100 and not missing.any():
+        missing[rng.integers(0, articles.height)] = True
+    return ~missing
+
+
+def write_images(art: artifacts_mod.Artifacts, articles: pl.DataFrame, size: tuple[int, int], seed: int,
+                 force: bool, show_progress: bool = True, workers: int | None = None) -> int:
+    """Draw the packshots into the Kaggle layout; returns how many were written."""
+    has_image = image_plan(articles, seed)
+    ids = articles["article_id"].to_numpy()
+    paths = [art.image(a) for a in ids]
+    if not force:
+        clash = next((p for p in paths if p.exists()), None)
+        if clash is not None:
+            raise UserError(f"{clash} already exists and sample_data.py never overwrites images: "
+                            "use --force to replace them (or --no-images, or another --images-dir)")
+    for p, keep in zip(paths, has_image):
+        if not keep and p.exists():  # stale image of an article that has none in this sample
+            p.unlink()
+    kinds = np.array([a[3] for a in APPEARANCES])[articles["_appearance"].to_numpy()]
+    frame = pl.DataFrame({"article_id": ids, "product_code": articles["product_code"].to_numpy(),
+                          "silhouette": articles["_silhouette"].to_numpy(), "pattern": kinds,
+                          "colour": articles["_colour"].to_numpy(), "path": [str(p) for p in paths],
+                          "keep": has_image}).filter(pl.col("keep"))
+    # one job per product (and pattern: a striped colourway of a solid product has its own)
+    jobs = [(tuple(size), seed, int(g["product_code"][0]), g["silhouette"][0], g["pattern"][0],
+             list(zip(g["article_id"].to_list(), g["colour"].to_list(), g["path"].to_list())))
+            for g in frame.partition_by(["product_code", "pattern"], maintain_order=True)]
+    workers = workers or min(4, os.cpu_count() or 1)
+    bar = tqdm(total=frame.height, desc="images", unit="img", disable=not show_progress)
+    if workers > 1 and len(jobs) > 50:
+        with get_context("fork").Pool(workers) as pool:
+            for n in pool.imap_unordered(_image_job, jobs, chunksize=8):
+                bar.update(n)
+    else:
+        for job in jobs:
+            bar.update(_image_job(job))
+    bar.close()
+    return frame.height
+
+
+def main() -> None:
+    """Command line: parse the arguments and generate."""
+    parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:3]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    artifacts_mod.add_dir_args(parser, images=True)
+    parser.add_argument("--scale", choices=list(SCALES), default="demo",
+                        help="tiny (tests, seconds), demo (default), full (the real row counts)")
+    parser.add_argument("--full", action="store_true", help="shortcut for --scale full (no images unless --images)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing raw files and images")
+    parser.add_argument("--no-images", action="store_true", help="write the CSVs only")
+    parser.add_argument("--images", action="store_true", help="draw images at the full scale too")
+    parser.add_argument("--image-size", default=None, metavar="WxH",
+                        help="image size in pixels, portrait 2:3 (default 384x576; 128x192 at tiny)")
+    parser.add_argument("--workers", type=int, default=None, help="processes drawing images (default: up to 4)")
+    args = parser.parse_args()
+    scale = "full" if args.full else args.scale
+    images = not args.no_images and (SCALES[scale].images or args.images)
+    size = None
+    if args.image_size:
+        try:
+            w, h = (int(x) for x in args.image_size.lower().split("x"))
+        except ValueError:
+            raise UserError(f"--image-size {args.image_size!r}: give WIDTHxHEIGHT, e.g. 384x576") from None
+        if w < 32 or h < 32:
+            raise UserError("--image-size: at least 32x32 pixels")
+        size = (w, h)
+    generate(artifacts_mod.from_args(args), scale=scale, seed=args.seed, force=args.force, images=images,
+             image_size=size, workers=args.workers)
+
+
+if __name__ == "__main__":
+    run_main(main)
