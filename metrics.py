@@ -1,0 +1,103 @@
+"""MAP@12, recall@12 and coverage of ranked recommendations, as the H&M competition scores them.
+
+Recommendations are a frame [customer_id, article_id, rank] (rank 1-based, several rows per
+customer); the truth is a frame [customer_id, article_ids: List] with the *unique* articles each
+customer bought in the held-out week. Definitions (see ../shared/hm_dataset_facts.md):
+
+- AP@k(u) = (1 / min(m_u, k)) * sum_{i<=k} P(i) * rel(i), m_u = number of unique articles bought;
+  a prediction repeated in one list occupies its slot but earns nothing the second time (as
+  ml_metrics.apk does).
+- MAP@k averages AP@k over the customers of the truth frame only (those who bought something);
+  a customer with no recommendation counts with 0.
+- recall@k averages hits / m_u over the same customers.
+- coverage is the share of the catalogue that appears in at least one customer's top k.
+"""
+from __future__ import annotations
+
+import polars as pl
+
+K = 12
+
+
+def _top_k_positions(recs: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Each customer's first k predictions with their list position (1-based) and first-occurrence flag."""
+    return (
+        recs.select("customer_id", "article_id", "rank")
+        .sort("customer_id", "rank", maintain_order=True)
+        # position in the list, not the rank value, so gaps or ties in rank cannot change the score
+        .with_columns(position=pl.int_range(1, pl.len() + 1).over("customer_id"))
+        .filter(pl.col("position") <= k)
+        .with_columns(first=pl.col("position") == pl.col("position").min().over("customer_id", "article_id"))
+    )
+
+
+def _truth_pairs(truth: pl.DataFrame) -> pl.DataFrame:
+    """Truth as unique (customer_id, article_id) pairs plus m_u, customers with no purchase dropped."""
+    return (
+        truth.select("customer_id", pl.col("article_ids").list.unique())
+        .with_columns(n_truth=pl.col("article_ids").list.len())
+        .filter(pl.col("n_truth") > 0)
+        .explode("article_ids")
+        .rename({"article_ids": "article_id"})
+        .with_columns(pl.col("article_id").cast(pl.Int32), hit=pl.lit(True))
+    )
+
+
+def per_customer(recs: pl.DataFrame, truth: pl.DataFrame, k: int = K) -> pl.DataFrame:
+    """AP@k, hits and m_u for every customer of the truth frame (missing recommendations score 0)."""
+    pairs = _truth_pairs(truth)
+    customers = pairs.group_by("customer_id").agg(pl.col("n_truth").first())
+    top = _top_k_positions(recs.with_columns(pl.col("article_id").cast(pl.Int32)), k)
+    scored = (
+        top.join(customers, on="customer_id", how="semi")
+        .join(pairs.select("customer_id", "article_id", "hit"), on=["customer_id", "article_id"], how="left")
+        .with_columns(hit=pl.col("hit").fill_null(False) & pl.col("first"))
+        .sort("customer_id", "position")
+        .with_columns(hits_so_far=pl.col("hit").cast(pl.UInt32).cum_sum().over("customer_id"))
+        .group_by("customer_id")
+        .agg(
+            precision_sum=(pl.col("hits_so_far") / pl.col("position")).filter(pl.col("hit")).sum(),
+            hits=pl.col("hit").sum(),
+        )
+    )
+    return (
+        customers.join(scored, on="customer_id", how="left")
+        .with_columns(pl.col("precision_sum").fill_null(0.0), pl.col("hits").fill_null(0).cast(pl.UInt32))
+        .with_columns(
+            ap=pl.col("precision_sum") / pl.min_horizontal(pl.col("n_truth"), pl.lit(k)),
+            recall=pl.col("hits") / pl.col("n_truth"),
+        )
+        .select("customer_id", "n_truth", "hits", "ap", "recall")
+        .sort("customer_id")
+    )
+
+
+def map_at_k(recs: pl.DataFrame, truth: pl.DataFrame, k: int = K) -> float:
+    """Mean AP@k over the customers who bought something in the truth week."""
+    scores = per_customer(recs, truth, k)
+    return float(scores["ap"].mean()) if scores.height else 0.0
+
+
+def coverage(recs: pl.DataFrame, n_articles: int, k: int = K) -> float:
+    """Share of the catalogue's n_articles that appears in some customer's top k."""
+    if n_articles <= 0:
+        return 0.0
+    shown = _top_k_positions(recs, k)["article_id"].n_unique()
+    return shown / n_articles
+
+
+def hits_on(recs: pl.DataFrame, pairs: pl.DataFrame, k: int = K) -> int:
+    """How many of the (customer_id, article_id) pairs appear in those customers' top k."""
+    top = _top_k_positions(recs, k).filter("first").select("customer_id", pl.col("article_id").cast(pl.Int32))
+    return top.join(pairs.select("customer_id", pl.col("article_id").cast(pl.Int32)).unique(),
+                     on=["customer_id", "article_id"], how="semi").height
+
+
+def evaluate(recs: pl.DataFrame, truth: pl.DataFrame, n_articles: int, k: int = K) -> dict:
+    """map12, recall12 and coverage of one strategy's recommendations against a truth week."""
+    scores = per_customer(recs, truth, k)
+    return {
+        "map12": float(scores["ap"].mean()) if scores.height else 0.0,
+        "recall12": float(scores["recall"].mean()) if scores.height else 0.0,
+        "coverage": coverage(recs, n_articles, k),
+    }

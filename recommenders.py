@@ -1,0 +1,559 @@
+"""Recommender strategies behind one interface: popularity, trending in your departments, content, visual twins.
+
+Every strategy answers the same question the same way (see `Recommender`):
+
+    strategy.fit(transactions, articles)          # transactions = everything before the cut-off
+    strategy.recommend(customers, k=12)           # -> customer_id, article_id, score, rank
+
+A single strategy's scores lie in [0, 1] and mean the same for every customer (it never
+rescales one customer's list on its own), so the hybrid in final.py can blend them by weight. The
+purchase-history strategy lives in individual_baseline.py; the hybrid in final.py.
+
+Content and visual similarity recommend only articles that are *available* at the cut-off:
+sold in the last `active_days`, or never sold at all (launches: the cold-start case, which
+popularity can never reach). An article last sold a year ago is out of the shop.
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+from common import UserError
+
+K = 12
+CUSTOMER = pl.UInt64
+ARTICLE = pl.Int32
+OUTPUT_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "score": pl.Float32, "rank": pl.UInt16}
+CANDIDATE_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "score": pl.Float32,
+                    "source_article_id": pl.Int32}
+
+# Kaggle article columns that describe what a garment is (the content strategy's vocabulary).
+CONTENT_COLUMNS = ("product_type_name", "colour_group_name", "department_name",
+                   "graphical_appearance_name", "index_group_name")
+
+
+# ---------------------------------------------------------------------------- shared helpers
+
+def as_customer_frame(customers) -> pl.DataFrame:
+    """One-column frame of unique UInt64 customer ids from a Series, list or frame."""
+    if isinstance(customers, pl.DataFrame):
+        customers = customers["customer_id"]
+    series = pl.Series("customer_id", customers).cast(CUSTOMER)
+    return series.unique().sort().to_frame()
+
+
+def cutoff_of(transactions: pl.DataFrame):
+    """The first day a model fitted on these transactions predicts: the day after the last one."""
+    if transactions.height == 0:
+        raise UserError("no transactions before the cut-off: cannot fit a recommender on an empty history")
+    return transactions["t_dat"].max() + timedelta(days=1)
+
+
+def age_days(cutoff) -> pl.Expr:
+    """Days between a transaction and the cut-off (1 for the day before it)."""
+    return (pl.lit(cutoff) - pl.col("t_dat")).dt.total_days().cast(pl.Float32)
+
+
+def decay(cutoff, half_life_days: float | None) -> pl.Expr:
+    """Weight of a transaction that halves every half_life_days before the cut-off (1 without decay)."""
+    if not half_life_days:
+        return pl.lit(1.0, dtype=pl.Float32)
+    return (-math.log(2) / half_life_days * age_days(cutoff)).exp().cast(pl.Float32)
+
+
+def saturate(expr: pl.Expr) -> pl.Expr:
+    """Map a non-negative evidence sum to [0, 1): one fresh purchase gives 0.63, two give 0.86."""
+    return (1.0 - (-expr).exp()).cast(pl.Float32)
+
+
+def top_k(scored: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Each customer's k best rows by score (ties by article id), numbered 1..k, sorted by customer and rank."""
+    if scored.height == 0:
+        return scored.with_columns(rank=pl.lit(0, dtype=pl.UInt16)).clear()
+    return (
+        scored.sort(["customer_id", "score", "article_id"], descending=[False, True, False])
+        .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over("customer_id"))
+        .filter(pl.col("rank") <= k)
+    )
+
+
+def empty_candidates() -> pl.DataFrame:
+    """A candidate frame with no rows."""
+    return pl.DataFrame(schema=CANDIDATE_SCHEMA)
+
+
+def available_articles(transactions: pl.DataFrame, articles: pl.DataFrame, cutoff, active_days: int) -> pl.Series:
+    """Articles one can still buy at the cut-off: sold in the last active_days, or never sold (launches)."""
+    recent = transactions.filter(pl.col("t_dat") >= cutoff - timedelta(days=active_days))["article_id"].unique()
+    ever = transactions["article_id"].unique()
+    never = articles.filter(~pl.col("article_id").is_in(ever.implode()))["article_id"]
+    return pl.concat([recent.cast(ARTICLE), never.cast(ARTICLE)]).unique().sort()
+
+
+def recent_purchases(transactions: pl.DataFrame, cutoff, days: int, per_customer: int,
+                     half_life_days: float) -> pl.DataFrame:
+    """Each customer's last `per_customer` distinct articles of the last `days`, weighted by recency."""
+    return (
+        transactions.lazy()
+        .filter(pl.col("t_dat") >= cutoff - timedelta(days=days))
+        .group_by("customer_id", "article_id")
+        .agg(pl.col("t_dat").max())
+        .sort(["customer_id", "t_dat", "article_id"], descending=[False, True, False])
+        .group_by("customer_id", maintain_order=True).head(per_customer)
+        .select("customer_id", pl.col("article_id").cast(ARTICLE), weight=decay(cutoff, half_life_days))
+        .collect()
+    )
+
+
+# ---------------------------------------------------------------------------- the interface
+
+class Recommender:
+    """Base of every strategy: `fit` on the history before a cut-off, `recommend` top-k per customer.
+
+    Subclasses implement `fit` and `candidates(customers, n)`, which returns up to n scored
+    candidates per customer with the purchase that explains each one (source_article_id, null
+    when none does). `reason` turns a source into the words the app shows.
+    """
+
+    name = "recommender"
+
+    def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame) -> "Recommender":
+        """Learn from the transactions before the cut-off (and the article catalogue)."""
+        raise NotImplementedError
+
+    def candidates(self, customers: pl.DataFrame, n: int) -> pl.DataFrame:
+        """Up to n scored candidates per customer: customer_id, article_id, score, source_article_id."""
+        raise NotImplementedError
+
+    def reason(self, article_id: pl.Expr, source: pl.Expr) -> pl.Expr:
+        """Why an article is recommended, in words, from its source purchase."""
+        return pl.lit(self.name)
+
+    def recommend(self, customers, k: int = K, with_source: bool = False) -> pl.DataFrame:
+        """Top-k articles per customer: customer_id, article_id, score, rank (1-based), sorted by customer, rank."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        frame = as_customer_frame(customers)
+        ranked = top_k(self.candidates(frame, k).cast(CANDIDATE_SCHEMA), k)
+        columns = list(OUTPUT_SCHEMA) + (["source_article_id"] if with_source else [])
+        return ranked.select(columns)
+
+
+# ---------------------------------------------------------------------------- popularity
+
+AGE_BANDS = (25, 35, 45, 55, 65)  # band edges: <25, 25-34, ..., 65+ (the real ages are bimodal)
+
+
+def age_band(col: str = "age") -> pl.Expr:
+    """Age band index 0..len(AGE_BANDS) of an age column, null for unknown ages."""
+    band = pl.lit(0, dtype=pl.Int8)
+    for edge in AGE_BANDS:
+        band = band + (pl.col(col) >= edge).cast(pl.Int8)
+    return pl.when(pl.col(col).is_null()).then(None).otherwise(band).alias("band")
+
+
+class Popularity(Recommender):
+    """The most bought articles: all-time, over a recent window, time-decayed, optionally per age band.
+
+    Every customer gets the same list (or their age band's list; unknown ages get the global
+    one). `article_scores` is the score of every article sold, which the hybrid uses as a prior.
+    """
+
+    def __init__(self, name: str = "popular_decayed", window_days: int | None = None,
+                 half_life_days: float | None = None, customers: pl.DataFrame | None = None,
+                 reason_text: str = "trending", prior_weight: float = 50.0):
+        self.name = name
+        self.prior_weight = prior_weight
+        self.window_days = window_days
+        self.half_life_days = half_life_days
+        self.customer_ages = None if customers is None else customers.select("customer_id", "age")
+        self.reason_text = reason_text
+
+    def fit(self, transactions, articles=None):
+        """Score each article by its (decayed) sales before the cut-off, overall and per age band."""
+        self.cutoff = cutoff_of(transactions)
+        tx = transactions
+        # with a half-life, sales older than 10 half-lives weigh under 0.1%: skip them
+        window = self.window_days or (math.ceil(10 * self.half_life_days) if self.half_life_days else None)
+        if window:
+            tx = tx.filter(pl.col("t_dat") >= self.cutoff - timedelta(days=window))
+        tx = tx.select("customer_id", "article_id", weight=decay(self.cutoff, self.half_life_days))
+        self.article_scores = self._scores(tx)
+        if self.customer_ages is not None:
+            self.band_scores = self._band_scores(tx)
+        return self
+
+    def _band_scores(self, tx: pl.DataFrame) -> pl.DataFrame:
+        """Per age band scores, shrunk towards the global ones so that small bands still rank every article.
+
+        score(band, a) = w_band(a) + prior_weight * share_global(a), scaled so each band's best is 1;
+        band -1 (unknown age) is the global list.
+        """
+        banded = (tx.join(self.customer_ages.select("customer_id", age_band()), on="customer_id", how="inner")
+                  .filter(pl.col("band").is_not_null())
+                  .group_by("band", "article_id").agg(w=pl.col("weight").sum()))
+        share = tx.group_by("article_id").agg(g=pl.col("weight").sum()).with_columns(g=pl.col("g") / pl.col("g").sum())
+        bands = pl.DataFrame({"band": pl.Series(range(-1, len(AGE_BANDS) + 1), dtype=pl.Int8)})
+        return (
+            bands.join(share, how="cross")
+            .join(banded.with_columns(pl.col("band").cast(pl.Int8)), on=["band", "article_id"], how="left")
+            .with_columns(score=pl.col("w").fill_null(0.0) + self.prior_weight * pl.col("g"))
+            .with_columns(score=(pl.col("score") / pl.col("score").max().over("band")).cast(pl.Float32),
+                          article_id=pl.col("article_id").cast(ARTICLE))
+            .sort(["band", "score", "article_id"], descending=[False, True, False])
+            .select("band", "article_id", "score")
+        )
+
+    @staticmethod
+    def _scores(tx: pl.DataFrame) -> pl.DataFrame:
+        """Summed weight per article, scaled so the best article scores 1, best first."""
+        return (
+            tx.group_by("article_id").agg(score=pl.col("weight").sum())
+            .with_columns(score=(pl.col("score") / pl.col("score").max()).cast(pl.Float32),
+                          article_id=pl.col("article_id").cast(ARTICLE))
+            .sort(["score", "article_id"], descending=[True, False])
+        )
+
+    def _bands(self, customers: pl.DataFrame) -> pl.DataFrame:
+        """customer_id -> band (-1 = global list)."""
+        ages = self.customer_ages.select("customer_id", age_band())
+        return (customers.join(ages, on="customer_id", how="left", maintain_order="left")
+                .with_columns(pl.col("band").cast(pl.Int8).fill_null(-1)))
+
+    def groups(self, customers: pl.DataFrame) -> pl.DataFrame:
+        """customers with a `group` column: customers of one group get the same list (their age band, or 0)."""
+        if self.customer_ages is None:
+            return customers.with_columns(group=pl.lit(0, dtype=pl.Int8))
+        return self._bands(customers).rename({"band": "group"})
+
+    def top_articles(self, n: int) -> pl.DataFrame:
+        """The global top n: article_id, score."""
+        return self.article_scores.head(n)
+
+    def candidates(self, customers, n):
+        """Every customer gets the top n of their list (a cross join: a cheap one, n rows each)."""
+        if self.customer_ages is None:
+            top = self.top_articles(n)
+            return customers.join(top, how="cross").with_columns(source_article_id=pl.lit(None, dtype=ARTICLE))
+        tops = self.band_scores.group_by("band", maintain_order=True).head(n)
+        return (self._bands(customers).join(tops, on="band", how="inner")
+                .select("customer_id", "article_id", "score", source_article_id=pl.lit(None, dtype=ARTICLE)))
+
+    def score_pairs(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """The pairs (customer_id, article_id, ...) with this strategy's score added (0 for unsold articles)."""
+        if self.customer_ages is None:
+            scored = pairs.join(self.article_scores, on="article_id", how="left", maintain_order="left")
+        else:
+            # a band that never bought the article still has the global share as prior
+            scored = (self._bands(pairs)
+                      .join(self.band_scores, on=["band", "article_id"], how="left", maintain_order="left")
+                      .drop("band"))
+        return scored.with_columns(pl.col("score").fill_null(0.0))
+
+    def reason(self, article_id, source):
+        return pl.lit(self.reason_text)
+
+
+def popularity_strategies(customers: pl.DataFrame | None = None, half_life_days: float = 7.0) -> list[Popularity]:
+    """The popularity baselines: all-time, last week, time-decayed, and per age band when ages are known."""
+    strategies = [
+        Popularity("popular_all_time", reason_text="bestseller"),
+        Popularity("popular_last_week", window_days=7, reason_text="trending"),
+        Popularity("popular_decayed", half_life_days=half_life_days, reason_text="trending"),
+    ]
+    if customers is not None and "age" in customers.columns:
+        strategies.append(Popularity("popular_age", half_life_days=half_life_days, customers=customers,
+                                     reason_text="popular at your age"))
+    return strategies
+
+
+class CategoryPopularity(Recommender):
+    """What is trending in the categories (departments) a customer buys from.
+
+    score(customer, article) = share of the customer's purchases of the last `history_days` in
+    the article's category (decayed, half-life `half_life_days`) x the article's recent sales
+    (decayed, half-life 7 days, over `trend_days`; the best seller scores 1). Each customer's
+    `top_categories` categories and each category's `per_category` best sellers are candidates.
+    """
+
+    name = "popular_department"
+
+    def __init__(self, column: str = "department_name", history_days: int = 365, half_life_days: float = 120.0,
+                 trend_days: int = 28, per_category: int = 12, top_categories: int = 5):
+        self.column = column
+        self.history_days = history_days
+        self.half_life_days = half_life_days
+        self.trend_days = trend_days
+        self.per_category = per_category
+        self.top_categories = top_categories
+
+    def fit(self, transactions, articles):
+        """Each customer's category shares and each category's trending articles before the cut-off."""
+        if self.column not in articles.columns:
+            raise UserError(f"articles lack the column {self.column}: rerun data_optim.py")
+        self.cutoff = cutoff_of(transactions)
+        category = articles.select(pl.col("article_id").cast(ARTICLE),
+                                   category=pl.col(self.column).cast(pl.String).fill_null("unknown"))
+        self.article_category = category
+        self.shares = (
+            transactions.lazy()
+            .filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.history_days))
+            .select("customer_id", pl.col("article_id").cast(ARTICLE), weight=decay(self.cutoff, self.half_life_days))
+            .join(category.lazy(), on="article_id", how="inner")
+            .group_by("customer_id", "category").agg(pl.col("weight").sum())
+            .with_columns(share=(pl.col("weight") / pl.col("weight").sum().over("customer_id")).cast(pl.Float32))
+            .sort(["customer_id", "share", "category"], descending=[False, True, False])
+            .group_by("customer_id", maintain_order=True).head(self.top_categories)
+            .select("customer_id", "category", "share")
+            .collect()
+        )
+        sales = (transactions.filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.trend_days))
+                 .group_by(pl.col("article_id").cast(ARTICLE)).agg(sales=decay(self.cutoff, 7.0).sum()))
+        self.trending = (
+            sales.with_columns(trend=(pl.col("sales") / pl.col("sales").max()).cast(pl.Float32))
+            .join(category, on="article_id", how="inner")
+            .sort(["category", "trend", "article_id"], descending=[False, True, False])
+            .group_by("category", maintain_order=True).head(self.per_category)
+            .select("category", "article_id", "trend")
+        )
+        return self
+
+    def candidates(self, customers, n):
+        """Join each customer's categories to their trending articles."""
+        scored = (self.shares.join(customers, on="customer_id", how="semi")
+                  .join(self.trending, on="category", how="inner")
+                  .select("customer_id", "article_id", score=(pl.col("share") * pl.col("trend")).cast(pl.Float32),
+                          source_article_id=pl.lit(None, dtype=ARTICLE)))
+        return top_k(scored, n).select(list(CANDIDATE_SCHEMA))
+
+    def reason(self, article_id, source):
+        names = self.article_category
+        return pl.format("trending in {}", article_id.replace_strict(names["article_id"], names["category"],
+                                                                     default="your departments"))
+
+
+# ---------------------------------------------------------------------------- similar to recent purchases
+
+def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n largest values of each row and their columns (unordered); torch's topk is ~5x faster than numpy's."""
+    try:
+        import torch
+    except ImportError:  # numpy alone works too, only slower
+        idx = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        return np.take_along_axis(scores, idx, axis=1), idx
+    values, idx = torch.from_numpy(scores).topk(n, dim=1, sorted=False)
+    return values.numpy(), idx.numpy()
+
+
+def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_vectors: np.ndarray,
+                       target_ids: np.ndarray, n: int, block: int = 2048,
+                       target_weights: np.ndarray | None = None) -> pl.DataFrame:
+    """Top-n cosine neighbours among the targets for each query (L2-normalised rows), itself excluded.
+
+    With target_weights, similarity x weight of the target ranks and scores the neighbours.
+    Computed in blocks of queries so memory stays at block x targets floats.
+    """
+    parts = []
+    n_eff = min(n + 1, len(target_ids))
+    if len(query_ids) == 0 or n_eff == 0:
+        return pl.DataFrame(schema={"article_id": ARTICLE, "neighbour_id": ARTICLE, "similarity": pl.Float32})
+    # where each query sits among the targets (an article is not its own neighbour)
+    order = np.argsort(target_ids, kind="stable")
+    pos = np.searchsorted(target_ids[order], query_ids).clip(0, len(target_ids) - 1)
+    self_col = np.where(target_ids[order][pos] == query_ids, order[pos], -1)
+    for start in range(0, len(query_ids), block):
+        sims = query_vectors[start:start + block] @ target_vectors.T
+        if target_weights is not None:
+            sims *= target_weights[None, :]
+        ids = query_ids[start:start + block]
+        rows = np.flatnonzero(self_col[start:start + block] >= 0)
+        sims[rows, self_col[start:start + block][rows]] = -np.inf
+        top, idx = top_n(sims, n_eff)
+        parts.append(pl.DataFrame({
+            "article_id": np.repeat(ids, n_eff).astype(np.int32),
+            "neighbour_id": target_ids[idx].ravel().astype(np.int32),
+            "similarity": top.ravel().astype(np.float32),
+        }))
+    out = pl.concat(parts).filter(pl.col("similarity").is_finite() & (pl.col("similarity") > 0))
+    return (out.sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
+            .group_by("article_id", maintain_order=True).head(n))
+
+
+class SimilarToRecent(Recommender):
+    """Articles most similar to each customer's recent purchases (shared by content and visual).
+
+    score(customer, article) = max over recent purchases p of
+        similarity(p, article) x popularity(article) ** popularity_weight x recency(p),
+    and the purchase that gives the max is the reason. Each purchase's `neighbours` best
+    articles (by similarity x popularity factor) are looked up once per fit; subclasses supply
+    the similarity through `neighbour_table`.
+    """
+
+    # defaults chosen on the validation week of the demo sample (fit on train): tastes are long-lived,
+    # so a year of purchases with a slow decay beats the last month
+    def __init__(self, recent_days: int = 365, per_customer: int = 6, half_life_days: float = 120.0,
+                 active_days: int = 28, neighbours: int = 12, popularity_weight: float = 0.5):
+        self.recent_days = recent_days
+        self.per_customer = per_customer
+        self.half_life_days = half_life_days
+        self.active_days = active_days
+        self.neighbours = neighbours
+        self.popularity_weight = popularity_weight
+
+    def neighbour_table(self, queries: pl.Series, targets: pl.DataFrame, articles: pl.DataFrame) -> pl.DataFrame:
+        """article_id, neighbour_id, similarity in [0, 1] for each query, neighbours among the targets.
+
+        targets: article_id, weight (the popularity factor in [0, 1] each neighbour's similarity is multiplied by).
+        """
+        raise NotImplementedError
+
+    def target_weights(self, transactions: pl.DataFrame, articles: pl.DataFrame) -> pl.DataFrame:
+        """Available articles with weight = (recent decayed sales / the best seller's) ** popularity_weight.
+
+        Of two equally similar articles, the one selling now is the likelier purchase. A launch
+        (never sold) counts as a median seller, so that cold-start articles stay within reach.
+        """
+        targets = available_articles(transactions, articles, self.cutoff, self.active_days).to_frame("article_id")
+        if not self.popularity_weight:
+            return targets.with_columns(weight=pl.lit(1.0, dtype=pl.Float32))
+        sales = (transactions.filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.active_days))
+                 .group_by("article_id").agg(sales=decay(self.cutoff, 7.0).sum())
+                 .with_columns(pl.col("article_id").cast(ARTICLE)))
+        return (targets.join(sales, on="article_id", how="left")
+                .with_columns(pl.col("sales").fill_null(pl.col("sales").median()))
+                .select("article_id", weight=((pl.col("sales") / pl.col("sales").max()) ** self.popularity_weight)
+                        .cast(pl.Float32)))
+
+    def fit(self, transactions, articles):
+        """Remember recent purchases, then look up neighbours of every recently bought article among available ones."""
+        self.cutoff = cutoff_of(transactions)
+        self.recent = recent_purchases(transactions, self.cutoff, self.recent_days, self.per_customer,
+                                       self.half_life_days)
+        weighted = self.target_weights(transactions, articles)
+        self.targets = weighted["article_id"]
+        queries = self.recent["article_id"].unique().sort()
+        self.neighbour_pairs = self.neighbour_table(queries, weighted, articles)
+        return self
+
+    def candidates(self, customers, n):
+        """Join recent purchases to their neighbours; keep each article's best-explained score."""
+        joined = (
+            self.recent.join(customers, on="customer_id", how="semi")
+            .join(self.neighbour_pairs, on="article_id", how="inner")
+            .with_columns(score=(pl.col("similarity") * pl.col("weight")).cast(pl.Float32))
+        )
+        if joined.height == 0:
+            return empty_candidates()
+        # best explanation per (customer, article): sort then keep the first (a group_by arg-max is 10x slower)
+        best = (
+            joined.sort(["customer_id", "score", "neighbour_id", "article_id"], descending=[False, True, False, False])
+            .unique(["customer_id", "neighbour_id"], keep="first", maintain_order=True)
+            .select("customer_id", article_id="neighbour_id", score="score", source_article_id="article_id")
+        )
+        return top_k(best, n).select(list(CANDIDATE_SCHEMA))
+
+
+class ContentSimilarity(SimilarToRecent):
+    """Metadata vectors (one-hot type, colour, department, appearance, index group + TF-IDF of detail_desc).
+
+    The categories together have length 1 and the description `description_weight`; the matrix
+    is reduced with truncated SVD when wide (cosine on a dense matrix is one BLAS call per block).
+    """
+
+    name = "content"
+
+    def __init__(self, description_weight: float = 0.5, dims: int = 128, **kwargs):
+        super().__init__(**kwargs)
+        self.description_weight = description_weight
+        self.dims = dims
+
+    def reason(self, article_id, source):
+        return pl.format("similar description to {}", source.cast(pl.String).str.zfill(10))
+
+    def article_vectors(self, articles: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """L2-normalised float32 vectors of every article in the catalogue, and their ids (cached per catalogue)."""
+        # the catalogue does not change between the fits of one evaluation: compute the vectors once
+        key = (articles.height, int(articles["article_id"].cast(pl.Int64).sum()), self.description_weight, self.dims)
+        if getattr(self, "_vectors_key", None) != key:
+            self._vectors = self._article_vectors(articles)
+            self._vectors_key = key
+        return self._vectors
+
+    def _article_vectors(self, articles: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        from scipy import sparse
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.preprocessing import OneHotEncoder, normalize
+
+        missing = [c for c in CONTENT_COLUMNS if c not in articles.columns]
+        if missing:
+            raise UserError(f"articles lack the column(s) {', '.join(missing)}: rerun data_optim.py")
+        cats = articles.select([pl.col(c).cast(pl.String).fill_null("") for c in CONTENT_COLUMNS]).to_numpy()
+        onehot = OneHotEncoder(handle_unknown="ignore", dtype=np.float32).fit_transform(cats)
+        onehot = normalize(onehot)  # every article's category part has length 1
+        blocks = [onehot]
+        texts = articles["detail_desc"].cast(pl.String).fill_null("").to_list() \
+            if "detail_desc" in articles.columns else []
+        if any(texts):
+            try:
+                tfidf = TfidfVectorizer(min_df=2, max_features=20_000, stop_words="english", sublinear_tf=True,
+                                        dtype=np.float32).fit_transform(texts)
+                blocks.append(self.description_weight * tfidf)
+            except ValueError:  # vocabulary empty (every word rare or a stop word): categories only
+                pass
+        matrix = sparse.hstack(blocks, format="csr").astype(np.float32)
+        if matrix.shape[1] > self.dims and matrix.shape[0] > self.dims:
+            matrix = TruncatedSVD(n_components=self.dims, random_state=0).fit_transform(matrix)
+        else:
+            matrix = matrix.toarray()
+        vectors = normalize(np.asarray(matrix, dtype=np.float32))
+        return vectors.astype(np.float32), articles["article_id"].cast(ARTICLE).to_numpy()
+
+    def neighbour_table(self, queries, targets, articles):
+        vectors, ids = self.article_vectors(articles)
+        index = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids))})
+        q = index.join(queries.to_frame("article_id"), on="article_id", how="semi")
+        t = index.join(targets, on="article_id", how="inner")
+        table = nearest_neighbours(vectors[q["row"].to_numpy()], q["article_id"].to_numpy(),
+                                   vectors[t["row"].to_numpy()], t["article_id"].to_numpy(), self.neighbours,
+                                   target_weights=t["weight"].to_numpy())
+        return table.with_columns(pl.col("similarity").clip(0.0, 1.0))
+
+
+class VisualSimilarity(SimilarToRecent):
+    """Visual twins (visual_reccs.py) of each customer's recent purchases; reaches never-sold articles."""
+
+    name = "visual"
+
+    def __init__(self, twins: pl.DataFrame, **kwargs):
+        super().__init__(**kwargs)
+        self.twins = twins.select(pl.col("article_id").cast(ARTICLE), pl.col("twin_id").cast(ARTICLE),
+                                  pl.col("score").cast(pl.Float32))
+
+    @classmethod
+    def load(cls, artifacts, quiet: bool = False, **kwargs) -> "VisualSimilarity | None":
+        """The strategy over artifacts.visual_twins, or None (saying so once) when there are no twins."""
+        path = artifacts.visual_twins
+        if not path.exists():
+            if not quiet:
+                print(f"visual: no visual twins at {path} (run visual_features.py and visual_reccs.py); "
+                      "recommending without the visual strategy", flush=True)
+            return None
+        return cls(pl.read_parquet(path), **kwargs)
+
+    def reason(self, article_id, source):
+        return pl.format("looks like {}", source.cast(pl.String).str.zfill(10))
+
+    def neighbour_table(self, queries, targets, articles):
+        return (
+            self.twins.join(queries.to_frame("article_id"), on="article_id", how="semi")
+            .filter(pl.col("twin_id") != pl.col("article_id"))
+            .join(targets.rename({"article_id": "twin_id"}), on="twin_id", how="inner")
+            .select("article_id", neighbour_id="twin_id",
+                    similarity=(pl.col("score").clip(0.0, 1.0) * pl.col("weight")).cast(pl.Float32))
+            .sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
+            .group_by("article_id", maintain_order=True).head(self.neighbours)
+        )

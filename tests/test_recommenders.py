@@ -1,0 +1,264 @@
+"""Every strategy behind one interface: exact values on a hand-made shop, shape and leaks on the tiny sample."""
+import math
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from individual_baseline import PurchaseHistory, fill_with
+from recommenders import (OUTPUT_SCHEMA, CategoryPopularity, ContentSimilarity, Popularity, VisualSimilarity,
+                          nearest_neighbours, popularity_strategies)
+
+# 101001/101002 are two colourways of product 101; 101002 and 105001 never sold.
+ARTICLES = pl.DataFrame({
+    "article_id": [101001, 101002, 102001, 103001, 104001, 105001],
+    "product_code": [101, 101, 102, 103, 104, 105],
+    "product_type_name": ["Trousers", "Trousers", "Trousers", "Sweater", "Sweater", "Trousers"],
+    "colour_group_name": ["Black", "Blue", "Black", "Red", "Red", "Black"],
+    "department_name": ["Denim", "Denim", "Denim", "Knit", "Knit", "Denim"],
+    "graphical_appearance_name": ["Solid"] * 6,
+    "index_group_name": ["Ladieswear"] * 6,
+    "detail_desc": ["slim jeans in denim", "slim jeans in denim", "slim jeans in denim", "wool knit sweater",
+                    "wool knit sweater", "jeans"],
+}, schema_overrides={"article_id": pl.Int32, "product_code": pl.Int32})
+TX = pl.DataFrame({
+    "t_dat": [date(2020, 9, 1), date(2020, 9, 1), date(2020, 9, 10), date(2020, 9, 14), date(2020, 9, 14),
+              date(2020, 9, 15)],
+    "customer_id": [1, 2, 2, 3, 1, 1],
+    "article_id": [101001, 103001, 103001, 102001, 102001, 104001],
+    "price": [0.02] * 6,
+    "sales_channel_id": [2] * 6,
+}, schema_overrides={"customer_id": pl.UInt64, "article_id": pl.Int32, "price": pl.Float32,
+                     "sales_channel_id": pl.UInt8})
+CUTOFF = date(2020, 9, 16)
+CUSTOMERS = pl.Series("customer_id", [1, 2, 3, 4], dtype=pl.UInt64)  # 4 never bought anything
+AGES = pl.DataFrame({"customer_id": [1, 2, 3, 4], "age": [22, 50, None, 30]},
+                    schema={"customer_id": pl.UInt64, "age": pl.UInt8})
+TWINS = pl.DataFrame({"article_id": [102001, 102001, 102001, 104001],
+                      "twin_id": [101002, 103001, 104001, 103001],
+                      "rank": [1, 2, 3, 1], "score": [0.9, 0.5, 0.4, 0.95]},
+                     schema={"article_id": pl.Int32, "twin_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32})
+
+
+def lists(recs: pl.DataFrame) -> dict:
+    return {c: g.sort("rank")["article_id"].to_list()
+            for (c,), g in recs.group_by("customer_id")}
+
+
+def all_strategies(twins=TWINS):
+    return [*popularity_strategies(AGES), PurchaseHistory(), ContentSimilarity(), CategoryPopularity(),
+            VisualSimilarity(twins)]
+
+
+def check_interface(recs: pl.DataFrame, k: int):
+    assert recs.schema == pl.Schema(OUTPUT_SCHEMA)
+    assert recs.equals(recs.sort("customer_id", "rank"))
+    per = recs.group_by("customer_id").agg(n=pl.len(), ranks=pl.col("rank").sort(),
+                                           unique=pl.col("article_id").n_unique())
+    for row in per.iter_rows(named=True):
+        assert row["n"] <= k and row["unique"] == row["n"]
+        assert row["ranks"] == list(range(1, row["n"] + 1))
+    # scores never increase down a list, and lie in [0, 1]
+    assert recs.group_by("customer_id").agg(ok=(pl.col("score").sort_by("rank").diff() <= 1e-7).all())["ok"].all()
+    assert recs["score"].is_between(0, 1).all()
+
+
+@pytest.mark.parametrize("k", [1, 3, 12])
+def test_every_strategy_follows_the_interface(k):
+    for strategy in all_strategies():
+        recs = strategy.fit(TX, ARTICLES).recommend(CUSTOMERS, k)
+        check_interface(recs, k)
+
+
+def test_bad_k_is_an_error():
+    with pytest.raises(ValueError):
+        Popularity().fit(TX).recommend(CUSTOMERS, 0)
+
+
+def test_popularity_all_time_and_last_week_exact():
+    assert lists(Popularity("a").fit(TX).recommend(CUSTOMERS[:1], 4)) == {1: [102001, 103001, 101001, 104001]}
+    last_week = Popularity("w", window_days=7).fit(TX).recommend(CUSTOMERS[:1], 12)
+    # the window starts 2020-09-09: 101001 (sold 2020-09-01) is out
+    assert last_week["article_id"].to_list() == [102001, 103001, 104001]
+    assert last_week["score"].to_list() == pytest.approx([1.0, 0.5, 0.5])
+
+
+def test_decayed_popularity_exact_scores():
+    recs = Popularity(half_life_days=7).fit(TX).recommend(CUSTOMERS[:1], 12)
+    raw = {102001: 2 * 2 ** (-2 / 7), 104001: 2 ** (-1 / 7), 103001: 2 ** (-15 / 7) + 2 ** (-6 / 7),
+           101001: 2 ** (-15 / 7)}
+    best = max(raw.values())
+    assert recs["article_id"].to_list() == sorted(raw, key=lambda a: -raw[a])
+    assert recs["score"].to_list() == pytest.approx([raw[a] / best for a in recs["article_id"]], rel=1e-5)
+
+
+def test_age_band_popularity_uses_band_and_falls_back_to_global():
+    strategy = Popularity("age", customers=AGES, prior_weight=0.01).fit(TX)
+    recs = lists(strategy.recommend(CUSTOMERS, 12))
+    assert recs[1][:3] == [102001, 101001, 104001]  # what customer 1's band bought, global share breaks ties
+    assert recs[2][0] == 103001  # customer 2 (age 50) bought 103001 twice
+    assert recs[3] == lists(Popularity("g").fit(TX).recommend(CUSTOMERS, 12))[3]  # unknown age: global list
+    assert len(recs[2]) == 4  # a small band is completed from the global shares
+
+
+def test_purchase_history_exact_scores_and_colourways():
+    strategy = PurchaseHistory(half_life_days=14, colourway_weight=0.3, window_days=None).fit(TX, ARTICLES)
+    recs = strategy.recommend(CUSTOMERS, 12, with_source=True)
+    one = recs.filter(pl.col("customer_id") == 1)
+    expected = {104001: 2 ** (-1 / 14), 102001: 2 ** (-2 / 14), 101001: 2 ** (-15 / 14),
+                101002: 0.3 * 2 ** (-15 / 14)}  # the never-sold blue colourway of 101001
+    assert one["article_id"].to_list() == [104001, 102001, 101001, 101002]
+    assert one["score"].to_list() == pytest.approx([1 - math.exp(-expected[a]) for a in one["article_id"]], rel=1e-5)
+    assert one["source_article_id"].to_list() == [104001, 102001, 101001, 101001]
+    two = recs.filter(pl.col("customer_id") == 2)  # two purchases of one article add up
+    assert two["score"].to_list() == pytest.approx([1 - math.exp(-(2 ** (-15 / 14) + 2 ** (-6 / 14)))], rel=1e-5)
+    assert 4 not in recs["customer_id"].to_list()  # no history, no recommendation
+    reasons = one.select(r=strategy.reason(pl.col("article_id"), pl.col("source_article_id")))["r"].to_list()
+    assert reasons == ["bought before"] * 3 + ["colourway of 0000101001"]
+
+
+def test_purchase_history_window_forgets_old_purchases():
+    strategy = PurchaseHistory(window_days=7).fit(TX, ARTICLES)
+    assert lists(strategy.recommend(CUSTOMERS, 12)) == {1: [104001, 102001], 2: [103001], 3: [102001]}
+
+
+def test_fill_with_popular_completes_lists_without_duplicates():
+    hist = PurchaseHistory(window_days=7).fit(TX, ARTICLES).recommend(CUSTOMERS, 12)
+    popular = Popularity("a").fit(TX).top_articles(12)
+    filled = lists(fill_with(hist, popular, CUSTOMERS.to_frame(), k=3))
+    assert filled[1] == [104001, 102001, 103001]
+    assert filled[4] == [102001, 103001, 101001]
+
+
+def test_category_popularity_exact_scores_and_reasons():
+    strategy = CategoryPopularity(half_life_days=120).fit(TX, ARTICLES)
+    recs = strategy.recommend(CUSTOMERS, 12, with_source=True)
+    one = recs.filter(pl.col("customer_id") == 1)
+    # customer 1 bought denim 15 and 2 days ago, knitwear yesterday
+    denim, knit = 2 ** (-15 / 120) + 2 ** (-2 / 120), 2 ** (-1 / 120)
+    denim, knit = denim / (denim + knit), knit / (denim + knit)
+    sales = {101001: 2 ** (-15 / 7), 102001: 2 * 2 ** (-2 / 7), 103001: 2 ** (-15 / 7) + 2 ** (-6 / 7),
+             104001: 2 ** (-1 / 7)}
+    trend = {a: v / sales[102001] for a, v in sales.items()}
+    want = {102001: denim * trend[102001], 101001: denim * trend[101001],
+            104001: knit * trend[104001], 103001: knit * trend[103001]}
+    assert one["article_id"].to_list() == sorted(want, key=lambda a: -want[a])
+    assert one["score"].to_list() == pytest.approx([want[a] for a in one["article_id"]], rel=1e-5)
+    assert one["source_article_id"].null_count() == one.height
+    assert 4 not in recs["customer_id"].to_list()
+    reasons = one.select(r=strategy.reason(pl.col("article_id"), pl.col("source_article_id")))["r"].to_list()
+    assert reasons[0] == "trending in Denim"
+
+
+def test_category_popularity_keeps_the_top_categories_only():
+    strategy = CategoryPopularity(top_categories=1).fit(TX, ARTICLES)
+    assert set(strategy.recommend(CUSTOMERS[:1], 12)["article_id"]) == {101001, 102001}  # denim only
+
+
+def test_content_similarity_prefers_same_kind_and_reaches_unsold_articles():
+    strategy = ContentSimilarity(popularity_weight=0.0).fit(TX, ARTICLES)
+    recs = strategy.recommend(CUSTOMERS, 12, with_source=True)
+    three = recs.filter(pl.col("customer_id") == 3)  # bought black denim trousers 102001
+    top = three["article_id"].to_list()
+    assert set(top[:3]) == {101001, 101002, 105001}  # the other trousers, incl. two never sold
+    assert top.index(101001) < top.index(101002)  # same colour beats another colour
+    assert set(three["source_article_id"].to_list()) == {102001}
+    assert 4 not in recs["customer_id"].to_list()
+
+
+def test_content_recommends_only_available_articles():
+    old = TX.with_columns(pl.when(pl.col("article_id") == 101001).then(pl.lit(date(2019, 1, 1)))
+                          .otherwise(pl.col("t_dat")).alias("t_dat"))
+    strategy = ContentSimilarity(active_days=28, recent_days=900).fit(old, ARTICLES)
+    assert 101001 not in strategy.targets.to_list()  # last sold long ago: out of the shop
+    assert 101001 not in strategy.recommend(CUSTOMERS, 12)["article_id"].to_list()
+
+
+def test_popularity_weight_multiplies_similarity_and_launches_count_as_median_sellers():
+    strategy = VisualSimilarity(TWINS, half_life_days=30, popularity_weight=1.0).fit(TX, ARTICLES)
+    weights = dict(strategy.target_weights(TX, ARTICLES).iter_rows())
+    # decayed sales (half-life 7 days) over the last 28 days; 101002 and 105001 never sold
+    sales = {101001: 2 ** (-15 / 7), 102001: 2 * 2 ** (-2 / 7), 103001: 2 ** (-15 / 7) + 2 ** (-6 / 7),
+             104001: 2 ** (-1 / 7)}
+    median = (sales[103001] + sales[104001]) / 2
+    best = sales[102001]
+    assert weights == pytest.approx({**{a: v / best for a, v in sales.items()}, 101002: median / best,
+                                     105001: median / best})
+    three = strategy.recommend(CUSTOMERS, 12).filter(pl.col("customer_id") == 3)
+    want = {101002: 0.9 * median / best, 103001: 0.5 * sales[103001] / best, 104001: 0.4 * sales[104001] / best}
+    assert three["article_id"].to_list() == sorted(want, key=lambda a: -want[a])
+    assert three["score"].to_list() == pytest.approx([want[a] * 2 ** (-2 / 30) for a in three["article_id"]],
+                                                     rel=1e-5)
+
+
+def test_nearest_neighbours_matches_brute_force():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(100, 150, dtype=np.int32)
+    table = nearest_neighbours(vectors, ids, vectors, ids, n=5, block=7)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    for row, article in enumerate(ids):
+        got = table.filter(pl.col("article_id") == article)
+        want = [ids[j] for j in np.argsort(-sims[row])[:5] if sims[row, j] > 0]
+        assert got["neighbour_id"].to_list() == want
+
+
+def test_visual_twins_of_recent_purchases_exact():
+    strategy = VisualSimilarity(TWINS, half_life_days=30, popularity_weight=0.0).fit(TX, ARTICLES)
+    recs = strategy.recommend(CUSTOMERS, 12, with_source=True)
+    three = recs.filter(pl.col("customer_id") == 3)
+    assert three["article_id"].to_list() == [101002, 103001, 104001]
+    assert three["score"].to_list() == pytest.approx([s * 2 ** (-2 / 30) for s in (0.9, 0.5, 0.4)], rel=1e-5)
+    one = recs.filter(pl.col("customer_id") == 1)
+    # 103001 is a twin of 104001 (0.95, yesterday) and of 102001 (0.5): the best explanation wins
+    assert one.filter(pl.col("article_id") == 103001)["source_article_id"].to_list() == [104001]
+    reasons = three.select(r=strategy.reason(pl.col("article_id"), pl.col("source_article_id")))["r"]
+    assert reasons.to_list() == ["looks like 0000102001"] * 3
+
+
+def test_visual_load_without_twins_says_so(tmp_path, capsys):
+    from artifacts import Artifacts
+    assert VisualSimilarity.load(Artifacts(tmp_path)) is None
+    assert "no visual twins" in capsys.readouterr().out
+
+
+def test_fit_is_deterministic_and_ignores_row_order():
+    for strategy in all_strategies():
+        a = strategy.fit(TX, ARTICLES).recommend(CUSTOMERS, 12)
+        b = strategy.fit(TX.reverse(), ARTICLES).recommend(CUSTOMERS, 12)
+        assert a.equals(b), strategy.name
+
+
+# ---------------------------------------------------------------------------- tiny sample
+
+def test_tiny_strategies_shape_and_no_future_articles(tiny):
+    articles = pl.read_parquet(tiny.articles)
+    customers = pl.read_parquet(tiny.customers)
+    train = pl.read_parquet(tiny.split("train"))
+    test = pl.read_parquet(tiny.split("test"))
+    cutoff = train["t_dat"].max() + timedelta(days=1)
+    assert test["t_dat"].min() > cutoff  # validation lies between
+    sold_before = set(train["article_id"].unique())
+    who = customers["customer_id"].head(300)
+    for strategy in popularity_strategies(customers):
+        recs = strategy.fit(train, articles).recommend(who, 12)
+        check_interface(recs, 12)
+        assert set(recs["article_id"]) <= sold_before, strategy.name  # later sales never leak in
+    # purchase history: only what the customer bought before the cut-off, or its colourways
+    history = PurchaseHistory().fit(train, articles)
+    recs = history.recommend(who, 12)
+    check_interface(recs, 12)
+    product = articles.select("article_id", "product_code")
+    bought = train.join(product, on="article_id").select("customer_id", "product_code").unique()
+    assert recs.join(product, on="article_id").join(bought, on=["customer_id", "product_code"], how="anti").height == 0
+    assert history.history.join(train.select("customer_id", "article_id").unique(),
+                                on=["customer_id", "article_id"], how="anti").height == 0
+    content = ContentSimilarity().fit(train, articles)
+    check_interface(content.recommend(who, 12), 12)
+    # the purchases content similarity starts from are all before the cut-off
+    seen = train.select("customer_id", "article_id").unique()
+    assert content.recent.join(seen, on=["customer_id", "article_id"], how="anti").height == 0
+    assert content.cutoff == cutoff
