@@ -1,0 +1,643 @@
+"""Fashion discovery app: an article's visual twins, a customer's recommendations and why, the evaluation.
+
+    python -m streamlit run app.py -- --data-dir data --images-dir images
+
+The folders can also be given as FDE_DATA_DIR / FDE_IMAGES_DIR (the command line wins).
+The app only reads what the pipeline saved (artifacts.py names every file) and recomputes
+nothing; a missing piece is named in the page together with the command that writes it.
+The page state (view, article, customer, options) lives in the URL, so a link can be shared.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import random
+import re
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import polars as pl
+import streamlit as st
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from artifacts import DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR, Artifacts, require
+from common import UserError, format_article_id, parse_article_id
+
+START = "python -m streamlit run app.py -- --data-dir data --images-dir images"
+if __name__ == "__main__" and not st.runtime.exists():  # `python app.py`: say how to start it instead
+    sys.exit(f"start the app with: {START}")
+
+DEFAULT_K = 12              # twins shown by default: one Kaggle prediction's worth
+MAX_K = 48
+GRID_COLUMNS = 6            # cards per row on a wide screen (the grid wraps on narrow ones)
+THUMB_SIZE = (300, 450)     # product photos are 2:3 portrait; thumbnails keep that shape
+SAME_GROUP_FETCH = 8        # fetch k x this many twins before keeping those of the query's index group
+FETCH_MAX = 255             # VisualTwins.twins answers up to 255 (its rank is a UInt8)
+RECENT_PURCHASES = 8
+SAMPLE_CUSTOMERS = 24
+SAMPLE_WINDOW_DAYS = 28     # sample customers bought something in the last four weeks
+VIEWS = ("Visual twins", "Customers", "Evaluation")
+META_COLUMNS = ("article_id", "product_code", "prod_name", "product_type_name", "product_group_name",
+                "colour_group_name", "graphical_appearance_name", "department_name", "index_group_name")
+REASON_COLOURS = (("bought before", "green"), ("colourway", "blue"), ("looks like", "violet"),
+                  ("description", "orange"))  # popularity reasons (trending, bestseller, ...) stay grey
+HIGHLIGHT, MUTED = "#c53948", "#b9b4ab"  # the hybrid's bar, the others' bars
+
+LOG = logging.getLogger("app")
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def artifacts_from_args(argv: list[str] | None = None, environ: dict | None = None) -> Artifacts:
+    """Artifacts for `-- --data-dir X --images-dir Y`, else FDE_DATA_DIR / FDE_IMAGES_DIR, else the defaults."""
+    environ = os.environ if environ is None else environ
+    # allow_abbrev=False and parse_known_args: under AppTest, sys.argv is pytest's command line
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--data-dir", default=environ.get("FDE_DATA_DIR") or DEFAULT_DATA_DIR)
+    parser.add_argument("--images-dir", default=environ.get("FDE_IMAGES_DIR") or DEFAULT_IMAGES_DIR)
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return Artifacts(Path(args.data_dir), Path(args.images_dir))
+
+
+def command(script: str, art: Artifacts, images: bool = False) -> str:
+    """The command line that writes a missing artifact, with this app's folders."""
+    parts = ["python", script]
+    if art.data_dir != Path(DEFAULT_DATA_DIR):
+        parts += ["--data-dir", str(art.data_dir)]
+    if images and art.images_dir != Path(DEFAULT_IMAGES_DIR):
+        parts += ["--images-dir", str(art.images_dir)]
+    return " ".join(parts)
+
+
+def parse_customer_id(text: str) -> int:
+    """UInt64 key of a customer: the full 64-hex customer_id or its last 16 hex digits."""
+    raw = str(text).strip().lower()
+    if re.fullmatch(r"[0-9a-f]{64}|[0-9a-f]{16}", raw) is None:
+        raise UserError(f"{str(text).strip()!r} is not a customer id: paste the 64-character customer_id "
+                        "(or its last 16 hex digits), or pick a customer from the sample")
+    return int(raw[-16:], 16)
+
+
+def short_hex(customer_hex: str) -> str:
+    """A customer id short enough for a caption: first and last six characters."""
+    return f"{customer_hex[:6]}…{customer_hex[-6:]}" if len(customer_hex) > 14 else customer_hex
+
+
+def reason_colour(reason: str) -> str:
+    """Badge colour of a recommendation reason."""
+    text = reason.lower()
+    return next((colour for word, colour in REASON_COLOURS if word in text), "gray")
+
+
+def split_reason(reason: str) -> tuple[str, str | None]:
+    """'colourway of 0108775015' -> ('Colourway of', '0108775015'); a reason without an article id -> (it, None)."""
+    found = re.search(r"\s*\b(\d{9,10})\s*$", reason)
+    words, source = (reason, None) if found is None else \
+        (reason[:found.start()], format_article_id(int(found.group(1))))
+    words = words.strip()
+    return words[:1].upper() + words[1:], source
+
+
+def pretty_strategy(name: str) -> str:
+    """'popular_last_week' -> 'popular last week'."""
+    return name.replace("_", " ")
+
+
+def week_label(week) -> str:
+    """['2020-09-16', '2020-09-22'] -> '16–22 Sep 2020'."""
+    try:
+        start, end = (date.fromisoformat(str(day)[:10]) for day in week)
+    except (TypeError, ValueError):
+        return " – ".join(str(day) for day in week or [])
+    if start.year == end.year and start.month == end.month:
+        return f"{start.day}–{end.day} {end:%b %Y}"
+    return f"{start:%d %b} – {end:%d %b %Y}"
+
+
+def mtime(path: Path) -> int | None:
+    """Modification time of a file, part of cache keys so that rerunning a stage refreshes the app."""
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------- cached loaders
+# Everything below reads saved artifacts; the file's mtime is part of each cache key.
+
+@st.cache_data(show_spinner="Loading the catalogue…", max_entries=4)
+def load_articles(path: str, stamp: int | None) -> pl.DataFrame:
+    """Article metadata for captions (no descriptions: st.cache_data copies this on every rerun)."""
+    # Categoricals stay categorical: 105k articles then pickle in ~30 ms instead of ~300 ms as strings.
+    columns = pl.read_parquet_schema(path)
+    return pl.read_parquet(path, columns=[c for c in META_COLUMNS if c in columns])
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def article_description(path: str, stamp: int | None, aid: int) -> str | None:
+    """detail_desc of one article."""
+    if "detail_desc" not in pl.read_parquet_schema(path):
+        return None
+    found = pl.scan_parquet(path).filter(pl.col("article_id") == aid).select("detail_desc").head(1).collect()
+    return found.item() if found.height else None
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def load_image_ids(path: str, stamp: int | None) -> np.ndarray:
+    """Ids of the articles that have an image embedding (for the random article button)."""
+    return np.load(path).astype(np.int64)
+
+
+@st.cache_resource(show_spinner="Loading image embeddings…", max_entries=2)
+def load_visual_twins(data_dir: str, images_dir: str, stamp: tuple):
+    """visual_reccs.VisualTwins, loaded once per artifact version and shared by every session."""
+    try:
+        import visual_reccs
+    except ImportError as exc:
+        raise UserError(f"visual_reccs.py cannot be imported ({exc}): the app needs it beside app.py") from exc
+    return visual_reccs.VisualTwins.load(Artifacts(Path(data_dir), Path(images_dir)))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_json(path: str, stamp: int | None) -> dict:
+    """A small JSON artifact (metrics, visual metadata)."""
+    return json.loads(Path(path).read_text())
+
+
+@st.cache_data(show_spinner=False, max_entries=4096)
+def thumbnail(path: str, stamp: int | None) -> bytes | None:
+    """A product photo shrunk and padded to THUMB_SIZE as JPEG bytes; None if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", THUMB_SIZE)  # JPEG decodes at 1/2, 1/4 or 1/8 scale, still >= THUMB_SIZE
+            image = ImageOps.pad(image.convert("RGB"), THUMB_SIZE, color=(255, 255, 255))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        return buffer.getvalue()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+@st.cache_resource(show_spinner=False)
+def placeholder(text: str = "No image") -> bytes:
+    """A neutral card for an article without a (readable) photo."""
+    image = Image.new("RGB", THUMB_SIZE, (241, 240, 237))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=26)
+    box = draw.textbbox((0, 0), text, font=font)
+    draw.text(((THUMB_SIZE[0] - box[2]) / 2, (THUMB_SIZE[1] - box[3]) / 2), text, fill=(150, 146, 140), font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _one_customer(path: str, key: int) -> pl.LazyFrame:
+    # a predicate scan: Parquet statistics skip row groups that cannot hold the key
+    return pl.scan_parquet(path).filter(pl.col("customer_id") == pl.lit(key, dtype=pl.UInt64))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def customer_purchases(path: str, stamp: int | None, key: int) -> pl.DataFrame:
+    """Every purchase of one customer, newest first."""
+    return (_one_customer(path, key).select("t_dat", "article_id", "price")
+            .sort("t_dat", descending=True, maintain_order=True).collect())
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def customer_recommendations(path: str, stamp: int | None, key: int) -> pl.DataFrame:
+    """The hybrid's saved top-12 of one customer, by rank."""
+    return _one_customer(path, key).sort("rank").collect()
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def customer_hex(path: str, stamp: int | None, key: int) -> str | None:
+    """The original 64-hex customer_id of a key, None when the customer is unknown."""
+    found = _one_customer(path, key).select("customer_id_hex").head(1).collect()
+    return found.item() if found.height else None
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def customer_profile(path: str, stamp: int | None, key: int) -> dict | None:
+    """One customer's row of customers.parquet (age, club status, ...), None when absent."""
+    found = _one_customer(path, key).head(1).collect()
+    if not found.height:
+        return None
+    return found.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.String)).to_dicts()[0]
+
+
+@st.cache_data(show_spinner="Finding recently active customers…", max_entries=4)
+def sample_customers(transactions: str, stamp: int | None, customer_ids: str, ids_stamp: int | None) -> pl.DataFrame:
+    """A fixed sample of customers who bought at least twice in the last four weeks, busiest first."""
+    scan = pl.scan_parquet(transactions)
+    last = scan.select(pl.col("t_dat").max()).collect().item()
+    empty = pl.DataFrame(schema={"customer_id": pl.UInt64, "purchases": pl.UInt32, "customer_id_hex": pl.String})
+    if last is None:
+        return empty
+    recent = (scan.filter(pl.col("t_dat") > pl.lit(last) - pl.duration(days=SAMPLE_WINDOW_DAYS))
+              .group_by("customer_id").agg(pl.len().alias("purchases"))
+              .filter(pl.col("purchases") >= 2)
+              .sort("customer_id")  # a stable order before sampling: the same sample on every start
+              .collect())
+    if not recent.height:
+        return empty
+    sample = recent.sample(min(SAMPLE_CUSTOMERS, recent.height), seed=0)
+    hexes = (pl.scan_parquet(customer_ids)
+             .filter(pl.col("customer_id").is_in(sample["customer_id"].implode())).collect())
+    return sample.join(hexes, on="customer_id").sort(["purchases", "customer_id"], descending=[True, False])
+
+
+# ---------------------------------------------------------------- page pieces
+
+def show_article(aid: int) -> None:
+    """Callback: open the visual twins of an article."""
+    st.session_state["article"] = format_article_id(aid)
+    st.session_state["view"] = VIEWS[0]
+
+
+def image_of(art: Artifacts, aid: int) -> bytes:
+    """Thumbnail bytes of an article, or the placeholder."""
+    path = art.image(aid)
+    stamp = mtime(path)
+    data = thumbnail(str(path), stamp) if stamp is not None else None
+    return data if data is not None else placeholder()
+
+
+def show_image(target, data: bytes) -> None:
+    """st.image of thumbnail bytes, keeping the placeholder a PNG (flat graphics) and photos JPEG."""
+    target.image(data, width="stretch", output_format="PNG" if data.startswith(b"\x89PNG") else "JPEG")
+
+
+def describe(articles: pl.DataFrame, ids) -> dict[int, dict]:
+    """Metadata rows of some articles, by id."""
+    rows = articles.filter(pl.col("article_id").is_in([int(i) for i in ids])).to_dicts()
+    return {row["article_id"]: row for row in rows}
+
+
+def card(art: Artifacts, aid: int, meta: dict | None, *, key: str, note: str | None = None,
+         badge: str | None = None, because: str | None = None, compact: bool = False) -> None:
+    """One product card: photo, name, type and colour, department, a note, a reason and a button."""
+    meta = meta or {}
+    name = meta.get("prod_name") or "Unknown article"
+    show_image(st, image_of(art, aid))
+    st.markdown(f"**{name}**")
+    kind = " · ".join(str(meta[c]) for c in ("product_type_name", "colour_group_name") if meta.get(c))
+    lines = [kind] if compact else [kind, str(meta.get("department_name") or "")]
+    lines.append(note or f"`{format_article_id(aid)}`")
+    st.caption("  \n".join(line for line in lines if line))
+    if badge:
+        st.badge(badge, color=reason_colour(badge))
+    if because:
+        st.caption(because)
+    if not compact:
+        st.button("More like this", key=key, type="tertiary", icon=":material/style:",
+                  on_click=show_article, args=(aid,))
+
+
+def card_grid(art: Artifacts, items: list[dict], articles: pl.DataFrame, key: str,
+              columns: int = GRID_COLUMNS, compact: bool = False) -> None:
+    """A grid of product cards; each item has `article_id` and optional `note`, `badge`, `because`."""
+    meta = describe(articles, [item["article_id"] for item in items])
+    grid = st.grid(columns, gap="small", border=True, min_column_width=110 if compact else 150)
+    for i, item in enumerate(items):
+        with grid.cell():
+            card(art, item["article_id"], meta.get(item["article_id"]), key=f"{key}-{i}", note=item.get("note"),
+                 badge=item.get("badge"), because=item.get("because"), compact=compact)
+
+
+def query_card(art: Artifacts, aid: int, meta: dict) -> None:
+    """The article being explored: its photo beside its full description."""
+    photo, text = st.columns([1, 5], gap="medium")
+    show_image(photo, image_of(art, aid))
+    with text:
+        st.subheader(meta.get("prod_name") or format_article_id(aid), anchor=False)
+        facts = [("Product type", meta.get("product_type_name")), ("Colour", meta.get("colour_group_name")),
+                 ("Pattern", meta.get("graphical_appearance_name")), ("Department", meta.get("department_name")),
+                 ("Index group", meta.get("index_group_name")), ("Article", f"`{format_article_id(aid)}`")]
+        st.markdown("  \n".join(f"{label}: **{value}**" for label, value in facts if value))
+        description = article_description(str(art.articles), mtime(art.articles), aid)
+        if description:
+            st.caption(description)
+
+
+def missing(what: str, exc: UserError) -> None:
+    """Say which artifact is missing and which command writes it."""
+    st.warning(f"**{what}**  \n{exc}", icon=":material/inventory_2:")
+
+
+# ---------------------------------------------------------------- visual twins
+
+def random_article(choices: np.ndarray) -> None:
+    """Callback of the random article button."""
+    if len(choices):
+        st.session_state["article"] = format_article_id(int(random.choice(choices)))
+
+
+def browse(art: Artifacts, articles: pl.DataFrame, with_image: np.ndarray) -> None:
+    """A random pick from the catalogue to start from (the same pick for the whole session)."""
+    seed = st.session_state.setdefault("browse_seed", random.randrange(2**31))
+    pick = np.random.default_rng(seed).choice(with_image, size=min(DEFAULT_K, len(with_image)), replace=False)
+    if len(pick):
+        st.markdown("##### From the catalogue")
+        card_grid(art, [{"article_id": int(aid)} for aid in pick], articles, key="browse")
+
+
+def twins_view(art: Artifacts) -> None:
+    """Article id in: the article and its visual twins."""
+    articles = load_articles(str(require(art.articles, command("data_optim.py", art))), mtime(art.articles))
+    with_image = (load_image_ids(str(art.visual_article_ids), mtime(art.visual_article_ids))
+                  if art.visual_article_ids.exists() else articles["article_id"].to_numpy())
+
+    search, dice, size, colourways, group = st.columns([2.4, 1.3, 2, 1.5, 1.6], vertical_alignment="bottom")
+    search.text_input("Article id", key="article", placeholder="e.g. 0108775015", bind="query-params",
+                      icon=":material/search:")
+    dice.button("Random article", icon=":material/shuffle:", on_click=random_article, args=(with_image,),
+                width="stretch")
+    k = size.slider("Twins to show", 4, MAX_K, DEFAULT_K, key="k", bind="query-params")
+    hide = colourways.toggle("Hide colourways", key="hide_colourways", bind="query-params",
+                             help="Leave out the other colours of the same product (same product_code): "
+                                  "they are the obvious twins")
+    same_group = group.toggle("Same index group", key="same_group", bind="query-params",
+                              help="Only twins from the query's index group (Ladieswear, Menswear, Divided, …)")
+
+    text = (st.session_state.get("article") or "").strip()
+    if not text:
+        st.info(f"Type an article id, or press **Random article**, to see the products that look most alike. "
+                f"The catalogue has {articles.height:,} articles, {len(with_image):,} of them with a photo.",
+                icon=":material/checkroom:")
+        browse(art, articles, with_image)
+        return
+    try:
+        aid = parse_article_id(text)
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    meta = describe(articles, [aid]).get(aid)
+    if meta is None:
+        st.error(f"Article {format_article_id(aid)} is not in the catalogue ({articles.height:,} articles). "
+                 "Check the id, or press **Random article**.", icon=":material/search_off:")
+        return
+
+    query_card(art, aid, meta)
+    try:
+        require(art.visual_features, command("visual_features.py", art, images=True))
+        twins = load_visual_twins(str(art.data_dir), str(art.images_dir),
+                                  (mtime(art.visual_features), mtime(art.visual_twins), mtime(art.articles)))
+    except UserError as exc:
+        missing("Visual twins need the image embeddings.", exc)
+        return
+    started = time.perf_counter()
+    fetch = min(k * SAME_GROUP_FETCH, FETCH_MAX) if same_group else k
+    try:
+        found = twins.twins(aid, k=fetch, exclude_same_product=hide)
+    except UserError as exc:  # no photo, or an unreadable one: the message says which
+        message = str(exc)
+        st.info(message[:1].upper() + message[1:], icon=":material/hide_image:")
+        return
+    seconds = time.perf_counter() - started
+    where = ""
+    if same_group and meta.get("index_group_name"):
+        groups = articles.select(pl.col("article_id").alias("twin_id"), "index_group_name")
+        found = (found.join(groups, on="twin_id", how="left", maintain_order="left")
+                 .filter(pl.col("index_group_name") == meta["index_group_name"]).head(k))
+        where = f" in {meta['index_group_name']}"
+    backbone = ""
+    if art.visual_meta.exists():
+        backbone = str(load_json(str(art.visual_meta), mtime(art.visual_meta)).get("backbone") or "")
+
+    st.subheader(f"{found.height} visual twins{where}", anchor=False)
+    details = [f"the most similar product photos ({backbone or 'image'} embeddings, cosine similarity)"]
+    if hide:
+        details.append("other colourways of this product hidden")
+    if same_group and found.height < k:
+        details.append(f"only {found.height} of the {fetch} nearest are in {meta['index_group_name']}")
+    details.append(f"looked up in {seconds * 1000:.0f} ms")
+    text = " · ".join(details)
+    st.caption(text[:1].upper() + text[1:])
+    if found.is_empty():
+        st.info("No twins match these options.", icon=":material/filter_alt_off:")
+        return
+    card_grid(art, [{"article_id": row["twin_id"], "note": f"`{format_article_id(row['twin_id'])}` · "
+                                                           f"similarity {row['score']:.2f}"}
+                    for row in found.iter_rows(named=True)], articles, key="twin")
+
+
+# ---------------------------------------------------------------- customers
+
+def pick_customer() -> None:
+    """Callback: copy the sample picker's choice into the customer id box."""
+    if st.session_state.get("customer_pick"):
+        st.session_state["customer"] = st.session_state["customer_pick"]
+
+
+def clear_pick() -> None:
+    """Callback: a typed id replaces the sample choice."""
+    st.session_state["customer_pick"] = None
+
+
+def customers_view(art: Artifacts) -> None:
+    """Customer id in: what they bought recently, and what the engine recommends and why."""
+    articles = load_articles(str(require(art.articles, command("data_optim.py", art))), mtime(art.articles))
+    transactions = require(art.transactions, command("data_optim.py", art))
+    ids_path = require(art.customer_ids, command("data_optim.py", art))
+    sample = sample_customers(str(transactions), mtime(transactions), str(ids_path), mtime(ids_path))
+    labels = {row["customer_id_hex"]: f"{short_hex(row['customer_id_hex'])} · {row['purchases']} purchases "
+                                      f"in the last {SAMPLE_WINDOW_DAYS // 7} weeks"
+              for row in sample.iter_rows(named=True)}
+
+    typed, picked = st.columns([3, 2], vertical_alignment="bottom")
+    typed.text_input("Customer id", key="customer", bind="query-params", on_change=clear_pick,
+                     placeholder="64-character customer_id, or its last 16 hex digits", icon=":material/person:")
+    picked.selectbox("…or pick a recently active customer", list(labels), index=None, key="customer_pick",
+                     format_func=labels.get, on_change=pick_customer, placeholder="Sample customers")
+
+    text = (st.session_state.get("customer") or "").strip()
+    if not text:
+        st.info("Enter a customer id, or pick one from the sample, to see their recent purchases and the "
+                "12 articles recommended to them.", icon=":material/person_search:")
+        return
+    try:
+        key = parse_customer_id(text)
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+
+    full_id = customer_hex(str(ids_path), mtime(ids_path), key)
+    bought = customer_purchases(str(transactions), mtime(transactions), key)
+    recommended, recs_missing = None, None
+    try:
+        recs_path = require(art.recommendations, command("final.py", art))
+        recommended = customer_recommendations(str(recs_path), mtime(recs_path), key)
+    except UserError as exc:
+        recs_missing = exc
+    if full_id is None and bought.is_empty() and (recommended is None or recommended.is_empty()):
+        st.error(f"No customer {short_hex(text.lower())} in this data. Check the id, or pick one from the sample.",
+                 icon=":material/person_off:")
+        return
+
+    profile = customer_profile(str(art.customers), mtime(art.customers), key) if art.customers.exists() else None
+    st.subheader(f"Customer {short_hex(full_id or text.lower())}", anchor=False)
+    facts = [("Purchases", f"{bought.height:,}"),
+             ("Last purchase", str(bought["t_dat"].max()) if bought.height else "never")]
+    if bought.height:
+        favourite = (bought.join(articles.select("article_id", "product_type_name"), on="article_id", how="left")
+                     ["product_type_name"].drop_nulls().mode().sort())
+        if favourite.len():
+            facts.append(("Buys most", str(favourite[0])))
+    if profile and profile.get("age") is not None:
+        facts.append(("Age", str(profile["age"])))
+    if profile and profile.get("club_member_status"):
+        facts.append(("Club", str(profile["club_member_status"]).title()))
+    for column, (label, value) in zip(st.columns(len(facts)), facts):
+        column.metric(label, value)
+
+    st.markdown("##### Recent purchases")
+    if bought.is_empty():
+        st.caption("No purchases yet: the recommendations below come from what is popular.")
+    else:
+        recent = bought.unique("article_id", keep="first", maintain_order=True).head(RECENT_PURCHASES)
+        card_grid(art, [{"article_id": row["article_id"], "note": f"bought {row['t_dat']}"}
+                        for row in recent.iter_rows(named=True)], articles, key="bought",
+                  columns=RECENT_PURCHASES, compact=True)
+
+    st.markdown("##### Recommended next")
+    if recs_missing is not None:
+        missing("Recommendations are not computed yet.", recs_missing)
+        return
+    if recommended.is_empty():
+        st.info("The saved recommendations have no entry for this customer.", icon=":material/info:")
+        return
+    splits = [split_reason(str(reason or "recommended")) for reason in recommended["reason"].to_list()] \
+        if "reason" in recommended.columns else [("recommended", None)] * recommended.height
+    sources = describe(articles, [int(source) for _, source in splits if source])
+    items = []
+    for row, (label, source) in zip(recommended.iter_rows(named=True), splits):
+        because = None
+        if source:
+            name = sources.get(int(source), {}).get("prod_name") or "an article"
+            because = f"{name} · `{source}`"
+        items.append({"article_id": row["article_id"], "badge": label, "because": because})
+    st.caption("The hybrid's top 12 for next week, trained on all purchases, with the signal behind each.")
+    card_grid(art, items, articles, key="rec")
+
+
+# ---------------------------------------------------------------- evaluation
+
+def bar_chart(table: pl.DataFrame, value: str, fmt: str, highlight: str | None) -> alt.Chart:
+    """Horizontal bars by strategy, best on top, one strategy highlighted, values at the bar ends."""
+    data = table.select("Strategy", value).drop_nulls().with_columns(
+        (pl.col("Strategy") == highlight).alias("highlight"))
+    base = alt.Chart(data).encode(
+        y=alt.Y("Strategy:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
+        x=alt.X(f"{value}:Q", title=value, axis=alt.Axis(format=fmt)))
+    bars = base.mark_bar(cornerRadiusEnd=3).encode(
+        color=alt.condition(alt.datum.highlight, alt.value(HIGHLIGHT), alt.value(MUTED)),
+        tooltip=["Strategy", alt.Tooltip(f"{value}:Q", format=fmt)])
+    labels = base.mark_text(align="left", dx=4, color="#2f2d2b").encode(text=alt.Text(f"{value}:Q", format=fmt))
+    return (bars + labels).properties(height=34 * data.height + 30)
+
+
+def evaluation_view(art: Artifacts) -> None:
+    """MAP@12 of every strategy on the held-out test week, and the cold-start slice."""
+    path = require(art.metrics, command("final.py", art))
+    metrics = load_json(str(path), mtime(path))
+    strategies = metrics.get("strategies") or {}
+    if not strategies:
+        st.warning(f"{path} lists no strategies: rerun `{command('final.py', art)}`.", icon=":material/warning:")
+        return
+    validation = metrics.get("validation_map12") or {}
+    table = pl.DataFrame(
+        [{"Strategy": pretty_strategy(name), "MAP@12": values.get("map12"), "Validation MAP@12": validation.get(name),
+          "Lift": values.get("lift"), "Recall@12": values.get("recall12"), "Coverage": values.get("coverage"),
+          "Cold-start hits": values.get("cold_start_hits")} for name, values in strategies.items()],
+        schema={"Strategy": pl.String, "MAP@12": pl.Float64, "Validation MAP@12": pl.Float64, "Lift": pl.Float64,
+                "Recall@12": pl.Float64, "Coverage": pl.Float64, "Cold-start hits": pl.Int64},
+    ).sort("MAP@12", descending=True, nulls_last=True)
+    if not validation:
+        table = table.drop("Validation MAP@12")
+    hybrid = next((name for name in table["Strategy"] if "hybrid" in name.lower()), table["Strategy"][0])
+    best = table.filter(pl.col("Strategy") == hybrid).row(0, named=True)
+    cold = metrics.get("cold_start_purchases")
+
+    top = st.columns(4)
+    top[0].metric(f"MAP@12 · {hybrid}", "–" if best["MAP@12"] is None else f"{best['MAP@12']:.4f}")
+    top[1].metric("Lift over last week's top 12", "–" if best["Lift"] is None else f"{best['Lift']:.1f}×")
+    top[2].metric("Customers evaluated", f"{metrics.get('customers_evaluated') or 0:,}")
+    top[3].metric("Test week", week_label(metrics.get("test_week")))
+
+    chart, numbers = st.columns([2, 3], gap="large")
+    with chart:
+        st.markdown("##### MAP@12 by strategy")
+        st.altair_chart(bar_chart(table, "MAP@12", ".4f", hybrid), width="stretch")
+    with numbers:
+        st.markdown("##### Every strategy on the test week")
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "MAP@12": st.column_config.NumberColumn(format="%.4f"),
+            "Validation MAP@12": st.column_config.NumberColumn(format="%.4f", help="on the tuning week"),
+            "Lift": st.column_config.NumberColumn(format="%.2f×", help="MAP@12 / MAP@12 of last week's top 12"),
+            "Recall@12": st.column_config.NumberColumn(format="%.3f"),
+            "Coverage": st.column_config.NumberColumn(format="percent", help="share of the catalogue recommended"),
+            "Cold-start hits": st.column_config.NumberColumn(help="test-week purchases of never-sold articles found"),
+        })
+        st.caption(f"Test week {week_label(metrics.get('test_week'))}, settings tuned on the validation week "
+                   f"{week_label(metrics.get('validation_week'))}. MAP@12 as in the Kaggle competition: over the "
+                   "customers who bought in the test week, each week's unique articles as the truth.")
+
+    st.markdown("##### Cold start: purchases of articles that had never sold")
+    if cold:
+        left, right = st.columns([2, 3], gap="large")
+        with left:
+            st.metric("Test-week purchases of never-sold articles", f"{cold:,}")
+            st.caption("No sales history exists for these articles, so only content and image similarity can "
+                       "reach them. Hits = how many of them each strategy put in that customer's top 12.")
+        with right:
+            st.altair_chart(bar_chart(table, "Cold-start hits", "d", hybrid), width="stretch")
+    else:
+        st.caption("No test-week purchase was of an article without earlier sales.")
+    weights = {name: value for name, value in (metrics.get("weights") or {}).items()
+               if isinstance(value, (int, float))}
+    if weights:
+        with st.expander("Blend weights chosen on the validation week"):
+            st.dataframe(pl.DataFrame({"Signal": [pretty_strategy(n) for n in weights],
+                                       "Weight": [float(v) for v in weights.values()]}), hide_index=True)
+
+
+# ---------------------------------------------------------------- page
+
+def guarded(view, art: Artifacts) -> None:
+    """Run a view; user errors and unreadable artifacts become a message, never a traceback."""
+    try:
+        view(art)
+    except UserError as exc:
+        missing("Something this view needs is missing.", exc)
+    except Exception as exc:  # noqa: BLE001 - the page must stay usable; the terminal log has the details
+        LOG.exception("view %s failed", view.__name__)
+        st.error(f"This view could not be shown ({type(exc).__name__}: {exc}). The artifacts may come from an "
+                 "older or interrupted run: rerun the pipeline (`make demo`). Details are in the terminal "
+                 "running streamlit.", icon=":material/error:")
+
+
+def main() -> None:
+    """The page: three views in tabs; the chosen tab, like every input, is kept in the URL."""
+    art = artifacts_from_args()
+    st.set_page_config(page_title="Fashion discovery", page_icon=":material/checkroom:", layout="wide")
+    st.title("Fashion discovery", anchor=False)
+    st.caption("Find products that look alike, see what a customer is likely to buy next and why, "
+               "and how well the engine predicted the last week of sales.")
+    tabs = st.tabs(list(VIEWS), key="view", bind="query-params")
+    for tab, view in zip(tabs, (twins_view, customers_view, evaluation_view)):
+        if tab.open is not False:  # a hidden view's work is skipped
+            with tab:
+                guarded(view, art)
+    st.divider()
+    st.caption(f"Artifacts from `{art.data_dir}`, images from `{art.images_dir}`.")
+
+
+if __name__ == "__main__":
+    main()

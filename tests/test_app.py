@@ -1,0 +1,302 @@
+"""app.py through streamlit.testing.v1.AppTest, on the tiny sample after the whole pipeline."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import app
+from artifacts import Artifacts
+from common import UserError, format_article_id
+
+APP = Path(app.__file__).resolve()
+TIMEOUT = 60  # seconds per AppTest run: the first one loads torch and the embeddings
+ID = re.compile(r"\b\d{10}\b")
+BADGE = re.compile(r":\w+-badge\[(.*)\]")
+
+
+def ensure_pipeline(art: Artifacts) -> Artifacts:
+    """Run the visual and recommender stages on an Artifacts that has data_optim + split done (once)."""
+    import final
+    import visual_features
+    import visual_reccs
+
+    if not art.visual_features.exists():
+        visual_features.embed_catalogue(art, backbone="mobilenet_v2", num_workers=0, show_progress=False)
+    if not art.visual_twins.exists():
+        visual_reccs.build_twins(art, show_progress=False)
+    if not art.metrics.exists() or not art.recommendations.exists():
+        final.run(art, show_progress=False)
+    return art
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny) -> Artifacts:
+    """The tiny sample with every artifact the app reads."""
+    return ensure_pipeline(tiny)
+
+
+@pytest.fixture(scope="session")
+def catalogue(pipeline) -> pl.DataFrame:
+    return pl.read_parquet(pipeline.articles)
+
+
+@pytest.fixture(scope="session")
+def with_image(pipeline) -> np.ndarray:
+    return np.load(pipeline.visual_article_ids)
+
+
+def run_app(monkeypatch, art: Artifacts, **query) -> AppTest:
+    """A fresh app session on `art`, opened with these URL query parameters."""
+    monkeypatch.setenv("FDE_DATA_DIR", str(art.data_dir))
+    monkeypatch.setenv("FDE_IMAGES_DIR", str(art.images_dir))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = str(value)
+    return at.run()
+
+
+def assert_clean(at: AppTest) -> None:
+    """No traceback element and no error box."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def card_ids(at: AppTest) -> list[str]:
+    """Ids of the product cards with an id line, in page order (a card's caption has several lines)."""
+    return [ID.search(c.value).group() for c in at.caption if "\n" in c.value and ID.search(c.value)]
+
+
+def badges(at: AppTest) -> list[str]:
+    """Labels of the reason badges (st.badge is the Markdown directive :colour-badge[label])."""
+    return [found.group(1) for m in at.markdown if (found := BADGE.search(m.value))]
+
+
+def twin_ids(at: AppTest) -> list[str]:
+    """Ids of the twin cards: their captions carry 'similarity'."""
+    return [ID.search(c.value).group() for c in at.caption if "similarity" in c.value and ID.search(c.value)]
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def test_parse_customer_id_full_and_short():
+    full = "00000dbacae5abe5e23885899a1fa44253a17956c6d1c3d25f88aa139fdfc657"
+    assert app.parse_customer_id(full) == int("5f88aa139fdfc657", 16)
+    assert app.parse_customer_id(" 5F88AA139FDFC657 ") == int("5f88aa139fdfc657", 16)
+    for bad in ["", "xyz", full[:-1], "12345"]:
+        with pytest.raises(UserError, match="not a customer id"):
+            app.parse_customer_id(bad)
+
+
+def test_split_reason():
+    assert app.split_reason("colourway of 0108775015") == ("Colourway of", "0108775015")
+    assert app.split_reason("looks like 108775015") == ("Looks like", "0108775015")
+    assert app.split_reason("similar description to 0108775015") == ("Similar description to", "0108775015")
+    assert app.split_reason("bought before") == ("Bought before", None)
+    assert app.split_reason("popular at your age") == ("Popular at your age", None)
+    assert app.reason_colour("bought before") == "green"
+    assert app.reason_colour("trending") == "gray"
+
+
+def test_folders_from_command_line_then_environment():
+    env = {"FDE_DATA_DIR": "/env/data", "FDE_IMAGES_DIR": "/env/images"}
+    assert app.artifacts_from_args([], env) == Artifacts(Path("/env/data"), Path("/env/images"))
+    # pytest's own options around them are ignored; the command line wins over the environment
+    art = app.artifacts_from_args(["-q", "--data-dir", "/cli", "tests/x.py"], env)
+    assert art == Artifacts(Path("/cli"), Path("/env/images"))
+    assert app.artifacts_from_args(["--data"], {}) == Artifacts(Path("data"), Path("images"))  # no abbreviations
+    assert app.command("visual_features.py", Artifacts()) == "python visual_features.py"
+    assert app.command("visual_features.py", art, images=True) == \
+        "python visual_features.py --data-dir /cli --images-dir /env/images"
+
+
+def test_week_label():
+    assert app.week_label(["2020-09-16", "2020-09-22"]) == "16–22 Sep 2020"
+    assert app.week_label(["2020-08-29", "2020-09-04"]) == "29 Aug – 04 Sep 2020"
+
+
+def test_missing_or_corrupt_image_gets_the_placeholder(tmp_path):
+    art = Artifacts(tmp_path / "data", tmp_path / "images")
+    assert app.image_of(art, 108775015) == app.placeholder()
+    art.image(108775015).parent.mkdir(parents=True)
+    art.image(108775015).write_bytes(b"not a jpeg")
+    assert app.image_of(art, 108775015) == app.placeholder()
+
+
+# ---------------------------------------------------------------- visual twins
+
+def test_twins_of_an_article_typed_without_leading_zero(monkeypatch, pipeline, with_image):
+    import visual_reccs
+
+    query = int(with_image[0])
+    at = run_app(monkeypatch, pipeline)
+    assert any("Type an article id" in info.value for info in at.info)
+    assert len(at.image) == 12  # a pick from the catalogue to start from
+    at.text_input(key="article").input(str(query)).run()  # no leading zero
+    assert_clean(at)
+    expected = visual_reccs.VisualTwins.load(pipeline).twins(query, k=12)["twin_id"].to_list()
+    assert twin_ids(at) == [format_article_id(t) for t in expected]
+    assert len(at.image) == 1 + 12  # the query and its twins
+    assert "12 visual twins" in [s.value for s in at.subheader]
+
+    at.button(key="twin-0").click().run()  # "More like this" on the nearest twin explores it
+    assert_clean(at)
+    assert at.text_input(key="article").value == format_article_id(expected[0])
+    assert twin_ids(at)[:1] != [format_article_id(expected[0])]
+
+
+def test_twins_options_from_the_url(monkeypatch, pipeline, catalogue, with_image):
+    codes = catalogue.filter(pl.col("article_id").is_in(with_image.tolist())).group_by("product_code").len()
+    product = codes.filter(pl.col("len") > 1)["product_code"].min()  # a product with several colourways
+    query = catalogue.filter(pl.col("product_code") == product)["article_id"].min()
+    at = run_app(monkeypatch, pipeline, article=format_article_id(query), k=5, hide_colourways="true")
+    assert_clean(at)
+    shown = [int(t) for t in twin_ids(at)]
+    assert len(shown) == 5 and len(at.image) == 6
+    assert all(t // 1000 != product for t in shown)
+
+    group = catalogue.filter(pl.col("article_id") == query)["index_group_name"].cast(pl.String).item()
+    at = run_app(monkeypatch, pipeline, article=query, same_group="true")
+    assert_clean(at)
+    shown = [int(t) for t in twin_ids(at)]
+    groups = catalogue.filter(pl.col("article_id").is_in(shown))["index_group_name"].cast(pl.String)
+    assert shown and set(groups) == {group}
+
+
+def test_random_article_button(monkeypatch, pipeline, with_image):
+    at = run_app(monkeypatch, pipeline)
+    next(b for b in at.button if b.label == "Random article").click().run()
+    assert_clean(at)
+    assert int(at.text_input(key="article").value) in set(with_image.tolist())
+    assert len(at.image) == 13
+
+
+def test_unknown_and_malformed_article_ids(monkeypatch, pipeline):
+    at = run_app(monkeypatch, pipeline, article="0999999999")
+    assert not at.exception
+    assert "not in the catalogue" in at.error[0].value
+    at.text_input(key="article").input("abc").run()
+    assert not at.exception
+    assert "is not an article id" in at.error[0].value
+
+
+def test_article_without_features_says_so(monkeypatch, pipeline, catalogue, with_image):
+    without = sorted(set(catalogue["article_id"].to_list()) - set(with_image.tolist()))
+    if not without:
+        pytest.skip("every article of the tiny sample has an image")
+    at = run_app(monkeypatch, pipeline, article=format_article_id(without[0]))
+    assert not at.exception
+    assert any("visual twins" in info.value and format_article_id(without[0]) in info.value for info in at.info)
+    assert at.image[0].value[0].endswith(".png")  # the placeholder (photos are served as .jpg)
+
+
+def test_missing_image_shows_placeholder_not_error(monkeypatch, pipeline, with_image, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(pipeline.images_dir, images)
+    query = int(with_image[0])
+    Artifacts(pipeline.data_dir, images).image(query).unlink()
+    at = run_app(monkeypatch, Artifacts(pipeline.data_dir, images), article=query)
+    assert_clean(at)
+    assert at.image[0].value[0].endswith(".png")
+    assert all(image.value[0].endswith(".jpg") for image in at.image[1:])
+    assert len(at.image) == 13
+
+
+def test_missing_visual_features_names_the_command(monkeypatch, pipeline, with_image, tmp_path):
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)
+    shutil.copytree(pipeline.processed_dir, art.processed_dir)
+    at = run_app(monkeypatch, art, article=int(with_image[0]))
+    assert not at.exception
+    assert len(at.image) == 1  # the query is still shown
+    assert any("visual_features.py" in w.value for w in at.warning)
+
+
+def test_empty_data_dir_names_the_first_command(monkeypatch, tmp_path):
+    art = Artifacts(tmp_path / "data", tmp_path / "images")
+    for view, command in [("Visual twins", "data_optim.py"), ("Customers", "data_optim.py"),
+                          ("Evaluation", "final.py")]:
+        at = run_app(monkeypatch, art, view=view)
+        assert not at.exception
+        assert any(command in w.value and "not found" in w.value for w in at.warning), view
+
+
+# ---------------------------------------------------------------- customers
+
+def test_customer_picked_from_the_sample(monkeypatch, pipeline):
+    sample = app.sample_customers(str(pipeline.transactions), None, str(pipeline.customer_ids), None)
+    assert 1 <= sample.height <= app.SAMPLE_CUSTOMERS
+    assert sample["purchases"].min() >= 2 and sample["purchases"].is_sorted(descending=True)
+    at = run_app(monkeypatch, pipeline, view="Customers")
+    assert_clean(at)
+    picker = at.selectbox(key="customer_pick")
+    assert len(picker.options) == sample.height
+    customer = sample["customer_id_hex"][0]
+    picker.select(customer).run()
+    assert_clean(at)
+    assert at.text_input(key="customer").value == customer
+    key = app.parse_customer_id(customer)
+    recs = pl.read_parquet(pipeline.recommendations).filter(pl.col("customer_id") == key).sort("rank")
+    bought = pl.read_parquet(pipeline.transactions).filter(pl.col("customer_id") == key)
+    recent = min(bought["article_id"].n_unique(), app.RECENT_PURCHASES)
+    assert recent >= 1 and recs.height == 12
+    assert len(at.image) == recent + 12
+    assert card_ids(at) == [format_article_id(a) for a in recs["article_id"]]  # in rank order
+    assert badges(at) == [app.split_reason(r)[0] for r in recs["reason"]]
+    assert at.metric[0].value == f"{bought.height:,}"
+
+
+def test_customer_typed_as_last_16_hex_digits(monkeypatch, pipeline):
+    ids = pl.read_parquet(pipeline.customer_ids)
+    recs = pl.read_parquet(pipeline.recommendations)
+    customer = ids.filter(pl.col("customer_id").is_in(recs["customer_id"].implode()))["customer_id_hex"][0]
+    at = run_app(monkeypatch, pipeline, view="Customers")
+    at.text_input(key="customer").input(customer[-16:]).run()
+    assert_clean(at)
+    assert any(app.short_hex(customer) in s.value for s in at.subheader)
+    assert len(badges(at)) == 12
+
+
+def test_unknown_and_malformed_customers(monkeypatch, pipeline):
+    at = run_app(monkeypatch, pipeline, view="Customers", customer="0" * 64)
+    assert not at.exception
+    assert "No customer" in at.error[0].value
+    at.text_input(key="customer").input("not-an-id").run()
+    assert "is not a customer id" in at.error[0].value
+
+
+def test_customer_without_recommendations_file(monkeypatch, pipeline, tmp_path):
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)
+    shutil.copytree(pipeline.processed_dir, art.processed_dir)
+    customer = pl.read_parquet(art.customer_ids)["customer_id_hex"][0]
+    at = run_app(monkeypatch, art, view="Customers", customer=customer)
+    assert not at.exception
+    assert any("final.py" in w.value for w in at.warning)
+
+
+# ---------------------------------------------------------------- evaluation
+
+def test_evaluation_matches_metrics_json(monkeypatch, pipeline):
+    metrics = json.loads(pipeline.metrics.read_text())
+    at = run_app(monkeypatch, pipeline, view="Evaluation")
+    assert_clean(at)
+    assert at.metric[0].value == f"{metrics['strategies']['hybrid']['map12']:.4f}"
+    assert at.metric[2].value == f"{metrics['customers_evaluated']:,}"
+    table = at.dataframe[0].value
+    assert len(table) == len(metrics["strategies"])
+    assert table["MAP@12"].is_monotonic_decreasing
+    cold = metrics["cold_start_purchases"]
+    if cold:
+        assert any(m.value == f"{cold:,}" for m in at.metric)
+
+
+def test_corrupt_metrics_is_a_message_not_a_traceback(monkeypatch, pipeline, tmp_path):
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)
+    art.results_dir.mkdir(parents=True)
+    art.metrics.write_text("{not json")
+    at = run_app(monkeypatch, art, view="Evaluation")
+    assert not at.exception
+    assert "could not be shown" in at.error[0].value
