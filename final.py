@@ -10,7 +10,7 @@
    results/recommendations.parquet (with a reason per item) and results/submission.csv.
 
 The hybrid pools each customer's candidates from purchase history, content similarity, trending in
-their departments and visual similarity (N_CANDIDATES each) and the popular lists (N_POPULAR, so
+their departments, visual similarity and new arrivals like recent purchases (N_CANDIDATES each) and the popular lists (N_POPULAR, so
 every list can be filled to 12), then scores every candidate with
 sum_s w_s * ((1 - rank_weight) * score_s + rank_weight / rank_s);
 the popularity strategies score every pooled candidate (a prior), the others only their own.
@@ -26,8 +26,8 @@ import artifacts as art
 import metrics
 from common import Stopwatch, UserError, atomic_path, peak_rss_mb, run_main, summary, write_json, write_parquet
 from individual_baseline import PurchaseHistory
-from recommenders import (K, CategoryPopularity, ContentSimilarity, Popularity, Recommender, VisualSimilarity,
-                          as_customer_frame, popularity_strategies, top_k)
+from recommenders import (K, CategoryPopularity, ContentSimilarity, NewArrivals, Popularity, Recommender,
+                          VisualSimilarity, as_customer_frame, load_visual_vectors, popularity_strategies, top_k)
 
 N_CANDIDATES = 24          # candidates per personal strategy and customer
 N_POPULAR = 16             # popular candidates per customer: the fill, and room for trends
@@ -39,7 +39,7 @@ CHUNK_CUSTOMERS = 100_000  # customers per batch when recommending for everyone 
 BASELINE = "popular_last_week"
 HYBRID_POPULAR = ("popular_decayed", "popular_age")  # popularity priors inside the hybrid (the first breaks ties)
 DEFAULT_WEIGHTS = {"purchase_history": 1.0, "content": 0.25, "popular_department": 0.5, "visual": 0.25,
-                   "popular_decayed": 0.5, "popular_age": 0.0}
+                   "new_arrivals": 0.25, "popular_decayed": 0.5, "popular_age": 0.0}
 DEFAULT_RANK_WEIGHT = 0.0
 TIEBREAK = 1e-6  # weight of the first popularity prior that breaks ties between equal blends
 ANCHOR = "purchase_history"  # fixed at 1: only the ratios of the weights matter
@@ -181,15 +181,17 @@ def load_inputs(artifacts: art.Artifacts, quiet: bool = False) -> dict:
         inputs[f"{part}_truth"] = art.read_parquet(artifacts.truth(part), "python split_data.py")
     visual = VisualSimilarity.load(artifacts, quiet=quiet)
     inputs["twins"] = None if visual is None else visual.twins
+    inputs["visual_vectors"] = load_visual_vectors(artifacts)  # new arrivals fall back to content without them
     return inputs
 
 
 def make_strategies(inputs: dict) -> tuple[list[Popularity], list[Recommender]]:
-    """Fresh popularity and personal strategies (visual only when twins exist)."""
+    """Fresh popularity and personal strategies (visual only when twins exist; new arrivals always)."""
     populars = popularity_strategies(inputs["customers"])
     personal = [PurchaseHistory(), ContentSimilarity(), CategoryPopularity()]
     if inputs.get("twins") is not None:
         personal.append(VisualSimilarity(inputs["twins"]))
+    personal.append(NewArrivals(inputs.get("visual_vectors")))
     return populars, personal
 
 
@@ -423,10 +425,12 @@ def submit(artifacts: art.Artifacts, weights: dict | None = None, show_progress:
     transactions = (pl.concat([inputs[p] for p in ("train", "validation", "test")]) if inputs
                     else art.read_parquet(artifacts.transactions, "python data_optim.py"))
     twins = inputs.get("twins") if inputs else None
+    vectors = inputs.get("visual_vectors") if inputs else None
     if not inputs:
         visual = VisualSimilarity.load(artifacts)
         twins = None if visual is None else visual.twins
-    populars, personal = make_strategies({"customers": customers, "twins": twins})
+        vectors = load_visual_vectors(artifacts)
+    populars, personal = make_strategies({"customers": customers, "twins": twins, "visual_vectors": vectors})
     hybrid = make_hybrid(populars, personal, weights, rank_weight)
     hybrid.fit(transactions, articles)
     del transactions

@@ -557,3 +557,76 @@ class VisualSimilarity(SimilarToRecent):
             .sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
             .group_by("article_id", maintain_order=True).head(self.neighbours)
         )
+
+
+# ---------------------------------------------------------------------------- cold start: new arrivals
+
+def new_articles(transactions: pl.DataFrame, articles: pl.DataFrame, max_sales: int = 0) -> pl.Series:
+    """Catalogue articles sold at most max_sales times before the cut-off: launches, known at the cut-off.
+
+    Decided from the history alone: the catalogue lists future launches too (metadata and images,
+    no sales yet), and an article with no sales before the cut-off is new as far as anyone can know then.
+    """
+    sales = transactions.group_by(pl.col("article_id").cast(ARTICLE)).agg(sales=pl.len())
+    return (articles.select(pl.col("article_id").cast(ARTICLE))
+            .join(sales, on="article_id", how="left")
+            .filter(pl.col("sales").fill_null(0) <= max_sales)["article_id"].unique().sort())
+
+
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length as float32 (an all-zero row stays zero and matches nothing)."""
+    vectors = np.array(features, dtype=np.float32)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)[:, None]
+    return vectors
+
+
+def load_visual_vectors(artifacts) -> tuple[np.ndarray, np.ndarray] | None:
+    """(article ids, image features) written by visual_features.py, or None when absent or mismatched."""
+    if not (artifacts.visual_features.exists() and artifacts.visual_article_ids.exists()):
+        return None
+    ids, features = np.load(artifacts.visual_article_ids), np.load(artifacts.visual_features)
+    if features.ndim != 2 or features.shape[0] != ids.shape[0]:
+        return None
+    return ids.astype(np.int32), features
+
+
+class NewArrivals(SimilarToRecent):
+    """Cold start: the new articles (no sales before the cut-off) that look most like each customer's recent purchases.
+
+    score(customer, article) = max over recent purchases p of similarity(p, article) x recency(p),
+    over new articles only, so it never recommends anything that sold before the cut-off. Similarity
+    is the cosine of the image features (visual_features.npy) when given, else of the content vectors.
+    Each recently bought article's `neighbours` nearest new articles are computed once per fit.
+    """
+
+    name = "new_arrivals"
+
+    def __init__(self, visual: tuple[np.ndarray, np.ndarray] | None = None, max_sales: int = 0, **kwargs):
+        kwargs.setdefault("popularity_weight", 0.0)  # a launch has no sales to weigh it by
+        super().__init__(**kwargs)
+        self.max_sales = max_sales
+        self.visual = None
+        if visual is not None:
+            ids, features = visual
+            order = np.argsort(np.asarray(ids), kind="stable")
+            self.visual = (np.asarray(ids, dtype=np.int32)[order], unit_rows(np.asarray(features)[order]))
+        self.content = None if self.visual is not None else ContentSimilarity()
+
+    def reason(self, article_id, source):
+        words = "looks like {} (new arrival)" if self.visual is not None else "similar to {} (new arrival)"
+        return pl.format(words, source.cast(pl.String).str.zfill(10))
+
+    def target_weights(self, transactions, articles):
+        """The new articles, each of weight 1."""
+        return (new_articles(transactions, articles, self.max_sales).to_frame("article_id")
+                .with_columns(weight=pl.lit(1.0, dtype=pl.Float32)))
+
+    def neighbour_table(self, queries, targets, articles):
+        vectors, ids = (self.visual[1], self.visual[0]) if self.visual is not None \
+            else self.content.article_vectors(articles)
+        index = pl.DataFrame({"article_id": ids.astype(np.int32), "row": np.arange(len(ids))})
+        q = index.join(queries.to_frame("article_id"), on="article_id", how="semi")
+        t = index.join(targets.select("article_id"), on="article_id", how="semi")
+        table = nearest_neighbours(vectors[q["row"].to_numpy()], q["article_id"].to_numpy(),
+                                   vectors[t["row"].to_numpy()], t["article_id"].to_numpy(), self.neighbours)
+        return table.with_columns(pl.col("similarity").clip(0.0, 1.0))

@@ -114,6 +114,8 @@ def test_run_without_visual_features_works_and_says_so_once(tiny_run):
     copy, meta, printed, _ = tiny_run
     assert printed.count("no visual twins") == 1
     assert "visual" not in meta["strategies"] and "visual" not in meta["weights"]
+    # the cold-start strategy falls back to content vectors without images, silently
+    assert "new_arrivals" in meta["strategies"] and "new_arrivals" in meta["weights"]
     for name in ("popular_all_time", "popular_last_week", "popular_decayed", "purchase_history", "content",
                  "popular_department", "hybrid"):
         assert name in meta["strategies"]
@@ -175,6 +177,7 @@ def test_recommendations_have_reasons(tiny_run):
     assert recs["reason"].null_count() == 0
     assert recs["reason"].str.contains(r"^(bought before|colourway of \d{10}|similar description to \d{10}|"
                                        r"looks like \d{10}|trending|trending in .+|bestseller|"
+                                       r"looks like \d{10} \(new arrival\)|similar to \d{10} \(new arrival\)|"
                                        r"popular at your age)$").all()
     personal = recs.filter(pl.col("reason").str.contains(r"\d{10}"))
     assert (personal["reason"].str.extract(r"(\d{10})").cast(pl.Int32) == personal["source_article_id"]).all()

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from individual_baseline import PurchaseHistory, fill_with
-from recommenders import (OUTPUT_SCHEMA, CategoryPopularity, ContentSimilarity, Popularity, VisualSimilarity,
-                          nearest_neighbours, popularity_strategies)
+from recommenders import (OUTPUT_SCHEMA, CategoryPopularity, ContentSimilarity, NewArrivals, Popularity,
+                          VisualSimilarity, nearest_neighbours, new_articles, popularity_strategies)
 
 # 101001/101002 are two colourways of product 101; 101002 and 105001 never sold.
 ARTICLES = pl.DataFrame({
@@ -41,6 +41,12 @@ TWINS = pl.DataFrame({"article_id": [102001, 102001, 102001, 104001],
                      schema={"article_id": pl.Int32, "twin_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32})
 
 
+# image features by hand: new 101002 is 0.6 like 101001 and 0.8 like 102001; new 105001 the reverse;
+# sweaters 103001/104001 look like neither (cosine 0)
+VISUAL = (np.array([101001, 101002, 102001, 103001, 104001, 105001], dtype=np.int32),
+          np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 1, 0], [0, 0, 1], [0, 0, 2], [0.8, 0.6, 0]], dtype=np.float32))
+
+
 def lists(recs: pl.DataFrame) -> dict:
     return {c: g.sort("rank")["article_id"].to_list()
             for (c,), g in recs.group_by("customer_id")}
@@ -48,7 +54,7 @@ def lists(recs: pl.DataFrame) -> dict:
 
 def all_strategies(twins=TWINS):
     return [*popularity_strategies(AGES), PurchaseHistory(), ContentSimilarity(), CategoryPopularity(),
-            VisualSimilarity(twins)]
+            VisualSimilarity(twins), NewArrivals(VISUAL), NewArrivals()]
 
 
 def check_interface(recs: pl.DataFrame, k: int):
@@ -262,3 +268,48 @@ def test_tiny_strategies_shape_and_no_future_articles(tiny):
     seen = train.select("customer_id", "article_id").unique()
     assert content.recent.join(seen, on=["customer_id", "article_id"], how="anti").height == 0
     assert content.cutoff == cutoff
+
+
+# ---------------------------------------------------------------------------- new arrivals (cold start)
+
+def test_new_articles_are_the_catalogue_articles_unsold_before_the_cutoff():
+    assert new_articles(TX, ARTICLES).to_list() == [101002, 105001]
+    assert new_articles(TX, ARTICLES, max_sales=1).to_list() == [101001, 101002, 104001, 105001]
+
+
+def test_new_arrivals_exact_scores_and_reasons():
+    strategy = NewArrivals(VISUAL).fit(TX, ARTICLES)
+    recs = strategy.recommend(CUSTOMERS, 12, with_source=True)
+    recency = {age: math.exp(-math.log(2) / 120 * age) for age in (1, 2, 15)}
+    # customer 1 bought 101001 15 days, 102001 2 days and 104001 1 day before the cut-off
+    rows = {(r["customer_id"], r["article_id"]): (r["score"], r["source_article_id"], r["rank"])
+            for r in recs.iter_rows(named=True)}
+    assert set(rows) == {(1, 101002), (1, 105001), (3, 101002), (3, 105001)}  # 2: sweaters look like neither
+    assert rows[1, 101002] == (pytest.approx(0.8 * recency[2], abs=1e-6), 102001, 1)
+    assert rows[1, 105001] == (pytest.approx(0.8 * recency[15], abs=1e-6), 101001, 2)
+    assert rows[3, 101002] == (pytest.approx(0.8 * recency[2], abs=1e-6), 102001, 1)
+    assert rows[3, 105001] == (pytest.approx(0.6 * recency[2], abs=1e-6), 102001, 2)
+    reasons = recs.select(reason=strategy.reason(pl.col("article_id"), pl.col("source_article_id")))["reason"]
+    assert reasons.to_list()[:2] == ["looks like 0000102001 (new arrival)",
+                                     "looks like 0000101001 (new arrival)"]
+
+
+def test_new_arrivals_without_images_use_content_and_say_so():
+    strategy = NewArrivals().fit(TX, ARTICLES)
+    recs = strategy.recommend(CUSTOMERS, 12, with_source=True)
+    assert set(recs["article_id"]) <= {101002, 105001} and recs.height > 0
+    reason = recs.head(1).select(strategy.reason(pl.col("article_id"), pl.col("source_article_id"))).item()
+    assert reason.startswith("similar to ") and reason.endswith(" (new arrival)")
+
+
+def test_new_arrivals_never_recommend_what_sold_before_the_cutoff(tiny):
+    articles = pl.read_parquet(tiny.articles)
+    train = pl.read_parquet(tiny.split("train"))
+    who = pl.read_parquet(tiny.customers)["customer_id"]
+    rng = np.random.default_rng(0)
+    ids = articles["article_id"].to_numpy()
+    for visual in (None, (ids, rng.normal(size=(len(ids), 8)).astype(np.float32))):
+        recs = NewArrivals(visual).fit(train, articles).recommend(who, 12)
+        check_interface(recs, 12)
+        assert recs.height > 0
+        assert not recs["article_id"].is_in(train["article_id"].unique().implode()).any()
