@@ -6,6 +6,8 @@ DATA ?= data
 IMAGES ?= images
 SCALE ?= demo
 
+FULL_DATA ?= data_full
+
 .PHONY: venv demo test app bench clean-data
 
 venv: $(VENV)/.installed
@@ -35,6 +37,14 @@ test: venv
 
 app: venv
 	$(PY) -m streamlit run app.py -- --data-dir $(DATA) --images-dir $(IMAGES)
+
+# Full-scale benchmarks (31.8M transactions, ~4 GB on disk, tens of minutes on 2 cores).
+bench: venv
+	@[ -f $(FULL_DATA)/raw/transactions_train.csv ] || $(PY) sample_data.py --full --data-dir $(FULL_DATA)
+	$(PY) bench/bench_etl.py --data-dir $(FULL_DATA) --repeats 3
+	$(PY) split_data.py --data-dir $(FULL_DATA)
+	$(PY) bench/bench_final.py --data-dir $(FULL_DATA)
+	$(PY) bench/bench_visual.py --repeats 5
 
 clean-data:
 	rm -rf $(DATA)/processed $(DATA)/split $(DATA)/visual $(DATA)/results

