@@ -119,6 +119,11 @@ class Artifacts:
         return self.visual_dir / "chunks"
 
     @property
+    def visual_plan(self) -> Path:
+        """Which images go in which chunk: shards of one run must share it."""
+        return self.visual_chunks_dir / "plan.json"
+
+    @property
     def visual_twins(self) -> Path:
         return self.visual_dir / "visual_twins.parquet"
 

@@ -315,7 +315,8 @@ def default_workers(device: torch.device) -> int:
     """Decoding processes: a GPU needs every core decoding to keep up; on a CPU they share with the model."""
     cores = os.cpu_count() or 1
     if device.type == "cpu":
-        return min(2, cores)
+        # On 2 cores a second decoder measured slower for ResNet50: it starves the model's threads.
+        return min(2, max(1, cores // 2))
     return max(1, min(16, cores - 1))
 
 
@@ -368,11 +369,6 @@ def plan_chunks(images: pl.DataFrame, weights: Weights, chunk_size: int = CHUNK_
     return chunks
 
 
-def plan_path(artifacts: art.Artifacts) -> Path:
-    # Local helper: artifacts.py has no name for the shard plan (reported to the integrator).
-    return artifacts.visual_chunks_dir / "plan.json"
-
-
 def write_chunk(path: Path, article_ids: np.ndarray, features: np.ndarray, ok: np.ndarray,
                 errors: list[str], precision: str) -> None:
     """One chunk, atomically: embedded ids + float16 features, and the ids that failed with why."""
@@ -413,7 +409,7 @@ def outputs_current(artifacts: art.Artifacts, fingerprint: str) -> bool:
 
 def merge_chunks(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
     """Combine the chunks of the last plan into the three outputs; UserError names missing chunks."""
-    path = plan_path(artifacts)
+    path = artifacts.visual_plan
     if not path.exists():
         raise UserError(f"{path} not found: run `python visual_features.py` first")
     plan = json.loads(path.read_text())
@@ -503,8 +499,8 @@ def embed_catalogue(artifacts: art.Artifacts, backbone: str = "auto", device: st
             "dim": BACKBONES[found.backbone]["dim"], "images": images.height, "ignored_files": ignored,
             "images_dir": str(artifacts.images_dir), "num_shards": num_shards,
             "chunks": [c.name for c in chunks]}
-    if not plan_path(artifacts).exists() or json.loads(plan_path(artifacts).read_text()) != plan:
-        write_json(plan, plan_path(artifacts))
+    if not artifacts.visual_plan.exists() or json.loads(artifacts.visual_plan.read_text()) != plan:
+        write_json(plan, artifacts.visual_plan)
     fingerprint = plan_fingerprint(plan, artifacts)
     result = {"backbone": found.backbone, "images": images.height, "embedded": 0,
               "chunks_total": len(chunks), "chunks_written": 0}
@@ -575,7 +571,7 @@ def main():
                              "on disk are kept whatever precision made them (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None,
-                        help="image decoding processes (default: 2 on a CPU, one per core up to 16 on a GPU)")
+                        help="image decoding processes (default: 1 or 2 on a CPU, one per core up to 16 on a GPU)")
     parser.add_argument("--shard", type=int, default=0, help="which part of the catalogue this run embeds")
     parser.add_argument("--num-shards", type=int, default=1, help="how many parts (machines/GPUs)")
     parser.add_argument("--merge", action="store_true", help="only combine finished chunks into the outputs")

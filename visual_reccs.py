@@ -47,7 +47,7 @@ def load_features(artifacts: art.Artifacts) -> tuple[np.ndarray, np.ndarray]:
     if not artifacts.visual_features.exists() or not artifacts.visual_article_ids.exists():
         import visual_features  # only for a run whose shards were never merged
 
-        if not (artifacts.visual_chunks_dir / "plan.json").exists():
+        if not artifacts.visual_plan.exists():
             raise UserError(f"{artifacts.visual_features} not found: run `python visual_features.py` first")
         visual_features.merge_chunks(artifacts, show_progress=False)
     ids = np.load(artifacts.visual_article_ids).astype(np.int32)

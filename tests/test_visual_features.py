@@ -273,6 +273,13 @@ def test_shards_then_merge_equal_one_run(offline, reference, tmp_path):
     with pytest.raises(UserError, match="need 0 <= shard < num-shards"):
         run(artifacts, shard=2, num_shards=2)
 
+    # Shards that were never merged: the next stage merges them itself.
+    import visual_reccs
+
+    artifacts.visual_features.unlink()
+    merged_ids, merged = visual_reccs.load_features(artifacts)
+    assert merged_ids.tolist() == ids and np.array_equal(merged, features)
+
 
 def test_no_images_is_a_user_error(offline, tmp_path):
     with pytest.raises(UserError, match="images folder .* not found"):
