@@ -66,16 +66,6 @@ def artifacts_from_args(argv: list[str] | None = None, environ: dict | None = No
     return Artifacts(Path(args.data_dir), Path(args.images_dir))
 
 
-def command(script: str, art: Artifacts, images: bool = False) -> str:
-    """The command line that writes a missing artifact, with this app's folders."""
-    parts = ["python", script]
-    if art.data_dir != Path(DEFAULT_DATA_DIR):
-        parts += ["--data-dir", str(art.data_dir)]
-    if images and art.images_dir != Path(DEFAULT_IMAGES_DIR):
-        parts += ["--images-dir", str(art.images_dir)]
-    return " ".join(parts)
-
-
 def parse_customer_id(text: str) -> int:
     """UInt64 key of a customer: the full 64-hex customer_id or its last 16 hex digits."""
     raw = str(text).strip().lower()
@@ -350,7 +340,7 @@ def browse(art: Artifacts, articles: pl.DataFrame, with_image: np.ndarray) -> No
 
 def twins_view(art: Artifacts) -> None:
     """Article id in: the article and its visual twins."""
-    articles = load_articles(str(require(art.articles, command("data_optim.py", art))), mtime(art.articles))
+    articles = load_articles(str(require(art.articles, art.command("data_optim.py"))), mtime(art.articles))
     with_image = (load_image_ids(str(art.visual_article_ids), mtime(art.visual_article_ids))
                   if art.visual_article_ids.exists() else articles["article_id"].to_numpy())
 
@@ -386,7 +376,7 @@ def twins_view(art: Artifacts) -> None:
 
     query_card(art, aid, meta)
     try:
-        require(art.visual_features, command("visual_features.py", art, images=True))
+        require(art.visual_features, art.command("visual_features.py", images=True))
         twins = load_visual_twins(str(art.data_dir), str(art.images_dir),
                                   (mtime(art.visual_features), mtime(art.visual_twins), mtime(art.articles)))
     except UserError as exc:
@@ -443,9 +433,9 @@ def clear_pick() -> None:
 
 def customers_view(art: Artifacts) -> None:
     """Customer id in: what they bought recently, and what the engine recommends and why."""
-    articles = load_articles(str(require(art.articles, command("data_optim.py", art))), mtime(art.articles))
-    transactions = require(art.transactions, command("data_optim.py", art))
-    ids_path = require(art.customer_ids, command("data_optim.py", art))
+    articles = load_articles(str(require(art.articles, art.command("data_optim.py"))), mtime(art.articles))
+    transactions = require(art.transactions, art.command("data_optim.py"))
+    ids_path = require(art.customer_ids, art.command("data_optim.py"))
     sample = sample_customers(str(transactions), mtime(transactions), str(ids_path), mtime(ids_path))
     labels = {row["customer_id_hex"]: f"{short_hex(row['customer_id_hex'])} · {row['purchases']} purchases "
                                       f"in the last {SAMPLE_WINDOW_DAYS // 7} weeks"
@@ -472,7 +462,7 @@ def customers_view(art: Artifacts) -> None:
     bought = customer_purchases(str(transactions), mtime(transactions), key)
     recommended, recs_missing = None, None
     try:
-        recs_path = require(art.recommendations, command("final.py", art))
+        recs_path = require(art.recommendations, art.command("final.py"))
         recommended = customer_recommendations(str(recs_path), mtime(recs_path), key)
     except UserError as exc:
         recs_missing = exc
@@ -545,11 +535,11 @@ def bar_chart(table: pl.DataFrame, value: str, fmt: str, highlight: str | None) 
 
 def evaluation_view(art: Artifacts) -> None:
     """MAP@12 of every strategy on the held-out test week, and the cold-start slice."""
-    path = require(art.metrics, command("final.py", art))
+    path = require(art.metrics, art.command("final.py"))
     metrics = load_json(str(path), mtime(path))
     strategies = metrics.get("strategies") or {}
     if not strategies:
-        st.warning(f"{path} lists no strategies: rerun `{command('final.py', art)}`.", icon=":material/warning:")
+        st.warning(f"{path} lists no strategies: rerun `{art.command('final.py')}`.", icon=":material/warning:")
         return
     validation = metrics.get("validation_map12") or {}
     table = pl.DataFrame(

@@ -145,6 +145,15 @@ class Artifacts:
     def submission(self) -> Path:
         return self.results_dir / "submission.csv"
 
+    def command(self, script: str, images: bool = False) -> str:
+        """The command line that runs `script` on these folders (for "run X first" messages)."""
+        parts = ["python", script]
+        if self.data_dir != Path(DEFAULT_DATA_DIR):
+            parts += ["--data-dir", str(self.data_dir)]
+        if images and self.images_dir != Path(DEFAULT_IMAGES_DIR):
+            parts += ["--images-dir", str(self.images_dir)]
+        return " ".join(parts)
+
     def image(self, article_id: int) -> Path:
         """Kaggle layout: images/<first 3 digits>/<10-digit id>.jpg."""
         text = f"{int(article_id):010d}"

@@ -113,3 +113,8 @@ def format_article_id(article_id: int) -> str:
 def customer_key_expr(col: str = "customer_id") -> pl.Expr:
     """UInt64 key of a 64-hex customer_id: its last 16 hex digits."""
     return pl.col(col).str.slice(-16).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+
+
+def article_id_text(expr: pl.Expr) -> pl.Expr:
+    """Kaggle's 10-digit zero-padded text of an article_id expression (the vectorised format_article_id)."""
+    return expr.cast(pl.String).str.zfill(10)

@@ -24,7 +24,7 @@ import polars as pl
 
 import artifacts as art
 import metrics
-from common import Stopwatch, UserError, atomic_path, peak_rss_mb, run_main, summary, write_json, write_parquet
+from common import Stopwatch, UserError, article_id_text, atomic_path, peak_rss_mb, run_main, summary, write_json, write_parquet
 from individual_baseline import PurchaseHistory
 from recommenders import (K, CategoryPopularity, ContentSimilarity, NewArrivals, Popularity, Recommender,
                           VisualSimilarity, as_customer_frame, load_visual_vectors, popularity_strategies, top_k)
@@ -172,13 +172,13 @@ class Hybrid(Recommender):
 def load_inputs(artifacts: art.Artifacts, quiet: bool = False) -> dict:
     """Articles, customers, the split, and the visual twins (None, said once, when absent)."""
     inputs = {
-        "articles": art.read_parquet(artifacts.articles, "python data_optim.py"),
-        "customers": art.read_parquet(artifacts.customers, "python data_optim.py"),
+        "articles": art.read_parquet(artifacts.articles, artifacts.command("data_optim.py")),
+        "customers": art.read_parquet(artifacts.customers, artifacts.command("data_optim.py")),
     }
     for part in ("train", "validation", "test"):
-        inputs[part] = art.read_parquet(artifacts.split(part), "python split_data.py")
+        inputs[part] = art.read_parquet(artifacts.split(part), artifacts.command("split_data.py"))
     for part in ("validation", "test"):
-        inputs[f"{part}_truth"] = art.read_parquet(artifacts.truth(part), "python split_data.py")
+        inputs[f"{part}_truth"] = art.read_parquet(artifacts.truth(part), artifacts.command("split_data.py"))
     visual = VisualSimilarity.load(artifacts, quiet=quiet)
     inputs["twins"] = None if visual is None else visual.twins
     inputs["visual_vectors"] = load_visual_vectors(artifacts)  # new arrivals fall back to content without them
@@ -401,7 +401,7 @@ def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: 
     """Kaggle's customer_id,prediction: original 64-hex ids, 12 space-separated 10-digit article ids."""
     lists = (recs.sort("customer_id", "rank")
              .group_by("customer_id", maintain_order=True)
-             .agg(prediction=pl.col("article_id").cast(pl.String).str.zfill(10).str.join(" ")))
+             .agg(prediction=article_id_text(pl.col("article_id")).str.join(" ")))
     out = (customers.select("customer_id").join(customer_ids, on="customer_id", how="left", maintain_order="left")
            .join(lists, on="customer_id", how="left", maintain_order="left"))
     missing = out.filter(pl.col("customer_id_hex").is_null()).height
@@ -416,14 +416,14 @@ def submit(artifacts: art.Artifacts, weights: dict | None = None, show_progress:
     """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every customer."""
     clock = Stopwatch()
     if weights is None:
-        path = art.require(artifacts.metrics, "python final.py")
+        path = art.require(artifacts.metrics, artifacts.command("final.py"))
         weights = json.loads(path.read_text())["weights"]
     weights = dict(weights)
     rank_weight = float(weights.pop("rank_weight", DEFAULT_RANK_WEIGHT))
-    articles = inputs["articles"] if inputs else art.read_parquet(artifacts.articles, "python data_optim.py")
-    customers = inputs["customers"] if inputs else art.read_parquet(artifacts.customers, "python data_optim.py")
+    articles = inputs["articles"] if inputs else art.read_parquet(artifacts.articles, artifacts.command("data_optim.py"))
+    customers = inputs["customers"] if inputs else art.read_parquet(artifacts.customers, artifacts.command("data_optim.py"))
     transactions = (pl.concat([inputs[p] for p in ("train", "validation", "test")]) if inputs
-                    else art.read_parquet(artifacts.transactions, "python data_optim.py"))
+                    else art.read_parquet(artifacts.transactions, artifacts.command("data_optim.py")))
     twins = inputs.get("twins") if inputs else None
     vectors = inputs.get("visual_vectors") if inputs else None
     if not inputs:
@@ -435,7 +435,7 @@ def submit(artifacts: art.Artifacts, weights: dict | None = None, show_progress:
     hybrid.fit(transactions, articles)
     del transactions
     recs = recommend_everyone(hybrid, customers["customer_id"], show_progress)
-    customer_ids = art.read_parquet(artifacts.customer_ids, "python data_optim.py")
+    customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
     submission = submission_frame(recs, customer_ids, customers)
     write_parquet(recs, artifacts.recommendations)
     with atomic_path(artifacts.submission) as tmp:

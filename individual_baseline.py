@@ -16,7 +16,7 @@ import polars as pl
 
 import artifacts as art
 import metrics
-from common import Stopwatch, run_main, summary
+from common import Stopwatch, article_id_text, run_main, summary
 from recommenders import ARTICLE, K, Popularity, Recommender, cutoff_of, decay, empty_candidates, saturate, top_k
 
 # Defaults chosen on the validation week (final.py tunes them again; they are knobs, not facts).
@@ -93,7 +93,7 @@ class PurchaseHistory(Recommender):
 
     def reason(self, article_id, source):
         return (pl.when(article_id == source).then(pl.lit("bought before"))
-                .otherwise(pl.format("colourway of {}", source.cast(pl.String).str.zfill(10))))
+                .otherwise(pl.format("colourway of {}", article_id_text(source))))
 
 
 def fill_with(recs: pl.DataFrame, filler: pl.DataFrame, customers: pl.DataFrame, k: int = K) -> pl.DataFrame:
@@ -135,9 +135,9 @@ def main():
     args = parser.parse_args()
     artifacts = art.from_args(args)
     clock = Stopwatch()
-    articles = art.read_parquet(artifacts.articles, "python data_optim.py")
-    train = pl.concat([art.read_parquet(artifacts.split(p), "python split_data.py") for p in ("train", "validation")])
-    truth = art.read_parquet(artifacts.truth("test"), "python split_data.py")
+    articles = art.read_parquet(artifacts.articles, artifacts.command("data_optim.py"))
+    train = pl.concat([art.read_parquet(artifacts.split(p), artifacts.command("split_data.py")) for p in ("train", "validation")])
+    truth = art.read_parquet(artifacts.truth("test"), artifacts.command("split_data.py"))
     table = compare(train, truth, articles)
     print(f"test week, {truth.height:,} customers who bought something; trained on train + validation; "
           "MAP@12 over unique articles bought")

@@ -21,7 +21,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from common import UserError
+from common import UserError, article_id_text
 
 K = 12
 CUSTOMER = pl.UInt64
@@ -471,7 +471,7 @@ class ContentSimilarity(SimilarToRecent):
         self.dims = dims
 
     def reason(self, article_id, source):
-        return pl.format("similar description to {}", source.cast(pl.String).str.zfill(10))
+        return pl.format("similar description to {}", article_id_text(source))
 
     def article_vectors(self, articles: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised float32 vectors of every article in the catalogue, and their ids (cached per catalogue)."""
@@ -545,7 +545,7 @@ class VisualSimilarity(SimilarToRecent):
         return cls(pl.read_parquet(path), **kwargs)
 
     def reason(self, article_id, source):
-        return pl.format("looks like {}", source.cast(pl.String).str.zfill(10))
+        return pl.format("looks like {}", article_id_text(source))
 
     def neighbour_table(self, queries, targets, articles):
         return (
@@ -614,7 +614,7 @@ class NewArrivals(SimilarToRecent):
 
     def reason(self, article_id, source):
         words = "looks like {} (new arrival)" if self.visual is not None else "similar to {} (new arrival)"
-        return pl.format(words, source.cast(pl.String).str.zfill(10))
+        return pl.format(words, article_id_text(source))
 
     def target_weights(self, transactions, articles):
         """The new articles, each of weight 1."""

@@ -38,7 +38,7 @@ import polars as pl
 from tqdm import tqdm
 
 import artifacts as artifacts_mod
-from common import UserError, atomic_path, peak_rss_mb, run_main, summary
+from common import UserError, article_id_text, atomic_path, peak_rss_mb, run_main, summary
 
 END = date(2020, 9, 22)  # last day of the real transactions
 FULL_START = date(2018, 9, 20)
@@ -1160,7 +1160,7 @@ def _write_transactions(rows: dict, articles: pl.DataFrame, customer_ids: pl.Ser
 def articles_csv_frame(articles: pl.DataFrame) -> pl.DataFrame:
     """The catalogue as Kaggle writes it: ids zero-padded, colour codes two digits."""
     return articles.select(ARTICLE_COLUMNS).with_columns(
-        pl.col("article_id").cast(pl.String).str.zfill(10),
+        article_id_text(pl.col("article_id")),
         pl.col("product_code").cast(pl.String).str.zfill(7),
         pl.when(pl.col("colour_group_code") >= 0)
         .then(pl.col("colour_group_code").cast(pl.String).str.zfill(2))

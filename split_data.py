@@ -117,7 +117,7 @@ def split(artifacts: Artifacts, test_days: int = TEST_DAYS, validation_days: int
     """Write the train/validation/test transactions, the held-out weeks' ground truth and split.json."""
     t0 = time.perf_counter()
     art = artifacts
-    source = pl.scan_parquet(require(art.transactions, f"python data_optim.py --data-dir {art.data_dir}"))
+    source = pl.scan_parquet(require(art.transactions, art.command("data_optim.py")))
     bounds = windows(*date_range(source), test_days, validation_days, end_date)
     part = part_expr(bounds)
     # one pass for the counts, so an empty week stops the run before anything is written

@@ -411,7 +411,7 @@ def merge_chunks(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
     """Combine the chunks of the last plan into the three outputs; UserError names missing chunks."""
     path = artifacts.visual_plan
     if not path.exists():
-        raise UserError(f"{path} not found: run `python visual_features.py` first")
+        raise UserError(f"{path} not found: run `{artifacts.command('visual_features.py', images=True)}` first")
     plan = json.loads(path.read_text())
     chunk_dir = artifacts.visual_chunks_dir
     absent = [i for i, name in enumerate(plan["chunks"]) if not (chunk_dir / name).exists()]

@@ -48,7 +48,8 @@ def load_features(artifacts: art.Artifacts) -> tuple[np.ndarray, np.ndarray]:
         import visual_features  # only for a run whose shards were never merged
 
         if not artifacts.visual_plan.exists():
-            raise UserError(f"{artifacts.visual_features} not found: run `python visual_features.py` first")
+            raise UserError(f"{artifacts.visual_features} not found: "
+                            f"run `{artifacts.command('visual_features.py', images=True)}` first")
         visual_features.merge_chunks(artifacts, show_progress=False)
     ids = np.load(artifacts.visual_article_ids).astype(np.int32)
     features = np.load(artifacts.visual_features)

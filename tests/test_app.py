@@ -109,8 +109,8 @@ def test_folders_from_command_line_then_environment():
     art = app.artifacts_from_args(["-q", "--data-dir", "/cli", "tests/x.py"], env)
     assert art == Artifacts(Path("/cli"), Path("/env/images"))
     assert app.artifacts_from_args(["--data"], {}) == Artifacts(Path("data"), Path("images"))  # no abbreviations
-    assert app.command("visual_features.py", Artifacts()) == "python visual_features.py"
-    assert app.command("visual_features.py", art, images=True) == \
+    assert Artifacts().command("visual_features.py") == "python visual_features.py"
+    assert art.command("visual_features.py", images=True) == \
         "python visual_features.py --data-dir /cli --images-dir /env/images"
 
 

@@ -1,5 +1,6 @@
 """visual_reccs.py: blockwise top-k twins against brute force, the twins table, one-article lookups."""
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -156,8 +157,10 @@ def test_unknown_or_imageless_ids_are_user_errors(tmp_path):
 
 
 def test_missing_features_say_what_to_run(tmp_path):
-    with pytest.raises(UserError, match="run `python visual_features.py` first"):
-        vr.build_twins(Artifacts(tmp_path / "data", tmp_path / "images"), show_progress=False)
+    art = Artifacts(tmp_path / "data", tmp_path / "images")
+    expected = f"run `python visual_features.py --data-dir {art.data_dir} --images-dir {art.images_dir}` first"
+    with pytest.raises(UserError, match=re.escape(expected)):
+        vr.build_twins(art, show_progress=False)
 
 
 def test_tiny_sample_end_to_end(tiny):
