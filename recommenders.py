@@ -573,21 +573,14 @@ def new_articles(transactions: pl.DataFrame, articles: pl.DataFrame, max_sales: 
             .filter(pl.col("sales").fill_null(0) <= max_sales)["article_id"].unique().sort())
 
 
-def unit_rows(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length as float32 (an all-zero row stays zero and matches nothing)."""
-    vectors = np.array(features, dtype=np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)[:, None]
-    return vectors
-
-
 def load_visual_vectors(artifacts) -> tuple[np.ndarray, np.ndarray] | None:
     """(article ids, image features) written by visual_features.py, or None when absent or mismatched."""
-    if not (artifacts.visual_features.exists() and artifacts.visual_article_ids.exists()):
+    import visual_reccs  # here, not at the top: it imports torch, which only the visual strategies need
+
+    try:
+        return visual_reccs.load_features(artifacts)
+    except UserError:
         return None
-    ids, features = np.load(artifacts.visual_article_ids), np.load(artifacts.visual_features)
-    if features.ndim != 2 or features.shape[0] != ids.shape[0]:
-        return None
-    return ids.astype(np.int32), features
 
 
 class NewArrivals(SimilarToRecent):
@@ -607,9 +600,11 @@ class NewArrivals(SimilarToRecent):
         self.max_sales = max_sales
         self.visual = None
         if visual is not None:
+            import visual_reccs  # torch, only when image features are given
+
             ids, features = visual
             order = np.argsort(np.asarray(ids), kind="stable")
-            self.visual = (np.asarray(ids, dtype=np.int32)[order], unit_rows(np.asarray(features)[order]))
+            self.visual = (np.asarray(ids, dtype=np.int32)[order], visual_reccs.normalize(np.asarray(features)[order]))
         self.content = None if self.visual is not None else ContentSimilarity()
 
     def reason(self, article_id, source):
