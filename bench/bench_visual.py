@@ -65,10 +65,10 @@ def make_packshots(folder: Path, n: int, seed: int = 0, distinct: int = 256) -> 
     which still decode one by one.
     """
     rng = np.random.default_rng(seed)
+    layout = Artifacts(images_dir=folder)
     paths = []
     for i in range(n):
-        aid = 108775010 + i
-        path = folder / f"{aid:010d}"[:3] / f"{aid:010d}.jpg"
+        path = layout.image(108775010 + i)
         path.parent.mkdir(parents=True, exist_ok=True)
         paths.append(path)
         if i >= distinct:
