@@ -8,7 +8,8 @@ paths named here. Layout under the data dir:
     processed/      compact Parquet from data_optim.py, plus customer_ids.parquet and rejects/
     split/          train/validation/test transactions, *_truth.parquet, split.json
     visual/         visual_features.npy, visual_article_ids.npy, visual_meta.json, chunks/, visual_twins.parquet
-    results/        metrics.json, recommendations.parquet, submission.csv
+    results/        metrics.json, recommendations.parquet, submission.csv, launch_audience.parquet
+    results/ranker/ model.txt (LightGBM), ranker.json (features, training weeks, importance)
 """
 from __future__ import annotations
 
@@ -144,6 +145,26 @@ class Artifacts:
     @property
     def submission(self) -> Path:
         return self.results_dir / "submission.csv"
+
+    @property
+    def launch_audience(self) -> Path:
+        """Launches (no sales before the cut-off) -> their likeliest customers, with reasons."""
+        return self.results_dir / "launch_audience.parquet"
+
+    # ranker.py
+    @property
+    def ranker_dir(self) -> Path:
+        return self.results_dir / "ranker"
+
+    @property
+    def ranker_model(self) -> Path:
+        """The LightGBM LambdaRank model (text format)."""
+        return self.ranker_dir / "model.txt"
+
+    @property
+    def ranker_meta(self) -> Path:
+        """The ranker's feature list, training weeks, parameters and feature importance."""
+        return self.ranker_dir / "ranker.json"
 
     def command(self, script: str, images: bool = False) -> str:
         """The command line that runs `script` on these folders (for "run X first" messages)."""
