@@ -2,12 +2,13 @@
 
 Every strategy answers the same question the same way (see `Recommender`):
 
-    strategy.fit(transactions, articles)          # transactions = everything before the cut-off
+    strategy.fit(transactions, articles, cutoff)  # only the transactions before the cut-off are used
     strategy.recommend(customers, k=12)           # -> customer_id, article_id, score, rank
 
 A single strategy's scores lie in [0, 1] and mean the same for every customer (it never
-rescales one customer's list on its own), so the hybrid in final.py can blend them by weight. The
-purchase-history strategy lives in individual_baseline.py; the hybrid in final.py.
+rescales one customer's list on its own), so the hybrid (hybrid.py) can blend them by weight and
+the ranker (ranker.py) can use them as features. The cut-off is explicit because the ranker fits
+every strategy at several past cut-offs; without one, it is the day after the last transaction.
 
 Content and visual similarity recommend only articles that are *available* at the cut-off:
 sold in the last `active_days`, or never sold at all (launches: the cold-start case, which
@@ -50,6 +51,16 @@ def cutoff_of(transactions: pl.DataFrame):
     if transactions.height == 0:
         raise UserError("no transactions before the cut-off: cannot fit a recommender on an empty history")
     return transactions["t_dat"].max() + timedelta(days=1)
+
+
+def before(transactions: pl.DataFrame, cutoff=None) -> tuple[pl.DataFrame, object]:
+    """The transactions before the cut-off, and the cut-off (the day after the last one when not given)."""
+    if cutoff is None:
+        return transactions, cutoff_of(transactions)
+    history = transactions.filter(pl.col("t_dat") < cutoff)
+    if history.height == 0:
+        raise UserError(f"no transactions before the cut-off {cutoff}: cannot fit a recommender on an empty history")
+    return history, cutoff
 
 
 def age_days(cutoff) -> pl.Expr:
@@ -120,7 +131,7 @@ class Recommender:
 
     name = "recommender"
 
-    def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame) -> "Recommender":
+    def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None) -> "Recommender":
         """Learn from the transactions before the cut-off (and the article catalogue)."""
         raise NotImplementedError
 
@@ -140,6 +151,236 @@ class Recommender:
         ranked = top_k(self.candidates(frame, k).cast(CANDIDATE_SCHEMA), k)
         columns = list(OUTPUT_SCHEMA) + (["source_article_id"] if with_source else [])
         return ranked.select(columns)
+
+
+# ---------------------------------------------------------------------------- the customer's own purchases
+
+# Starting points only: hybrid.py chooses the half-life on the validation week (they are knobs, not facts).
+HALF_LIFE_DAYS = 7.0
+COLOURWAY_WEIGHT = 0.3
+WINDOW_DAYS = 180
+
+
+class PurchaseHistory(Recommender):
+    """Repurchase (recency x frequency) plus the same product's other colourways as neighbours."""
+
+    name = "purchase_history"
+
+    def __init__(self, half_life_days: float = HALF_LIFE_DAYS, colourway_weight: float = COLOURWAY_WEIGHT,
+                 window_days: int | None = WINDOW_DAYS):
+        self.half_life_days = half_life_days
+        self.colourway_weight = colourway_weight
+        self.window_days = window_days
+
+    def fit(self, transactions, articles, cutoff=None):
+        """Sum the decayed purchases of each (customer, article) in the window before the cut-off."""
+        transactions, self.cutoff = before(transactions, cutoff)
+        tx = transactions
+        if self.window_days:
+            tx = tx.filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.window_days))
+        self.history = (
+            tx.lazy().group_by("customer_id", "article_id")
+            .agg(evidence=decay(self.cutoff, self.half_life_days).sum())
+            .with_columns(pl.col("article_id").cast(ARTICLE))
+            .collect()
+        )
+        # colourways are limited to ones still sold (or never sold: a new colour of a bought product)
+        sold = transactions.group_by("article_id").agg(last=pl.col("t_dat").max())
+        self.products = (
+            articles.select(pl.col("article_id").cast(ARTICLE), pl.col("product_code").cast(pl.Int32))
+            .join(sold.with_columns(pl.col("article_id").cast(ARTICLE)), on="article_id", how="left")
+            .filter(pl.col("last").is_null() | (pl.col("last") >= self.cutoff - timedelta(days=28)))
+            .select("article_id", "product_code")
+        )
+        self.article_product = articles.select(pl.col("article_id").cast(ARTICLE),
+                                               pl.col("product_code").cast(pl.Int32))
+        return self
+
+    def candidates(self, customers, n):
+        """Own purchases (source = the article itself) and colourways (source = the bought colourway)."""
+        own = self.history.join(customers, on="customer_id", how="semi")
+        if own.height == 0:
+            return empty_candidates()
+        colourways = (
+            # a purchase older than 8 half-lives lends its colourways under 0.4% of a fresh one's
+            # evidence: skipping those keeps the expansion small on a long history
+            own.filter(pl.col("evidence") >= 2.0 ** -8)
+            .join(self.article_product, on="article_id", how="inner")
+            .join(self.products.rename({"article_id": "colourway_id"}), on="product_code", how="inner")
+            .filter(pl.col("colourway_id") != pl.col("article_id"))
+            .select("customer_id", article_id="colourway_id", source_article_id="article_id",
+                    evidence=pl.col("evidence") * self.colourway_weight)
+        )
+        # evidence adds up over the purchase and its colourways; only each customer's top n are explained:
+        # by the purchase itself when there is one, else by the colourway bought with the most evidence
+        keys = ["customer_id", "article_id"]
+        total = (pl.concat([own.select(*keys, "evidence"), colourways.select(*keys, "evidence")])
+                 .group_by(keys).agg(score=saturate(pl.col("evidence").sum())))
+        top = top_k(total, n)
+        explained = (colourways.join(top.select(keys), on=keys, how="semi")
+                     .sort([*keys, "evidence", "source_article_id"], descending=[False, False, True, False])
+                     .unique(keys, keep="first", maintain_order=True)
+                     .select(*keys, colourway_of="source_article_id"))
+        return (top.join(own.select(*keys, bought=pl.lit(True)), on=keys, how="left")
+                .join(explained, on=keys, how="left")
+                .select(*keys, "score", source_article_id=pl.when(pl.col("bought")).then(pl.col("article_id"))
+                        .otherwise(pl.col("colourway_of")))
+                .sort(["customer_id", "score", "article_id"], descending=[False, True, False]))
+
+    def reason(self, article_id, source):
+        return (pl.when(article_id == source).then(pl.lit("bought before"))
+                .otherwise(pl.format("colourway of {}", article_id_text(source))))
+
+
+
+
+KERNELS = ("hyperbolic", "exponential")
+# the time scales the repurchase baseline chooses from on the validation week: a week to a year
+REPURCHASE_GRID = tuple((kernel, scale) for kernel in KERNELS for scale in (7.0, 30.0, 90.0, 365.0))
+
+
+def recency_weight(cutoff, kernel: str, scale_days: float) -> pl.Expr:
+    """Weight of a purchase `age_days` before the cut-off: 1 / (1 + age / scale), or halving every scale days."""
+    if kernel == "hyperbolic":
+        return (1.0 / (1.0 + age_days(cutoff) / scale_days)).cast(pl.Float32)
+    if kernel == "exponential":
+        return decay(cutoff, scale_days)
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+
+
+class Repurchase(Recommender):
+    """The long-horizon repurchase baseline: every past purchase of an article counts, weighted by its age.
+
+    score(customer, article) = saturate(sum over the customer's purchases of it of recency_weight(age)),
+    over the whole history. The kernel and its scale are not fixed by hand: `evaluation.choose_scale`
+    picks them on the validation week from REPURCHASE_GRID.
+    """
+
+    name = "repurchase"
+
+    def __init__(self, kernel: str = "hyperbolic", scale_days: float = 30.0):
+        recency_weight(None, kernel, scale_days)  # validates the kernel name
+        self.kernel = kernel
+        self.scale_days = scale_days
+
+    def fit(self, transactions, articles=None, cutoff=None):
+        """Sum each (customer, article)'s purchases, weighted by age."""
+        transactions, self.cutoff = before(transactions, cutoff)
+        self.history = (
+            transactions.lazy().group_by("customer_id", "article_id")
+            .agg(evidence=recency_weight(self.cutoff, self.kernel, self.scale_days).sum())
+            .with_columns(pl.col("article_id").cast(ARTICLE))
+            .collect()
+        )
+        return self
+
+    def candidates(self, customers, n):
+        own = self.history.join(customers, on="customer_id", how="semi")
+        scored = own.select("customer_id", "article_id", score=saturate(pl.col("evidence")),
+                            source_article_id="article_id")
+        return top_k(scored, n).select(list(CANDIDATE_SCHEMA))
+
+    def reason(self, article_id, source):
+        return pl.lit("bought before")
+
+
+class Colourways(Repurchase):
+    """Other colourways (same product_code) of the products a customer bought, weighted like repurchase."""
+
+    name = "colourways"
+
+    def fit(self, transactions, articles, cutoff=None):
+        super().fit(transactions, articles, cutoff)
+        self.article_product = articles.select(pl.col("article_id").cast(ARTICLE),
+                                               pl.col("product_code").cast(pl.Int32))
+        return self
+
+    def candidates(self, customers, n):
+        own = self.history.join(customers, on="customer_id", how="semi")
+        scored = (
+            own.join(self.article_product, on="article_id", how="inner")
+            .join(self.article_product.rename({"article_id": "colourway_id"}), on="product_code", how="inner")
+            .filter(pl.col("colourway_id") != pl.col("article_id"))
+            # never propose what the customer already bought: that is repurchase's evidence
+            .join(own.select("customer_id", colourway_id="article_id"), on=["customer_id", "colourway_id"], how="anti")
+            .sort(["customer_id", "colourway_id", "evidence", "article_id"], descending=[False, False, True, False])
+            .group_by("customer_id", "colourway_id", maintain_order=True)
+            .agg(evidence=pl.col("evidence").sum(), source_article_id=pl.col("article_id").first())
+            .select("customer_id", article_id="colourway_id", score=saturate(pl.col("evidence")),
+                    source_article_id="source_article_id")
+        )
+        return top_k(scored, n).select(list(CANDIDATE_SCHEMA))
+
+    def reason(self, article_id, source):
+        return pl.format("colourway of {}", article_id_text(source))
+
+
+class CoPurchase(Recommender):
+    """Item-to-item collaborative filtering: what other customers bought close in time to what you bought.
+
+    Pairs (a, b) of different articles bought by one customer within `pair_days` of each other in the
+    last `history_days` count with the recency weight of the later purchase (half-life
+    `half_life_days`); P(b | a) = pair weight / a's buyers' weight. Each customer's last
+    `per_customer` distinct purchases propose their `neighbours` best b:
+    score(customer, b) = max over recent purchases a of P(b | a) x recency(a). The pair window is
+    chosen on the validation week (evaluation.choose_scale over CO_PURCHASE_GRID).
+    """
+
+    name = "co_purchase"
+
+    def __init__(self, pair_days: int = 7, history_days: int = 84, half_life_days: float = 28.0,
+                 recent_days: int = 365, per_customer: int = 6, neighbours: int = 12):
+        self.pair_days = pair_days
+        self.history_days = history_days
+        self.half_life_days = half_life_days
+        self.recent_days = recent_days
+        self.per_customer = per_customer
+        self.neighbours = neighbours
+
+    def fit(self, transactions, articles=None, cutoff=None):
+        """Count recency-weighted co-purchases and keep each article's best neighbours."""
+        transactions, self.cutoff = before(transactions, cutoff)
+        days = (transactions.lazy()
+                .filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.history_days))
+                .select("customer_id", pl.col("article_id").cast(ARTICLE), "t_dat").unique()
+                .collect())
+        weight = recency_weight(self.cutoff, "exponential", self.half_life_days)
+        buyers = (days.lazy().group_by("article_id").agg(buyers=weight.sum()))
+        pairs = (
+            days.lazy().join(days.lazy().rename({"article_id": "neighbour_id", "t_dat": "t_b"}), on="customer_id")
+            .filter((pl.col("article_id") != pl.col("neighbour_id"))
+                    & ((pl.col("t_dat") - pl.col("t_b")).dt.total_days().abs() <= self.pair_days))
+            # one customer counts once per pair, at their latest co-purchase
+            .group_by("customer_id", "article_id", "neighbour_id").agg(t_dat=pl.max_horizontal("t_dat", "t_b").max())
+            .group_by("article_id", "neighbour_id").agg(pair=weight.sum(), customers=pl.len())
+            .filter(pl.col("customers") >= 2)  # a pair seen once is an anecdote, not a pattern
+            .join(buyers, on="article_id")
+            .with_columns(similarity=(pl.col("pair") / pl.col("buyers")).clip(0.0, 1.0).cast(pl.Float32))
+            .sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
+            .group_by("article_id", maintain_order=True).head(self.neighbours)
+            .select("article_id", "neighbour_id", "similarity")
+        )
+        self.neighbour_pairs = pairs.collect()
+        self.recent = recent_purchases(transactions, self.cutoff, self.recent_days, self.per_customer,
+                                       self.half_life_days)
+        return self
+
+    def candidates(self, customers, n):
+        joined = (self.recent.join(customers, on="customer_id", how="semi")
+                  .join(self.neighbour_pairs, on="article_id", how="inner")
+                  .with_columns(score=(pl.col("similarity") * pl.col("weight")).cast(pl.Float32)))
+        if joined.height == 0:
+            return empty_candidates()
+        best = (joined.sort(["customer_id", "score", "neighbour_id", "article_id"], descending=[False, True, False, False])
+                .unique(["customer_id", "neighbour_id"], keep="first", maintain_order=True)
+                .select("customer_id", article_id="neighbour_id", score="score", source_article_id="article_id"))
+        return top_k(best, n).select(list(CANDIDATE_SCHEMA))
+
+    def reason(self, article_id, source):
+        return pl.format("often bought with {}", article_id_text(source))
+
+
+CO_PURCHASE_GRID = (1, 7, 28)  # pair windows in days: the same trip, the same week, the same month
 
 
 # ---------------------------------------------------------------------------- popularity
@@ -172,9 +413,9 @@ class Popularity(Recommender):
         self.customer_ages = None if customers is None else customers.select("customer_id", "age")
         self.reason_text = reason_text
 
-    def fit(self, transactions, articles=None):
+    def fit(self, transactions, articles=None, cutoff=None):
         """Score each article by its (decayed) sales before the cut-off, overall and per age band."""
-        self.cutoff = cutoff_of(transactions)
+        transactions, self.cutoff = before(transactions, cutoff)
         tx = transactions
         # with a half-life, sales older than 10 half-lives weigh under 0.1%: skip them
         window = self.window_days or (math.ceil(10 * self.half_life_days) if self.half_life_days else None)
@@ -290,11 +531,11 @@ class CategoryPopularity(Recommender):
         self.per_category = per_category
         self.top_categories = top_categories
 
-    def fit(self, transactions, articles):
+    def fit(self, transactions, articles, cutoff=None):
         """Each customer's category shares and each category's trending articles before the cut-off."""
         if self.column not in articles.columns:
             raise UserError(f"articles lack the column {self.column}: rerun data_optim.py")
-        self.cutoff = cutoff_of(transactions)
+        transactions, self.cutoff = before(transactions, cutoff)
         category = articles.select(pl.col("article_id").cast(ARTICLE),
                                    category=pl.col(self.column).cast(pl.String).fill_null("unknown"))
         self.article_category = category
@@ -427,9 +668,9 @@ class SimilarToRecent(Recommender):
                 .select("article_id", weight=((pl.col("sales") / pl.col("sales").max()) ** self.popularity_weight)
                         .cast(pl.Float32)))
 
-    def fit(self, transactions, articles):
+    def fit(self, transactions, articles, cutoff=None):
         """Remember recent purchases, then look up neighbours of every recently bought article among available ones."""
-        self.cutoff = cutoff_of(transactions)
+        transactions, self.cutoff = before(transactions, cutoff)
         self.recent = recent_purchases(transactions, self.cutoff, self.recent_days, self.per_customer,
                                        self.half_life_days)
         weighted = self.target_weights(transactions, articles)

@@ -7,15 +7,16 @@ import polars as pl
 import pytest
 
 import final
+import hybrid as blend
+import metrics
 from artifacts import Artifacts
-from individual_baseline import PurchaseHistory
-from recommenders import Popularity, VisualSimilarity
+from recommenders import Popularity, PurchaseHistory, VisualSimilarity, as_customer_frame
 from test_recommenders import ARTICLES, CUSTOMERS, TWINS, TX, check_interface, lists
 
 
 def hand_hybrid(weights, rank_weight=0.0, visual=False):
     personal = [PurchaseHistory(half_life_days=14, window_days=None)] + ([VisualSimilarity(TWINS)] if visual else [])
-    hybrid = final.Hybrid(personal, [Popularity("popular_all_time", reason_text="bestseller")],
+    hybrid = blend.Hybrid(personal, [Popularity("popular_all_time", reason_text="bestseller")],
                           weights=weights, rank_weight=rank_weight)
     return hybrid.fit(TX, ARTICLES)
 
@@ -35,8 +36,8 @@ def test_hybrid_blend_is_the_weighted_sum_of_scores():
     history = history.recommend(CUSTOMERS[2:3], 1)["score"][0]
     top = recs.row(0, named=True)
     assert top["article_id"] == 102001
-    assert top["score"] == pytest.approx(history + 0.5 * 1.0 + final.TIEBREAK, rel=1e-5)
-    assert recs["score"][1] == pytest.approx(0.5 * 1.0 + final.TIEBREAK, rel=1e-5)  # 103001: popular only
+    assert top["score"] == pytest.approx(history + 0.5 * 1.0 + blend.TIEBREAK, rel=1e-5)
+    assert recs["score"][1] == pytest.approx(0.5 * 1.0 + blend.TIEBREAK, rel=1e-5)  # 103001: popular only
 
 
 def test_hybrid_rank_weight_mixes_in_reciprocal_rank():
@@ -45,13 +46,13 @@ def test_hybrid_rank_weight_mixes_in_reciprocal_rank():
     history = PurchaseHistory(half_life_days=14, window_days=None).fit(TX, ARTICLES)
     scores = history.recommend(CUSTOMERS[:1], 2)["score"].to_list()
     popular = {104001: 0.5, 102001: 1.0}  # all-time popularity of the two, the tie-breaker
-    want = [0.5 * s + 0.5 / r + final.TIEBREAK * popular[a] for s, r, a in zip(scores, (1, 2), (104001, 102001))]
+    want = [0.5 * s + 0.5 / r + blend.TIEBREAK * popular[a] for s, r, a in zip(scores, (1, 2), (104001, 102001))]
     assert recs["score"].to_list() == pytest.approx(want, rel=1e-5)
 
 
 def test_hybrid_reasons_name_the_purchase():
     hybrid = hand_hybrid({"purchase_history": 1.0, "visual": 0.1, "popular_all_time": 0.01}, visual=True)
-    ranked = hybrid.explain(hybrid.candidates(final.as_customer_frame(CUSTOMERS), 6))
+    ranked = hybrid.explain(hybrid.candidates(as_customer_frame(CUSTOMERS), 6))
     one = dict(ranked.filter(pl.col("customer_id") == 1).select("article_id", "reason").iter_rows())
     assert one[104001] == "bought before"
     assert one[101002] == "colourway of 0000101001"
@@ -64,11 +65,11 @@ def test_tune_improves_or_keeps_the_validation_score():
     hybrid = hand_hybrid(None)
     truth = pl.DataFrame({"customer_id": [1, 3, 4], "article_ids": [[101002], [103001], [104001]]},
                          schema={"customer_id": pl.UInt64, "article_ids": pl.List(pl.Int32)})
-    features = hybrid.features(final.as_customer_frame(truth["customer_id"]))
-    start = final.metrics.map_at_k(hybrid.blend(features, 12), truth)
-    weights, rank_weight, best = final.tune(hybrid, features, truth)
+    pool = hybrid.pool(as_customer_frame(truth["customer_id"]))
+    start = metrics.map_at_k(hybrid.blend(pool, 12), truth)
+    weights, rank_weight, best = blend.tune(hybrid, pool, truth)
     assert best >= start
-    assert best == pytest.approx(final.metrics.map_at_k(hybrid.blend(features, 12, weights, rank_weight), truth))
+    assert best == pytest.approx(metrics.map_at_k(hybrid.blend(pool, 12, weights, rank_weight), truth))
     assert weights["purchase_history"] == 1.0
 
 
@@ -90,7 +91,7 @@ def tiny_run(tiny, tmp_path_factory):
 
     copy = copy_of(tiny, tmp_path_factory.mktemp("final"))
     calls = {"fit": [], "tune": []}
-    fit_all, tune = final.fit_all, final.tune
+    fit_all, tune = final.fit_all, blend.tune
 
     def spy_fit(strategies, transactions, *args, **kwargs):
         calls["fit"].append(transactions["t_dat"].max())
@@ -100,13 +101,13 @@ def tiny_run(tiny, tmp_path_factory):
         calls["tune"].append(set(truth["customer_id"]))
         return tune(hybrid, features, truth, *args, **kwargs)
 
-    final.fit_all, final.tune = spy_fit, spy_tune
+    final.fit_all, blend.tune = spy_fit, spy_tune
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
             meta = final.run(copy, show_progress=False)
     finally:
-        final.fit_all, final.tune = fit_all, tune
+        final.fit_all, blend.tune = fit_all, tune
     return copy, meta, out.getvalue(), calls
 
 
@@ -116,8 +117,8 @@ def test_run_without_visual_features_works_and_says_so_once(tiny_run):
     assert "visual" not in meta["strategies"] and "visual" not in meta["weights"]
     # the cold-start strategy falls back to content vectors without images, silently
     assert "new_arrivals" in meta["strategies"] and "new_arrivals" in meta["weights"]
-    for name in ("popular_all_time", "popular_last_week", "popular_decayed", "purchase_history", "content",
-                 "popular_department", "hybrid"):
+    for name in ("popular_all_time", "popular_last_week", "popular_decayed", "purchase_history", "repurchase",
+                 "colourways", "co_purchase", "content", "popular_department", "hybrid"):
         assert name in meta["strategies"]
         assert name in printed
     assert "unique articles" in printed
@@ -176,6 +177,7 @@ def test_recommendations_have_reasons(tiny_run):
     assert recs.group_by("customer_id").len()["len"].unique().to_list() == [12]
     assert recs["reason"].null_count() == 0
     assert recs["reason"].str.contains(r"^(bought before|colourway of \d{10}|similar description to \d{10}|"
+                                       r"often bought with \d{10}|"
                                        r"looks like \d{10}|trending|trending in .+|bestseller|"
                                        r"looks like \d{10} \(new arrival\)|similar to \d{10} \(new arrival\)|"
                                        r"popular at your age)$").all()

@@ -6,9 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from individual_baseline import PurchaseHistory, fill_with
-from recommenders import (OUTPUT_SCHEMA, CategoryPopularity, ContentSimilarity, NewArrivals, Popularity,
-                          VisualSimilarity, nearest_neighbours, new_articles, popularity_strategies)
+from evaluation import fill_with
+from recommenders import (OUTPUT_SCHEMA, CategoryPopularity, Colourways, ContentSimilarity, CoPurchase, NewArrivals,
+                          Popularity, PurchaseHistory, Repurchase, VisualSimilarity, nearest_neighbours,
+                          new_articles, popularity_strategies)
 
 # 101001/101002 are two colourways of product 101; 101002 and 105001 never sold.
 ARTICLES = pl.DataFrame({
@@ -53,8 +54,8 @@ def lists(recs: pl.DataFrame) -> dict:
 
 
 def all_strategies(twins=TWINS):
-    return [*popularity_strategies(AGES), PurchaseHistory(), ContentSimilarity(), CategoryPopularity(),
-            VisualSimilarity(twins), NewArrivals(VISUAL), NewArrivals()]
+    return [*popularity_strategies(AGES), PurchaseHistory(), Repurchase(), Colourways(), CoPurchase(),
+            ContentSimilarity(), CategoryPopularity(), VisualSimilarity(twins), NewArrivals(VISUAL), NewArrivals()]
 
 
 def check_interface(recs: pl.DataFrame, k: int):
@@ -313,3 +314,48 @@ def test_new_arrivals_never_recommend_what_sold_before_the_cutoff(tiny):
         check_interface(recs, 12)
         assert recs.height > 0
         assert not recs["article_id"].is_in(train["article_id"].unique().implode()).any()
+
+
+# ---------------------------------------------------------------------------- repurchase, colourways, co-purchase
+
+def test_repurchase_exact_scores_for_both_kernels():
+    hyperbolic = Repurchase("hyperbolic", 7.0).fit(TX, ARTICLES, CUTOFF)
+    recs = hyperbolic.recommend(CUSTOMERS, 12)
+    one = dict(recs.filter(pl.col("customer_id") == 1).select("article_id", "score").iter_rows())
+    assert one[104001] == pytest.approx(1 - math.exp(-1 / (1 + 1 / 7)), rel=1e-5)   # bought 1 day before
+    assert one[101001] == pytest.approx(1 - math.exp(-1 / (1 + 15 / 7)), rel=1e-5)  # 15 days before
+    two = recs.filter(pl.col("customer_id") == 2)["score"].to_list()
+    assert two == pytest.approx([1 - math.exp(-(1 / (1 + 15 / 7) + 1 / (1 + 6 / 7)))], rel=1e-5)  # twice
+    exponential = Repurchase("exponential", 7.0).fit(TX, ARTICLES, CUTOFF).recommend(CUSTOMERS[1:2], 12)
+    assert exponential["score"].to_list() == pytest.approx([1 - math.exp(-(0.5 ** (15 / 7) + 0.5 ** (6 / 7)))],
+                                                           rel=1e-5)
+    with pytest.raises(ValueError):
+        Repurchase("linear", 7.0)
+
+
+def test_explicit_cutoff_ignores_later_transactions():
+    early = Repurchase("hyperbolic", 7.0).fit(TX, ARTICLES, date(2020, 9, 12)).recommend(CUSTOMERS, 12)
+    assert lists(early) == {1: [101001], 2: [103001]}  # customer 3's and 1's purchases of 14-15 Sep are after it
+
+
+def test_colourways_propose_other_colours_of_bought_products_only():
+    recs = Colourways("hyperbolic", 7.0).fit(TX, ARTICLES, CUTOFF).recommend(CUSTOMERS, 12, with_source=True)
+    assert recs.select("customer_id", "article_id", "source_article_id").rows() == [(1, 101002, 101001)]
+    assert recs["score"][0] == pytest.approx(1 - math.exp(-1 / (1 + 15 / 7)), rel=1e-5)
+
+
+def test_co_purchase_exact_conditional_probability():
+    a, b = 101001, 103001
+    rows = [(date(2020, 9, 10), 1, a), (date(2020, 9, 10), 1, b), (date(2020, 9, 12), 2, a), (date(2020, 9, 12), 2, b),
+            (date(2020, 9, 15), 3, a), (date(2020, 8, 1), 4, a)]
+    tx = pl.DataFrame(rows, schema={"t_dat": pl.Date, "customer_id": pl.UInt64, "article_id": pl.Int32},
+                      orient="row").with_columns(price=pl.lit(0.02, pl.Float32), sales_channel_id=pl.lit(2, pl.UInt8))
+    strategy = CoPurchase(pair_days=7, half_life_days=28.0).fit(tx, ARTICLES, CUTOFF)
+    recs = strategy.recommend(pl.Series([3], dtype=pl.UInt64), 12, with_source=True)
+    w = lambda days: 0.5 ** (days / 28)  # noqa: E731
+    p_b_given_a = (w(6) + w(4)) / (w(6) + w(4) + w(1) + w(46))
+    assert recs.select("article_id", "source_article_id").rows() == [(b, a)]
+    assert recs["score"][0] == pytest.approx(p_b_given_a * w(1), rel=1e-5)
+    # a pair bought by a single customer is not a pattern
+    single = CoPurchase(pair_days=7).fit(tx.filter(pl.col("customer_id") != 2), ARTICLES, CUTOFF)
+    assert single.recommend(pl.Series([3], dtype=pl.UInt64), 12).height == 0

@@ -1,0 +1,160 @@
+"""Features of each pooled (customer, article) at a cut-off, for the ranker: nothing from the label week.
+
+`Context` holds what the features are computed from: the transactions strictly before the
+cut-off, the catalogue, the customers, and the article vectors (image features when present,
+content vectors always). `Context.features(pool)` adds, per pooled row:
+
+- every source's score and rank (already in the pool, see candidates.py);
+- customer: days since last purchase, purchase count, average price, channel-2 share, age;
+- article: sales in the last 1, 2, 4 and 12 weeks, trend, days since first sale, price, share of
+  repeat buyers;
+- customer x article: times bought, days since last bought, decayed counts at three half-lives,
+  the share of the customer's purchases in the article's product type, department and colour,
+  and the highest visual and content similarity to the customer's recent purchases (with the
+  purchase that gives it, for the reasons; not a feature).
+
+Time scales are given at several values (HALF_LIVES, SALES_WEEKS) so the ranker weighs them,
+rather than one scale being chosen by hand. A feature the data cannot support (no images, no
+colours) is absent or constant, and the ranker drops it and says so.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+from candidates import KEYS
+from recommenders import ARTICLE, age_days, decay
+
+HALF_LIVES = (7.0, 30.0, 180.0)  # decayed purchase counts at three scales: a week, a month, a season
+SALES_WEEKS = (1, 2, 4, 12)
+RECENT_ITEMS = 6                  # distinct latest purchases a candidate's similarity is measured against
+VECTOR_DIMS = 64                  # similarity features use vectors reduced to this many dimensions
+SIMILARITY_BLOCK = 1_000_000      # rows per block when measuring similarities (bounds memory)
+AFFINITIES = {"product_type_no": "affinity_type", "department_no": "affinity_department",
+              "colour_group_code": "affinity_colour"}
+
+# features that are bookkeeping, not evidence
+NOT_FEATURES = ("customer_id", "article_id", "label", "cutoff", "score", "rank")
+
+
+def reduce_vectors(ids: np.ndarray, vectors: np.ndarray, dims: int = VECTOR_DIMS) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised rows, reduced to `dims` principal directions when wider (cosines change little)."""
+    from sklearn.decomposition import TruncatedSVD
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape[1] > dims and vectors.shape[0] > dims:
+        vectors = TruncatedSVD(n_components=dims, random_state=0).fit_transform(vectors).astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(ids, dtype=np.int32), vectors / np.where(norms > 0, norms, 1.0)
+
+
+class Context:
+    """Everything the features at one cut-off are computed from; per-customer tables are computed once."""
+
+    def __init__(self, transactions: pl.DataFrame, articles: pl.DataFrame, customers: pl.DataFrame, cutoff,
+                 vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+        self.cutoff = cutoff
+        history = transactions.filter(pl.col("t_dat") < cutoff).with_columns(pl.col("article_id").cast(ARTICLE))
+        self.articles = articles.with_columns(pl.col("article_id").cast(ARTICLE))
+        self.vectors = vectors or {}
+        self.customer_table = self._customers(history, customers)
+        self.article_table = self._articles(history)
+        self.pair_table = self._pairs(history)
+        self.affinity_tables = self._affinities(history)
+        self.recent = (history.group_by("customer_id", "article_id").agg(last=pl.col("t_dat").max())
+                       .sort(["customer_id", "last", "article_id"], descending=[False, True, False])
+                       .group_by("customer_id", maintain_order=True).head(RECENT_ITEMS))
+
+    def _customers(self, history: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
+        stats = history.group_by("customer_id").agg(
+            days_since_last_purchase=(pl.lit(self.cutoff) - pl.col("t_dat").max()).dt.total_days().cast(pl.Float32),
+            purchases=pl.len().cast(pl.Float32),
+            customer_avg_price=pl.col("price").mean().cast(pl.Float32),
+            channel_2_share=(pl.col("sales_channel_id") == 2).mean().cast(pl.Float32),
+        )
+        ages = customers.select("customer_id", age=pl.col("age").cast(pl.Float32)) if "age" in customers.columns \
+            else customers.select("customer_id", age=pl.lit(None, dtype=pl.Float32))
+        return ages.join(stats, on="customer_id", how="full", coalesce=True)
+
+    def _articles(self, history: pl.DataFrame) -> pl.DataFrame:
+        cutoff = self.cutoff
+        sales = [(pl.col("t_dat") >= cutoff - timedelta(weeks=w)).sum().cast(pl.Float32).alias(f"sales_{w}w")
+                 for w in SALES_WEEKS]
+        recent = history.filter(pl.col("t_dat") >= cutoff - timedelta(weeks=max(SALES_WEEKS)))
+        price = recent.group_by("article_id").agg(price=pl.col("price").mean().cast(pl.Float32))
+        repeat = (history.group_by("article_id", "customer_id").agg(days=pl.col("t_dat").n_unique())
+                  .group_by("article_id").agg(repeat_buyer_share=(pl.col("days") >= 2).mean().cast(pl.Float32)))
+        table = (history.group_by("article_id").agg(
+            *sales,
+            days_since_first_sale=(pl.lit(cutoff) - pl.col("t_dat").min()).dt.total_days().cast(pl.Float32))
+            .join(price, on="article_id", how="left").join(repeat, on="article_id", how="left"))
+        return table.with_columns(trend=((pl.col("sales_1w") + 1) / (pl.col("sales_4w") / 4 + 1)).cast(pl.Float32))
+
+    def _pairs(self, history: pl.DataFrame) -> pl.DataFrame:
+        return history.group_by("customer_id", "article_id").agg(
+            times_bought=pl.len().cast(pl.Float32),
+            days_since_bought=(pl.lit(self.cutoff) - pl.col("t_dat").max()).dt.total_days().cast(pl.Float32),
+            *[decay(self.cutoff, h).sum().cast(pl.Float32).alias(f"bought_decayed_{int(h)}d") for h in HALF_LIVES],
+        )
+
+    def _affinities(self, history: pl.DataFrame) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
+        """Per attribute: (article -> value, customer x value -> share of the customer's purchases)."""
+        tables = {}
+        for column, feature in AFFINITIES.items():
+            if column not in self.articles.columns:
+                continue
+            values = self.articles.select("article_id", value=pl.col(column).cast(pl.Int64))
+            shares = (history.select("customer_id", "article_id").join(values, on="article_id", how="inner")
+                      .group_by("customer_id", "value").agg(n=pl.len())
+                      .with_columns((pl.col("n") / pl.col("n").sum().over("customer_id")).cast(pl.Float32)
+                                    .alias(feature))
+                      .drop("n"))
+            tables[feature] = (values, shares)
+        return tables
+
+    def similarity(self, pool: pl.DataFrame, kind: str) -> pl.DataFrame:
+        """KEYS + sim_<kind>: the highest cosine between the article and the customer's recent purchases,
+        plus sim_<kind>_source and sim_<kind>_days (which purchase, how long before the cut-off)."""
+        ids, vectors = self.vectors[kind]
+        index = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int32)})
+        rows = (pool.select(KEYS).join(self.recent.rename({"article_id": "bought_id"}), on="customer_id", how="inner")
+                .filter(pl.col("bought_id") != pl.col("article_id"))
+                .join(index, on="article_id", how="inner")
+                .join(index.rename({"article_id": "bought_id", "row": "bought_row"}), on="bought_id", how="inner"))
+        name = f"sim_{kind}"
+        if rows.height == 0:
+            return pool.select(KEYS).clear().with_columns(**{name: pl.lit(None, pl.Float32),
+                                                             f"{name}_source": pl.lit(None, ARTICLE),
+                                                             f"{name}_days": pl.lit(None, pl.Float32)})
+        a, b = rows["row"].to_numpy(), rows["bought_row"].to_numpy()
+        sims = np.empty(len(a), dtype=np.float32)
+        for start in range(0, len(a), SIMILARITY_BLOCK):
+            stop = start + SIMILARITY_BLOCK
+            sims[start:stop] = np.einsum("ij,ij->i", vectors[a[start:stop]], vectors[b[start:stop]])
+        return (rows.with_columns(sim=pl.Series(sims))
+                .sort(["customer_id", "article_id", "sim", "last"], descending=[False, False, True, True])
+                .unique(KEYS, keep="first", maintain_order=True)
+                .select(*KEYS, pl.col("sim").alias(name), pl.col("bought_id").alias(f"{name}_source"),
+                        (pl.lit(self.cutoff) - pl.col("last")).dt.total_days().cast(pl.Float32).alias(f"{name}_days")))
+
+    def features(self, pool: pl.DataFrame) -> pl.DataFrame:
+        """The pool with every feature column added (rows and their order unchanged)."""
+        out = (pool.join(self.customer_table, on="customer_id", how="left", maintain_order="left")
+               .join(self.article_table, on="article_id", how="left", maintain_order="left")
+               .join(self.pair_table, on=KEYS, how="left", maintain_order="left"))
+        for feature, (values, shares) in self.affinity_tables.items():
+            out = (out.join(values, on="article_id", how="left", maintain_order="left")
+                   .join(shares, on=["customer_id", "value"], how="left", maintain_order="left").drop("value"))
+        for kind in self.vectors:
+            out = out.join(self.similarity(pool, kind), on=KEYS, how="left", maintain_order="left")
+        fills = [c for c in out.columns if c.startswith("sales_") or c in ("times_bought", *AFFINITIES.values())
+                 or c.startswith("bought_decayed_")]
+        return out.with_columns(pl.col(c).fill_null(0.0) for c in fills)
+
+
+def feature_columns(frame: pl.DataFrame) -> list[str]:
+    """The model's inputs among a feature frame's columns: scores, ranks and the features, not ids or sources."""
+    return [c for c in frame.columns
+            if c not in NOT_FEATURES and not c.startswith("source__") and not c.endswith("_source")]

@@ -1,0 +1,468 @@
+"""The learned ranker: LightGBM LambdaRank over the candidate pool's features, trained on past weeks.
+
+    python ranker.py --data-dir data
+
+1. The repurchase and co-purchase time scales are chosen on the validation week (fitted on train).
+2. For each of TRAINING_WEEKS cut-offs before the validation week and the validation week itself,
+   every source is fitted on the history before that cut-off; the pool of that week's buyers gets
+   its features (features.py) and label = bought in the 7 days after the cut-off. One LambdaRank
+   group per (week, customer); groups without a positive in the pool are dropped from training.
+3. The model trains on the weeks before the validation week, with early stopping on the
+   validation week's MAP@12 (every buyer counts, as the metric does). Then it is retrained with
+   that number of rounds on the weeks up to the test week (the validation week included) and
+   saved to results/ranker/ (model.txt, ranker.json). final.py scores it on the test week once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+
+import artifacts as art
+import candidates
+import evaluation
+from common import Stopwatch, UserError, article_id_text, peak_rss_mb, run_main, summary, write_json
+from features import Context, feature_columns, reduce_vectors
+from recommenders import ARTICLE, K, Popularity, Recommender, before, load_visual_vectors, top_k
+
+TRAINING_WEEKS = 3           # label weeks before the validation week the model learns from
+MAX_WEEK_CUSTOMERS = 40_000  # buyers per week in a training frame (a seeded sample above this bounds time)
+PRIORS = ("popular_age", "popular_decayed", "popular_last_week", "popular_all_time")  # the first proposes
+PARAMS = {
+    "objective": "lambdarank", "metric": "None", "learning_rate": 0.05, "num_leaves": 31,
+    "min_data_in_leaf": 40, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
+    "lambdarank_truncation_level": 20, "verbose": -1, "seed": 0, "deterministic": True, "force_row_wise": True,
+}
+MAX_ROUNDS = 400
+EARLY_STOPPING = 30
+REASONS = 3  # feature families shown per recommendation
+
+
+# ---------------------------------------------------------------------------- the metric LightGBM stops on
+
+def group_map(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, n_truth: np.ndarray,
+              n_customers: int | None = None, k: int = K) -> float:
+    """MAP@k of contiguous groups ranked by score: n_truth = each customer's unique purchases that week.
+
+    Customers of the week missing from the groups (nothing pooled) count 0 when n_customers says how many.
+    """
+    if len(sizes) == 0:
+        return 0.0
+    sizes = np.asarray(sizes, dtype=np.int64)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    order = np.lexsort((-scores, group))
+    hits = labels[order].astype(np.float64)
+    starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(sizes)[:-1]])
+    position = np.arange(len(hits)) - starts[group] + 1
+    hits[position > k] = 0.0
+    cumulative = np.cumsum(hits)
+    before_group = np.concatenate([[0.0], cumulative])[starts]
+    precision = (cumulative - before_group[group]) / position * hits
+    ap = np.bincount(group, weights=precision, minlength=len(sizes)) / np.minimum(n_truth, k)
+    return float(ap.sum() / (n_customers or len(sizes)))
+
+
+# ---------------------------------------------------------------------------- the model
+
+class Model:
+    """A trained booster, the feature names it reads, and what it was trained on."""
+
+    def __init__(self, booster, features: list[str], meta: dict | None = None):
+        self.booster = booster
+        self.features = list(features)
+        self.meta = dict(meta or {})
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """The model's inputs; a one-line error when the data gives other features than it was trained on."""
+        known = set(self.features) | set(self.meta.get("dropped_features", []))
+        present = set(feature_columns(frame))
+        if not set(self.features) <= present or not present <= known:
+            gone = sorted(set(self.features) - present)
+            new = sorted(present - known)
+            raise UserError(f"the saved ranker was trained on other features than this data gives (new: "
+                            f"{', '.join(new) or '-'}; gone: {', '.join(gone) or '-'}): rerun `python ranker.py` "
+                            "with this data's --data-dir/--images-dir")
+        return frame.select(pl.col(f).cast(pl.Float32) for f in self.features).to_numpy()
+
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.booster.predict(self.matrix(frame), num_threads=0)
+
+    def contributions(self, frame: pl.DataFrame) -> np.ndarray:
+        """Each feature's additive contribution to each row's score (LightGBM pred_contrib, bias dropped)."""
+        return self.booster.predict(self.matrix(frame), pred_contrib=True)[:, :-1]
+
+    def importance(self) -> list[dict]:
+        gains = self.booster.feature_importance(importance_type="gain")
+        rows = sorted(zip(self.features, gains), key=lambda r: -r[1])
+        return [{"feature": f, "gain": round(float(g), 3)} for f, g in rows]
+
+    def save(self, artifacts: art.Artifacts) -> None:
+        """model.txt and ranker.json, each written atomically."""
+        from common import atomic_path
+
+        with atomic_path(artifacts.ranker_model) as tmp:
+            self.booster.save_model(str(tmp))
+        write_json({**self.meta, "features": self.features, "feature_importance": self.importance()},
+                   artifacts.ranker_meta)
+
+    @classmethod
+    def load(cls, artifacts: art.Artifacts) -> "Model":
+        """The saved ranker; a one-line error naming the command when absent or inconsistent."""
+        import lightgbm as lgb
+
+        command = artifacts.command("ranker.py", images=True)
+        meta = json.loads(art.require(artifacts.ranker_meta, command).read_text())
+        booster = lgb.Booster(model_file=str(art.require(artifacts.ranker_model, command)))
+        if booster.feature_name() != meta["features"]:
+            raise UserError(f"{artifacts.ranker_model} and {artifacts.ranker_meta} disagree: rerun `{command}`")
+        return cls(booster, meta["features"], meta)
+
+
+def usable_features(frame: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """(features with information, features that are constant or empty in these rows: dropped)."""
+    usable, dropped = [], []
+    for name in feature_columns(frame):
+        column = frame[name].cast(pl.Float32)
+        (usable if column.drop_nulls().n_unique() > 1 else dropped).append(name)
+    return usable, dropped
+
+
+def group_sizes(frame: pl.DataFrame) -> np.ndarray:
+    """Rows per (cutoff, customer) group of a frame sorted by cutoff, customer."""
+    return frame.group_by("cutoff", "customer_id", maintain_order=True).len()["len"].to_numpy()
+
+
+def train(weeks: pl.DataFrame, features: list[str], rounds: int, valid: pl.DataFrame | None = None,
+          valid_truth: dict | None = None, progress=None) -> tuple[object, int, list[float]]:
+    """LambdaRank on the weeks' groups that have a positive; early stopping on valid's MAP@12 when given.
+
+    Returns (booster, best number of rounds, validation MAP@12 after each round).
+    """
+    import lightgbm as lgb
+
+    positive = weeks.filter(pl.col("label").max().over("cutoff", "customer_id") > 0)
+    if positive.height == 0:
+        raise UserError("no training week has a purchase the candidate pool proposed: the ranker cannot learn; "
+                        "check the split (split_data.py) or use more weeks of data")
+    train_set = lgb.Dataset(positive.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
+                            label=positive["label"].to_numpy(), group=group_sizes(positive),
+                            feature_name=features, free_raw_data=True)
+    curve: list[float] = []
+    callbacks = []
+    valid_sets, feval = [], None
+    if valid is not None:
+        sizes = group_sizes(valid)
+        labels = valid["label"].to_numpy()
+        n_truth = valid_truth["n_truth"]
+        valid_set = lgb.Dataset(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
+                                label=labels, group=sizes, feature_name=features, reference=train_set)
+        valid_sets = [valid_set]
+
+        def feval(preds, _data):
+            value = group_map(preds, labels, sizes, n_truth, valid_truth["customers"])
+            curve.append(value)
+            return "map12", value, True
+
+        callbacks.append(lgb.early_stopping(EARLY_STOPPING, first_metric_only=True, verbose=False))
+    if progress is not None:
+        callbacks.append(lambda env: progress.update(1))
+    booster = lgb.train(PARAMS, train_set, num_boost_round=rounds, valid_sets=valid_sets, feval=feval,
+                        callbacks=callbacks)
+    best = booster.best_iteration if valid is not None and booster.best_iteration > 0 else rounds
+    return booster, best, curve
+
+
+# ---------------------------------------------------------------------------- the ranker as a recommender
+
+class LearnedRanker(Recommender):
+    """Candidates from every source, scored by the trained model; reasons from its feature contributions."""
+
+    name = "ranker"
+
+    def __init__(self, model: Model | None, populars: list[Popularity], personal: list[Recommender],
+                 customers: pl.DataFrame, vectors: dict | None = None,
+                 n_candidates: int = candidates.N_CANDIDATES, n_popular: int = candidates.N_POPULAR):
+        self.model = model
+        by_name = {p.name: p for p in populars}
+        self.popular = [by_name[name] for name in PRIORS if name in by_name]
+        self.personal = personal
+        self.customers = customers
+        self.vectors = vectors
+        self.n_candidates = n_candidates
+        self.n_popular = n_popular
+
+    def fit(self, transactions, articles, cutoff=None, fit_sources: bool = True):
+        """Fit every source at the cut-off (unless already fitted there) and the feature context."""
+        transactions, self.cutoff = before(transactions, cutoff)
+        if fit_sources:
+            for strategy in [*self.popular, *self.personal]:
+                strategy.fit(transactions, articles, self.cutoff)
+        self.articles = articles
+        self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors)
+        return self
+
+    def frame(self, customers: pl.DataFrame) -> pl.DataFrame:
+        """The pool of these customers with every feature."""
+        pool = candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular)
+        return self.context.features(pool)
+
+    def scored(self, customers: pl.DataFrame, n: int) -> pl.DataFrame:
+        """Each customer's top n pooled rows by the model's score, with all their features."""
+        frame = self.frame(customers)
+        frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32))
+        return top_k(frame, n)
+
+    def candidates(self, customers, n):
+        ranked = self.scored(customers, n)
+        return ranked.select("customer_id", "article_id", "score", source_article_id=source_of(ranked))
+
+    def recommend_explained(self, customers: pl.DataFrame, k: int = K) -> pl.DataFrame:
+        """Top k with reason (words) and explanation (the largest feature-family contributions)."""
+        ranked = self.scored(customers, k)
+        return explain(ranked, self.model, self.articles)
+
+
+def source_of(ranked: pl.DataFrame) -> pl.Expr:
+    """The purchase that best explains each row: bought itself, else a co-purchase, colourway or look-alike."""
+    expr = pl.when(pl.col("times_bought") > 0).then(pl.col("article_id"))
+    for column in ("source__co_purchase", "source__colourways", "sim_visual_source", "sim_content_source"):
+        if column in ranked.columns:
+            expr = expr.when(pl.col(column).is_not_null()).then(pl.col(column))
+    return expr.otherwise(None).cast(ARTICLE)
+
+
+# ---------------------------------------------------------------------------- reasons a merchandiser reads
+
+# feature -> family; a family's words come from its own columns. Customer-only features (age,
+# purchases, ...) shift all of one customer's items alike, so they never explain one item.
+FAMILIES = {
+    "bought": ("times_bought", "days_since_bought", "bought_decayed_", "score__repurchase", "rank__repurchase",
+               "score__purchase_history", "rank__purchase_history"),
+    "colourway": ("score__colourways", "rank__colourways"),
+    "co_purchase": ("score__co_purchase", "rank__co_purchase"),
+    "visual": ("sim_visual", "score__visual", "rank__visual"),
+    "content": ("sim_content", "score__content", "rank__content"),
+    "new": ("score__new_arrivals", "rank__new_arrivals", "days_since_first_sale"),
+    "type": ("affinity_type",),
+    "department": ("affinity_department", "score__popular_department", "rank__popular_department"),
+    "colour": ("affinity_colour",),
+    "age": ("score__popular_age",),
+    "trend": ("sales_", "trend", "score__popular_decayed", "score__popular_last_week", "score__popular_all_time",
+              "repeat_buyer_share"),
+    "price": ("price",),
+}
+CUSTOMER_ONLY = ("age", "days_since_last_purchase", "purchases", "customer_avg_price", "channel_2_share")
+
+
+def family_of(feature: str) -> str | None:
+    if feature in CUSTOMER_ONLY:
+        return None
+    for family, prefixes in FAMILIES.items():
+        if any(feature == p or (p.endswith("_") and feature.startswith(p)) for p in prefixes):
+            return family
+    if feature.startswith("sim_visual"):
+        return "visual"
+    if feature.startswith("sim_content"):
+        return "content"
+    return None
+
+
+def when_text(days: pl.Expr) -> pl.Expr:
+    """'last week', 'last month', or 'N days ago' for a number of days before the cut-off."""
+    return (pl.when(days <= 7).then(pl.lit("last week")).when(days <= 31).then(pl.lit("last month"))
+            .otherwise(pl.format("{} days ago", days.cast(pl.Int32))))
+
+
+def family_texts(articles: pl.DataFrame) -> dict[str, pl.Expr]:
+    """Each family's sentence for a ranked row (its columns hold the evidence)."""
+    def name_of(column: str, fallback: str) -> pl.Expr:
+        if column not in articles.columns:
+            return pl.lit(fallback)
+        lookup = articles.select(pl.col("article_id").cast(ARTICLE), pl.col(column).cast(pl.String))
+        return pl.col("article_id").replace_strict(lookup["article_id"], lookup[column], default=fallback)
+
+    times = pl.col("times_bought").cast(pl.Int32)
+    return {
+        "bought": pl.when(times == 1).then(pl.format("bought it {}", when_text(pl.col("days_since_bought"))))
+                    .otherwise(pl.format("bought {} times, last {}", times, when_text(pl.col("days_since_bought")))),
+        "colourway": pl.format("colourway of {}", article_id_text(pl.col("source__colourways"))),
+        "co_purchase": pl.format("often bought with {}", article_id_text(pl.col("source__co_purchase"))),
+        "visual": pl.format("looks like {}, bought {}", article_id_text(pl.col("sim_visual_source")),
+                            when_text(pl.col("sim_visual_days"))),
+        "content": pl.format("similar to {}, bought {}", article_id_text(pl.col("sim_content_source")),
+                             when_text(pl.col("sim_content_days"))),
+        "new": pl.lit("new arrival like what you buy"),
+        "type": pl.format("often buys {}", name_of("product_type_name", "this type")),
+        "department": pl.format("often buys from {}", name_of("department_name", "this department")),
+        "colour": pl.format("often buys {}", name_of("colour_group_name", "this colour")),
+        "age": pl.lit("popular at your age"),
+        "trend": pl.format("trending: {} sold last week", pl.col("sales_1w").cast(pl.Int32)),
+        "price": pl.lit("in your price range"),
+    }
+
+
+def family_sources(ranked: pl.DataFrame) -> dict[str, pl.Expr]:
+    """The purchase each family's words name."""
+    columns = {"colourway": "source__colourways", "co_purchase": "source__co_purchase",
+               "visual": "sim_visual_source", "content": "sim_content_source"}
+    out = {"bought": pl.col("article_id").cast(ARTICLE)}
+    out.update({family: pl.col(column).cast(ARTICLE) for family, column in columns.items() if column in ranked.columns})
+    return out
+
+
+def explain(ranked: pl.DataFrame, model: Model, articles: pl.DataFrame) -> pl.DataFrame:
+    """reason = the words of the feature family that raised the item's score most; explanation = the top REASONS.
+
+    A family whose evidence is missing for the row (e.g. no co-purchase source) cannot be its reason.
+    """
+    contrib = model.contributions(ranked)
+    families = [family_of(f) for f in model.features]
+    names = sorted({f for f in families if f is not None})
+    by_family = np.zeros((ranked.height, len(names)), dtype=np.float32)
+    for column, family in enumerate(families):
+        if family is not None:
+            by_family[:, names.index(family)] += contrib[:, column]
+    texts = family_texts(articles)
+    available = {
+        "bought": pl.col("times_bought") > 0,
+        "colourway": pl.col("source__colourways").is_not_null() if "source__colourways" in ranked.columns else pl.lit(False),
+        "co_purchase": pl.col("source__co_purchase").is_not_null() if "source__co_purchase" in ranked.columns else pl.lit(False),
+        "visual": pl.col("sim_visual_source").is_not_null() if "sim_visual_source" in ranked.columns else pl.lit(False),
+        "content": pl.col("sim_content_source").is_not_null() if "sim_content_source" in ranked.columns else pl.lit(False),
+        "new": pl.col("sales_12w") == 0,
+    }
+    mask = ranked.select([available.get(n, pl.lit(True)).fill_null(False).alias(n) for n in names]).to_numpy()
+    by_family = np.where(mask, by_family, -np.inf)
+    order = np.argsort(-by_family, axis=1)[:, :REASONS]
+    top_values = np.take_along_axis(by_family, order, axis=1)
+    sources = family_sources(ranked)
+
+    def pick(choices: dict[str, pl.Expr], index: str, default: pl.Expr) -> pl.Expr:
+        """The expression of the family whose position in `names` is in column `index`."""
+        expr = None
+        for position, name in enumerate(names):
+            value = choices.get(name, default)
+            expr = (pl.when(pl.col(index) == position) if expr is None
+                    else expr.when(pl.col(index) == position)).then(value)
+        return expr.otherwise(default) if expr is not None else default
+
+    slots = {}
+    for j in range(order.shape[1]):
+        ok = np.isfinite(top_values[:, j]) & (top_values[:, j] > 0)
+        slots[f"_family{j}"] = pl.Series(np.where(ok, order[:, j], -1).astype(np.int32))
+        slots[f"_contribution{j}"] = pl.Series(np.where(ok, top_values[:, j], 0).astype(np.float32))
+    names_series = pl.Series(names, dtype=pl.String)
+    entries = [pl.when(pl.col(f"_family{j}") >= 0).then(pl.struct(
+        feature=pl.col(f"_family{j}").replace_strict(list(range(len(names))), names_series, default=None),
+        contribution=pl.col(f"_contribution{j}"),
+        text=pick(texts, f"_family{j}", pl.lit(None, pl.String))))
+        for j in range(order.shape[1])]
+    return (ranked.with_columns(**slots)
+            .with_columns(
+                reason=pl.when(pl.col("_family0") >= 0).then(pick(texts, "_family0", pl.lit("trending")))
+                .otherwise(pl.lit("trending")),
+                source_article_id=pl.when(pl.col("_family0") >= 0)
+                .then(pick(sources, "_family0", source_of(ranked))).otherwise(source_of(ranked)),
+                explanation=pl.concat_list(entries).list.drop_nulls())
+            .select("customer_id", "article_id", "score", "rank", "source_article_id", "reason", "explanation"))
+
+
+# ---------------------------------------------------------------------------- training over past weeks
+
+def load_vectors(artifacts: art.Artifacts, articles: pl.DataFrame) -> dict:
+    """Reduced article vectors for the similarity features: content always, visual when image features exist."""
+    from recommenders import ContentSimilarity
+
+    vectors, ids = ContentSimilarity().article_vectors(articles)
+    out = {"content": reduce_vectors(ids, vectors)}
+    visual = load_visual_vectors(artifacts)
+    if visual is not None:
+        out["visual"] = reduce_vectors(*visual)
+    return out
+
+
+def week_frame(inputs: dict, transactions: pl.DataFrame, cutoff, scales: dict, vectors: dict,
+               max_customers: int = MAX_WEEK_CUSTOMERS, seed: int = 0) -> tuple[pl.DataFrame, dict, dict]:
+    """Features and labels of one week's buyers at a cut-off, with the truth counts the metric needs.
+
+    Returns (frame sorted by customer, {"n_truth": per group, "customers": buyers scored}, pool recall).
+    """
+    truth = evaluation.sample_customers(candidates.week_truth(transactions, cutoff), max_customers, seed)
+    populars, personal = candidates.make_sources(inputs["customers"], inputs.get("twins"),
+                                                 inputs.get("visual_vectors"), scales)
+    ranker = LearnedRanker(None, populars, personal, inputs["customers"], vectors)
+    ranker.fit(transactions, inputs["articles"], cutoff)
+    frame = candidates.labels(ranker.frame(truth.select("customer_id")), truth)
+    frame = frame.with_columns(cutoff=pl.lit(cutoff)).sort("customer_id", "article_id")
+    n_truth = (frame.select("customer_id").unique(maintain_order=True)
+               .join(truth.select("customer_id", n=pl.col("article_ids").list.len()), on="customer_id", how="left"))
+    return frame, {"n_truth": n_truth["n"].to_numpy(), "customers": truth.height}, candidates.recall(frame, truth)
+
+
+def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = True) -> dict:
+    """Choose scales, build the weekly frames, early-stop on validation, retrain up to the test week, save."""
+    from tqdm.auto import tqdm
+
+    clock = Stopwatch()
+    history = pl.concat([inputs["train"], inputs["validation"]])  # never the test week
+    val_start = inputs["validation"]["t_dat"].min()
+    cutoffs = [val_start - timedelta(weeks=w) for w in range(TRAINING_WEEKS, 0, -1)]
+    if inputs["train"]["t_dat"].min() > cutoffs[0] - timedelta(weeks=1):
+        raise UserError(f"the ranker needs at least {TRAINING_WEEKS + 1} weeks of history before the validation week "
+                        f"(training weeks from {cutoffs[0]}): give more data or use the hybrid (final.py)")
+    progress = tqdm(total=evaluation.scale_steps() + len(cutoffs) + 1 + MAX_ROUNDS, desc="ranker", unit="step",
+                    disable=not show_progress)
+    scales, scale_scores = evaluation.choose_scales(inputs["train"], inputs["articles"], inputs["validation_truth"],
+                                                    val_start, progress)
+    vectors = load_vectors(artifacts, inputs["articles"])
+    frames, recalls = [], {}
+    for cutoff in [*cutoffs, val_start]:
+        progress.set_postfix_str(f"features at {cutoff}")
+        frame, truth, recall = week_frame(inputs, history, cutoff, scales, vectors)
+        frames.append((frame, truth))
+        recalls[str(cutoff)] = recall
+        progress.update(1)
+    valid, valid_truth = frames[-1]
+    features, dropped = usable_features(pl.concat([f for f, _ in frames[:-1]], how="diagonal_relaxed"))
+    if dropped:
+        print(f"ranker: training without {', '.join(dropped)} (no information in this data: no images, "
+              "colours or descriptions, or a constant value)", flush=True)
+    progress.set_postfix_str("train, early stopping on validation")
+    weeks = pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f, _ in frames[:-1]])
+    booster, rounds, curve = train(weeks, features, MAX_ROUNDS, valid.select(*features, "label", "cutoff", "customer_id"),
+                                   valid_truth, progress)
+    val_map = max(curve) if curve else 0.0
+    progress.set_postfix_str(f"retrain {rounds} rounds up to the test week")
+    weeks = pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f, _ in frames[1:]])
+    booster, _, _ = train(weeks, features, rounds)
+    progress.total = progress.n
+    progress.close()
+    training_weeks = [[str(c), str(c + timedelta(days=6))] for c in [*cutoffs[1:], val_start]]
+    model = Model(booster, features, {
+        "training_weeks": training_weeks, "rounds": rounds, "params": PARAMS, "scales": scales,
+        "scale_scores": scale_scores, "validation_map12": val_map, "dropped_features": dropped,
+        "pool_recall": recalls[str(val_start)], "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))]
+                                                                         for c in cutoffs],
+    })
+    model.save(artifacts)
+    top = ", ".join(f"{r['feature']}" for r in model.importance()[:5])
+    summary("ranker", weeks=len(training_weeks), rows=weeks.height, features=len(features), rounds=rounds,
+            validation_map12=f"{val_map:.4f}", pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}",
+            top_features=top, seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
+    return model.meta | {"features": features, "feature_importance": model.importance()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    art.add_dir_args(parser)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    args = parser.parse_args()
+    artifacts = art.from_args(args)
+    fit_ranker(artifacts, evaluation.load_inputs(artifacts), show_progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,235 @@
+"""The learned ranker: exact features on a hand-made shop, no leakage, a planted signal, the artifact round trip."""
+import json
+import shutil
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+import candidates
+import evaluation
+import final
+import metrics
+import ranker
+from artifacts import Artifacts
+from common import UserError
+from features import Context, feature_columns
+from test_recommenders import AGES, TX, VISUAL
+
+CUTOFF = date(2020, 9, 16)
+SHOP = pl.DataFrame({
+    "article_id": [101001, 101002, 102001, 103001, 104001, 105001],
+    "product_code": [101, 101, 102, 103, 104, 105],
+    "product_type_no": [272, 272, 272, 252, 252, 272],
+    "department_no": [1, 1, 1, 2, 2, 1],
+    "colour_group_code": [9, 73, 9, 42, 42, 9],
+}, schema_overrides={"article_id": pl.Int32, "product_code": pl.Int32})
+
+
+def pool_of(pairs):
+    return pl.DataFrame(pairs, schema={"customer_id": pl.UInt64, "article_id": pl.Int32}, orient="row")
+
+
+def row_of(frame, customer, article):
+    return frame.filter((pl.col("customer_id") == customer) & (pl.col("article_id") == article)).row(0, named=True)
+
+
+# ---------------------------------------------------------------------------- features
+
+def test_features_exact_values_on_a_hand_made_shop():
+    context = Context(TX, SHOP, AGES, CUTOFF, {"visual": (VISUAL[0], VISUAL[1] / np.linalg.norm(VISUAL[1], axis=1,
+                                                                                                keepdims=True))})
+    frame = context.features(pool_of([(1, 102001), (1, 105001), (2, 103001)]))
+    bought = row_of(frame, 1, 102001)
+    assert bought["times_bought"] == 1 and bought["days_since_bought"] == 2
+    assert bought["bought_decayed_7d"] == pytest.approx(0.5 ** (2 / 7), rel=1e-5)
+    assert bought["sales_1w"] == 2 and bought["sales_12w"] == 2 and bought["days_since_first_sale"] == 2
+    assert bought["affinity_type"] == pytest.approx(2 / 3)      # customer 1: two trousers, one sweater
+    assert bought["affinity_colour"] == pytest.approx(2 / 3)    # 101001 and 102001 are black
+    assert bought["purchases"] == 3 and bought["days_since_last_purchase"] == 1
+    assert bought["age"] == 22 and bought["channel_2_share"] == 1.0
+    new = row_of(frame, 1, 105001)  # never sold: a launch
+    assert new["times_bought"] == 0 and new["sales_1w"] == 0 and new["days_since_first_sale"] is None
+    assert new["sim_visual"] == pytest.approx(0.8, rel=1e-5)   # closest to 101001, bought 15 days before
+    assert new["sim_visual_source"] == 101001 and new["sim_visual_days"] == 15
+    twice = row_of(frame, 2, 103001)
+    assert twice["times_bought"] == 2 and twice["days_since_bought"] == 6
+    assert twice["bought_decayed_30d"] == pytest.approx(0.5 ** (15 / 30) + 0.5 ** (6 / 30), rel=1e-5)
+    assert twice["repeat_buyer_share"] == 1.0
+
+
+def test_a_purchase_after_the_cutoff_changes_no_feature():
+    future = pl.DataFrame({"t_dat": [CUTOFF, CUTOFF + timedelta(days=3)], "customer_id": [1, 2],
+                           "article_id": [105001, 102001], "price": [0.5, 0.5], "sales_channel_id": [1, 1]},
+                          schema=TX.schema)
+    pairs = pool_of([(1, 105001), (1, 102001), (2, 102001), (2, 103001), (3, 101001)])
+    vectors = {"visual": (VISUAL[0], VISUAL[1])}
+    clean = Context(TX, SHOP, AGES, CUTOFF, vectors).features(pairs)
+    leaky = Context(pl.concat([TX, future]), SHOP, AGES, CUTOFF, vectors).features(pairs)
+    assert clean.equals(leaky)
+
+
+# ---------------------------------------------------------------------------- the metric LightGBM stops on
+
+def test_group_map_equals_the_competition_metric():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 30, 40)
+    frame = pl.DataFrame({"customer_id": np.repeat(np.arange(40), sizes).astype(np.uint64),
+                          "article_id": np.concatenate([rng.permutation(60)[:s] for s in sizes]).astype(np.int32),
+                          "score": rng.normal(size=sizes.sum())})
+    labels = rng.random(sizes.sum()) < 0.15
+    bought = {}
+    for customer, article, label in zip(frame["customer_id"], frame["article_id"], labels):
+        if label:
+            bought.setdefault(customer, []).append(article)
+    for customer in range(0, 40, 3):  # some purchases were never pooled: m_u counts them, as the metric does
+        bought.setdefault(customer, []).append(-1)
+    truth = pl.DataFrame({"customer_id": list(bought), "article_ids": list(bought.values())},
+                         schema={"customer_id": pl.UInt64, "article_ids": pl.List(pl.Int32)})
+    recs = (frame.sort(["customer_id", "score"], descending=[False, True])
+            .with_columns(rank=pl.int_range(1, pl.len() + 1).over("customer_id")))
+    expected = metrics.map_at_k(recs, truth)
+    keep = np.array([c in bought for c in range(40)])  # groups without a purchase are not in the metric
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rows = np.concatenate([np.arange(s, s + n) for s, n, k in zip(starts, sizes, keep) if k])
+    n_truth = np.array([len(bought[c]) for c in range(40) if c in bought])
+    got = ranker.group_map(frame["score"].to_numpy()[rows], labels[rows].astype(float), sizes[keep], n_truth)
+    assert got == pytest.approx(expected, rel=1e-9)
+    # buyers with nothing pooled count 0: twice the buyers, half the score
+    assert ranker.group_map(frame["score"].to_numpy()[rows], labels[rows].astype(float), sizes[keep], n_truth,
+                            n_customers=2 * keep.sum()) == pytest.approx(expected / 2, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------- learning a planted signal
+
+def planted_shop(seed: int = 0):
+    """Customers buy an article, then its partner (id ^ 1) 2-4 days later; nothing else predicts."""
+    rng = np.random.default_rng(seed)
+    n_articles, n_customers, end = 120, 600, date(2020, 9, 22)
+    ids = np.arange(1000, 1000 + n_articles)
+    types = rng.choice(["Trousers", "Sweater", "Dress", "Shirt", "Socks", "Bag"], n_articles)
+    articles = pl.DataFrame({
+        "article_id": ids.astype(np.int32), "product_code": ids.astype(np.int32),
+        "product_type_name": types, "colour_group_name": rng.choice(["Black", "Blue"], n_articles),
+        "department_name": types, "graphical_appearance_name": "Solid", "index_group_name": "Ladieswear",
+        "detail_desc": "", "product_type_no": rng.integers(1, 6, n_articles), "department_no": 1,
+        "colour_group_code": 9,
+    })
+    rows = []
+    for customer in range(n_customers):
+        for day in rng.choice(70, 3, replace=False):
+            first = int(rng.choice(ids))
+            t = end - timedelta(days=int(day))
+            rows.append((t, customer, first))
+            if rng.random() < 0.9:
+                rows.append((t + timedelta(days=int(rng.integers(2, 5))), customer, first ^ 1))
+            rows.append((end - timedelta(days=int(rng.integers(0, 70))), customer, int(rng.choice(ids))))
+    tx = (pl.DataFrame(rows, schema={"t_dat": pl.Date, "customer_id": pl.UInt64, "article_id": pl.Int32}, orient="row")
+          .filter(pl.col("t_dat") <= end)
+          .with_columns(price=pl.lit(0.02, pl.Float32), sales_channel_id=pl.lit(2, pl.UInt8)))
+    customers = pl.DataFrame({"customer_id": np.arange(n_customers, dtype=np.uint64),
+                              "age": rng.integers(18, 70, n_customers).astype(np.uint8)})
+    return tx, articles, customers
+
+
+@pytest.fixture(scope="module")
+def planted():
+    tx, articles, customers = planted_shop()
+    inputs = {"articles": articles, "customers": customers, "twins": None, "visual_vectors": None}
+    cutoffs = [date(2020, 9, 2), date(2020, 9, 9), date(2020, 9, 16)]
+    frames = [ranker.week_frame(inputs, tx, c, {}, {})[0] for c in cutoffs]
+    weeks = pl.concat(frames[:2])
+    features, dropped = ranker.usable_features(weeks)
+    booster, _, _ = ranker.train(weeks, features, 60)
+    return ranker.Model(booster, features, {"dropped_features": dropped}), frames[2]
+
+
+def test_ranker_learns_a_planted_co_purchase_signal(planted):
+    model, held_out = planted
+    top = model.importance()[0]["feature"]
+    assert top in ("score__co_purchase", "rank__co_purchase"), model.importance()[:5]
+    # and it ranks a held-out week better than co-purchase alone does
+    scored = held_out.with_columns(score=pl.Series(model.predict(held_out)))
+    truth = held_out.filter(pl.col("label") == 1).group_by("customer_id").agg(article_ids=pl.col("article_id"))
+
+    def map_by(column, descending=True):
+        recs = (scored.sort(["customer_id", column], descending=[False, descending], nulls_last=True)
+                .with_columns(rank=pl.int_range(1, pl.len() + 1).over("customer_id")))
+        return metrics.map_at_k(recs, truth)
+    assert map_by("score") >= map_by("score__co_purchase") - 1e-9 > 0
+
+
+def test_model_round_trips_through_its_artifact(planted, tmp_path):
+    model, held_out = planted
+    artifacts = Artifacts(tmp_path / "data")
+    model.save(artifacts)
+    loaded = ranker.Model.load(artifacts)
+    assert loaded.features == model.features
+    assert np.array_equal(loaded.predict(held_out), model.predict(held_out))
+    saved = json.loads(artifacts.ranker_meta.read_text())
+    assert saved["feature_importance"][0]["feature"] == model.importance()[0]["feature"]
+
+
+def test_a_model_trained_on_other_features_is_a_one_line_error(planted):
+    model, held_out = planted
+    with pytest.raises(UserError, match="ranker.py"):
+        model.predict(held_out.with_columns(sim_visual=pl.lit(0.5)))
+    with pytest.raises(UserError, match="gone: " + model.features[0]):
+        model.predict(held_out.drop(model.features[0]))
+
+
+def test_missing_model_files_name_the_command(tmp_path):
+    with pytest.raises(UserError, match="ranker.py"):
+        ranker.Model.load(Artifacts(tmp_path / "data"))
+
+
+# ---------------------------------------------------------------------------- the whole stage on the tiny sample
+
+@pytest.fixture(scope="module")
+def tiny_ranked(tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ranked")
+    copy = Artifacts(root / "data", tiny.images_dir)
+    for folder in (tiny.processed_dir, tiny.split_dir):
+        shutil.copytree(folder, copy.data_dir / folder.name)
+    fitted = ranker.fit_ranker(copy, evaluation.load_inputs(copy, quiet=True), show_progress=False)
+    meta = final.run(copy, show_progress=False)
+    return copy, fitted, meta
+
+
+def test_ranker_trains_on_weeks_before_the_test_week_only(tiny_ranked):
+    copy, fitted, meta = tiny_ranked
+    test_start = date.fromisoformat(meta["test_week"][0])
+    val_start = date.fromisoformat(meta["validation_week"][0])
+    weeks = [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in fitted["training_weeks"]]
+    assert len(weeks) >= 3 and all(end < test_start for _, end in weeks)
+    assert len(fitted["early_stopping_weeks"]) >= 3
+    assert all(date.fromisoformat(end) < val_start for _, end in fitted["early_stopping_weeks"])
+    assert fitted["rounds"] >= 1 and fitted["features"]
+
+
+def test_metrics_gain_the_ranker_row_pool_recall_and_importance(tiny_ranked):
+    copy, fitted, _ = tiny_ranked
+    saved = json.loads(copy.metrics.read_text())
+    assert set(saved["strategies"]["ranker"]) >= {"map12", "recall12", "coverage", "lift", "cold_start_hits"}
+    recall = saved["pool_recall"]
+    assert 0 < recall["pool"] <= 1 and all(0 <= v <= recall["pool"] + 1e-12 for v in recall.values())
+    assert {"co_purchase", "repurchase", "colourways", "content", "new_arrivals"} <= set(recall)
+    gains = [r["gain"] for r in saved["feature_importance"]]
+    assert gains == sorted(gains, reverse=True) and saved["recommender_used"] in ("ranker", "hybrid")
+    assert saved["validation_map12"]["ranker"] == pytest.approx(fitted["validation_map12"])
+
+
+def test_ranker_recommendations_have_reasons_from_contributions(tiny_ranked):
+    copy, _, meta = tiny_ranked
+    if meta["recommender_used"] != "ranker":
+        pytest.skip("the hybrid won on validation for this sample")
+    recs = pl.read_parquet(copy.recommendations)
+    assert recs.group_by("customer_id").len()["len"].unique().to_list() == [12]
+    assert recs["reason"].null_count() == 0 and "explanation" in recs.columns
+    first = recs["explanation"].list.first().struct.field("text")
+    has = recs["explanation"].list.len() > 0
+    assert (recs.filter(has)["reason"] == first.filter(has)).all()
+    named = recs.filter(pl.col("reason").str.contains(r"often bought with|colourway of|looks like|similar to"))
+    assert (named["reason"].str.extract(r"(\d{10})").cast(pl.Int32) == named["source_article_id"]).all() or \
+        named.height == 0
