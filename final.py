@@ -24,7 +24,8 @@ import polars as pl
 
 import artifacts as art
 import metrics
-from common import Stopwatch, UserError, article_id_text, atomic_path, peak_rss_mb, run_main, summary, write_json, write_parquet
+from common import (Stopwatch, UserError, article_id_text, atomic_outputs, atomic_path, check_submission, check_writable,
+                    peak_rss_mb, run_main, summary, write_json, write_parquet)
 from individual_baseline import PurchaseHistory
 from recommenders import (K, CategoryPopularity, ContentSimilarity, NewArrivals, Popularity, Recommender,
                           VisualSimilarity, as_customer_frame, load_visual_vectors, popularity_strategies, top_k)
@@ -171,6 +172,7 @@ class Hybrid(Recommender):
 
 def load_inputs(artifacts: art.Artifacts, quiet: bool = False) -> dict:
     """Articles, customers, the split, and the visual twins (None, said once, when absent)."""
+    art.require_fresh(artifacts, "data_optim.py", "split_data.py")  # no result from a split older than the data
     inputs = {
         "articles": art.read_parquet(artifacts.articles, artifacts.command("data_optim.py")),
         "customers": art.read_parquet(artifacts.customers, artifacts.command("data_optim.py")),
@@ -326,8 +328,10 @@ def print_table(table: pl.DataFrame, meta: dict) -> None:
     print(f"hybrid weights (chosen on validation): {weights}")
 
 
-def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: dict | None = None) -> dict:
-    """Tune on validation, score every strategy and the hybrid once on the test week, write metrics.json."""
+def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: dict | None = None,
+             outputs=lambda path: path) -> dict:
+    """Tune on validation, score every strategy and the hybrid once on the test week, write metrics.json
+    (to `outputs(path)`: see common.atomic_outputs)."""
     from tqdm.auto import tqdm
 
     clock = Stopwatch()
@@ -371,7 +375,7 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: dict 
         "strategies": results,
         "catalogue": articles.height,
     }
-    write_json(meta, artifacts.metrics)
+    write_json(meta, outputs(artifacts.metrics))
     print_table(table_of(results, validation), meta)
     summary("final.evaluate", customers=meta["customers_evaluated"], hybrid_map12=f"{results['hybrid']['map12']:.4f}",
             seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.metrics))
@@ -412,8 +416,9 @@ def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: 
 
 
 def submit(artifacts: art.Artifacts, weights: dict | None = None, show_progress: bool = True,
-           inputs: dict | None = None) -> dict:
-    """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every customer."""
+           inputs: dict | None = None, outputs=lambda path: path) -> dict:
+    """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every
+    customer of customers.csv and every buyer (to `outputs(path)`: see common.atomic_outputs)."""
     clock = Stopwatch()
     if weights is None:
         path = art.require(artifacts.metrics, artifacts.command("final.py"))
@@ -434,11 +439,13 @@ def submit(artifacts: art.Artifacts, weights: dict | None = None, show_progress:
     hybrid = make_hybrid(populars, personal, weights, rank_weight)
     hybrid.fit(transactions, articles)
     del transactions
-    recs = recommend_everyone(hybrid, customers["customer_id"], show_progress)
+    # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
-    submission = submission_frame(recs, customer_ids, customers)
-    write_parquet(recs, artifacts.recommendations)
-    with atomic_path(artifacts.submission) as tmp:
+    recs = recommend_everyone(hybrid, customer_ids["customer_id"], show_progress)
+    submission = submission_frame(recs, customer_ids, customer_ids)
+    check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))
+    write_parquet(recs, outputs(artifacts.recommendations))
+    with atomic_path(outputs(artifacts.submission)) as tmp:
         submission.write_csv(tmp)
     summary("final.submit", customers=submission.height, rows=recs.height, seconds=clock.seconds,
             peak_rss_mb=peak_rss_mb(), output=str(artifacts.submission))
@@ -447,18 +454,24 @@ def submit(artifacts: art.Artifacts, weights: dict | None = None, show_progress:
 
 
 def run(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
-    """Evaluate (tune on validation, score the test week), then write the submission trained on all data."""
+    """Evaluate (tune on validation, score the test week), then write the submission trained on all data;
+    the three results appear together or not at all."""
+    check_writable(artifacts.results_dir)  # before minutes of work, not after
     inputs = load_inputs(artifacts)
-    meta = evaluate(artifacts, show_progress, inputs)
-    meta["submission"] = submit(artifacts, meta["weights"], show_progress, inputs)
+    built_from = [artifacts.manifest("data_optim.py"), artifacts.manifest("split_data.py")]
+    built_from += [p for p in (artifacts.visual_twins,) if p.exists()]
+    with atomic_outputs(artifacts.manifest("final.py"), built_from, artifacts.command("final.py"),
+                        artifacts.data_dir) as outputs:
+        meta = evaluate(artifacts, show_progress, inputs, outputs)
+        meta["submission"] = submit(artifacts, meta["weights"], show_progress, inputs, outputs)
     return meta
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     art.add_dir_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     run(art.from_args(args), show_progress=not args.no_progress)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import split_data
 from artifacts import Artifacts
-from common import UserError, write_parquet
+from common import UserError, atomic_outputs
 
 FIRST = date(2020, 8, 20)
 LAST = date(2020, 9, 22)
@@ -31,7 +31,8 @@ def transactions(first=FIRST, last=LAST, skip=()) -> pl.DataFrame:
 def processed(tmp_path, df: pl.DataFrame) -> Artifacts:
     """Artifacts whose processed/transactions.parquet is `df`."""
     art = Artifacts(tmp_path / "data", tmp_path / "images")
-    write_parquet(df, art.transactions)
+    with atomic_outputs(art.manifest("data_optim.py"), [], "test", art.data_dir) as outputs:
+        df.write_parquet(outputs(art.transactions))
     return art
 
 
