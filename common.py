@@ -62,7 +62,7 @@ def environment_problem(exc: BaseException) -> str | None:
         return None
     what, todo = ENVIRONMENT_ERRNOS[code]
     where = getattr(exc, "filename", None)
-    where = f" writing {where}" if where else ""
+    where = f" ({where})" if where else ""
     return f"{what}{where}: {todo}, then rerun; no output of this run was kept half-written"
 
 
@@ -201,7 +201,8 @@ def manifest_record(inputs, outputs: dict[Path, Path], built_by: str, root: Path
 def require_fresh(manifest: Path, command: str, root: Path | None = None) -> dict:
     """Stop, naming `command`, unless the outputs recorded in `manifest` are still those its inputs made.
 
-    Stale: an input changed (or vanished) since, an output was replaced, or there is no manifest.
+    Stale: an input changed since, an output was replaced or is gone, or there is no manifest. An input
+    that is gone is no sign of staleness (raw CSVs may be deleted once converted), so it is skipped.
     """
     manifest = Path(manifest)
     root = Path(root) if root is not None else manifest.parent.parent
@@ -213,6 +214,8 @@ def require_fresh(manifest: Path, command: str, root: Path | None = None) -> dic
         for name, recorded in entries.items():
             path = root / name if not Path(name).is_absolute() else Path(name)
             if not path.exists():
+                if kind == "input":
+                    continue
                 raise UserError(f"{path} is gone since `{command}` last ran: run `{command}`")
             if not same_file(recorded, fingerprint(path)):
                 what = "changed since it was used to build" if kind == "input" else "was replaced since `" + \

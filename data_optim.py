@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -38,6 +38,7 @@ from common import (Outputs, UserError, atomic_outputs, check_writable, customer
                     peak_rss_mb, run_main, summary)
 
 ROW_GROUP_SIZE = 1_000_000  # ~5 MB per transactions row group: fast to skip, cheap to read
+GAP_DAYS = 28  # sales days further than this from all the others are flagged (a typo'd year, a stray row)
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,30 @@ def optimize_transactions(art: Artifacts, staged: Outputs, known: pl.DataFrame,
         why = f"all {n_bad:,} are malformed" if n_bad else "it holds only a header"
         raise UserError(f"{path} has no valid transaction rows ({why}): check it is the Kaggle transactions_train.csv")
     info = report("transactions", rows_out, n_bad, path, out, rejects, staged.final, time.perf_counter() - t0)
+    info["isolated_days"] = flag_isolated_days(out)
     return info, strangers
+
+
+def isolated_days(path: Path) -> tuple[pl.DataFrame, date, date]:
+    """Days with sales more than GAP_DAYS away from the bulk of the data (t_dat, len), and the bulk's first
+    and last day. A typo'd year or a stray test row is kept (it is a valid row) but should not pass unseen."""
+    days = pl.scan_parquet(path).group_by("t_dat").len().sort("t_dat").collect()
+    run = (days["t_dat"].diff().dt.total_days().fill_null(0) > GAP_DAYS).cum_sum()
+    days = days.with_columns(run=run)
+    bulk = days.group_by("run").agg(pl.col("len").sum()).sort("len", "run", descending=True)["run"][0]
+    inside = days.filter(pl.col("run") == bulk)["t_dat"]
+    return days.filter(pl.col("run") != bulk).drop("run"), inside.min(), inside.max()
+
+
+def flag_isolated_days(path: Path) -> list[str]:
+    """Print a line about isolated sales days (see isolated_days); return them as ISO dates."""
+    stray, first, last = isolated_days(path)
+    if stray.height:
+        shown = ", ".join(str(d) for d in stray["t_dat"].head(5)) + (", ..." if stray.height > 5 else "")
+        print(f"transactions: {stray['len'].sum():,} rows on {stray.height:,} days ({shown}) lie more than "
+              f"{GAP_DAYS} days away from the rest of the data ({first}..{last}): check these dates "
+              f"(split_data.py counts its weeks back from the last day)")
+    return [str(d) for d in stray["t_dat"]]
 
 
 def optimize(artifacts: Artifacts, show_progress: bool = True) -> dict:

@@ -251,6 +251,14 @@ def test_date_in_the_future_is_rejected(raw, capsys):
     assert pl.scan_parquet(raw.transactions).select(pl.col("t_dat").max()).collect().item() < date.today()
 
 
+def test_date_far_from_the_rest_is_flagged(raw, capsys):
+    rows = data_rows(raw.raw_transactions)
+    edit_field(raw.raw_transactions, 2, "t_dat", "2015-01-01")  # a typo'd year: a valid, kept row
+    assert run(data_optim, raw, "--no-progress") == 0
+    assert "1 rows on 1 days (2015-01-01) lie more than 28 days away from the rest" in capsys.readouterr().out
+    assert pl.scan_parquet(raw.transactions).select(pl.len()).collect().item() == rows
+
+
 # ---------------------------------------------------------------------------- 3. the catalogue
 
 def test_transactions_of_unknown_articles_are_rejected(raw, capsys):
