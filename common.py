@@ -45,8 +45,8 @@ def run_main(main) -> None:
 ENVIRONMENT_ERRNOS = {
     errno.ENOSPC: ("the disk is full", "free some space"),
     errno.EDQUOT: ("the disk quota is exceeded", "free some space"),
-    errno.EACCES: ("permission denied", "make the folder writable or choose another --data-dir"),
-    errno.EPERM: ("operation not permitted", "make the folder writable or choose another --data-dir"),
+    errno.EACCES: ("permission denied", "check the permissions of that file and its folder"),
+    errno.EPERM: ("operation not permitted", "check the permissions of that file and its folder"),
     errno.EROFS: ("the file system is read-only", "choose another --data-dir"),
 }
 OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how polars (Rust) words an OSError; it sets no errno
@@ -79,7 +79,9 @@ def check_writable(*folders: Path) -> None:
             os.unlink(probe)
         except OSError as exc:
             why = exc.strerror or type(exc).__name__
-            raise UserError(f"cannot write to {folder} ({why} in {probe_dir}): make it writable or choose "
+            if probe_dir != folder:
+                why += f" in {probe_dir}"
+            raise UserError(f"cannot write to {folder} ({why}): make it writable or choose "
                             f"another --data-dir; nothing was computed") from None
 
 
