@@ -132,20 +132,23 @@ class Outputs:
 def atomic_outputs(manifest: Path | None = None, inputs=(), built_by: str = "", root: Path | None = None):
     """Several outputs that appear together or not at all.
 
-    Inside the block, write each output to `outputs(path)`. When the block succeeds, every output is
-    renamed into place (renames do not need disk space), then `manifest` (if given) records what they
-    were built from (see fingerprint); a failure anywhere, a full disk included, leaves every previous
-    output as it was and no temporary file behind.
+    Inside the block, write each output to `outputs(path)`. When the block succeeds, `manifest` (if
+    given) records what they were built from (fingerprints of `inputs`, taken before the work, and of
+    the outputs), then every output is renamed into place, the manifest last (renames need no disk
+    space). A failure anywhere, a full disk included, leaves every previous output as it was and no
+    temporary file behind.
     """
     outputs = Outputs()
+    root = root or (Path(manifest).parent.parent if manifest else Path("."))
+    # inputs are fingerprinted before the work, so an input edited during the run makes the outputs stale
+    used = {relative(p, root): fingerprint(p) for p in inputs} if manifest is not None else {}
     try:
         yield outputs
         missing = [str(p) for tmp, p in outputs.final.items() if not tmp.exists()]
         if missing:
             raise RuntimeError(f"outputs were named but not written: {', '.join(missing)}")
-        record = None
         if manifest is not None:
-            record = manifest_record([*inputs], outputs.final, built_by, root or Path(manifest).parent.parent)
+            record = manifest_record(used, outputs.final, built_by, root)
             with open(outputs(manifest), "w") as fh:
                 fh.write(json.dumps(record, indent=2) + "\n")
         # the manifest goes last: until it is in place, a reader sees the previous, consistent set
@@ -191,11 +194,11 @@ def relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def manifest_record(inputs, outputs: dict[Path, Path], built_by: str, root: Path) -> dict:
+def manifest_record(inputs: dict[str, dict], outputs: dict[Path, Path], built_by: str, root: Path) -> dict:
     """What a stage's outputs were built from: fingerprints of its inputs and of the outputs themselves."""
     return {
         "built_by": built_by,
-        "inputs": {relative(p, root): fingerprint(p) for p in inputs},
+        "inputs": inputs,
         "outputs": {relative(final, root): fingerprint(tmp) for tmp, final in outputs.items()},
     }
 

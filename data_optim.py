@@ -105,18 +105,14 @@ def not_utf8(path: Path, line: int, byte: int) -> UserError:
 
 
 def first_bad_utf8(path: Path) -> tuple[int, int] | None:
-    """(line, byte) of the first byte that is not UTF-8, streaming the file; None if it is all UTF-8."""
-    import codecs
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    line = 1
+    """(line, byte) of the first byte that is not UTF-8; None if the file is all UTF-8. Runs only after
+    polars found a bad byte, so a plain loop over lines is fine (a character never spans two lines)."""
     with open(path, "rb") as fh:
-        while block := fh.read(1 << 24):
+        for number, line in enumerate(fh, start=1):
             try:
-                decoder.decode(block)
+                line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                return line + block.count(b"\n", 0, exc.start), block[exc.start]
-            line += block.count(b"\n")
-            # a character split across blocks is held by the decoder; lines are counted per block
+                return number, line[exc.start]
     return None
 
 
