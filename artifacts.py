@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+import common
 from common import UserError
 
 DEFAULT_DATA_DIR = "data"
@@ -166,6 +167,12 @@ class Artifacts:
         """The ranker's feature list, training weeks, parameters and feature importance."""
         return self.ranker_dir / "ranker.json"
 
+    def manifest(self, script: str) -> Path:
+        """What the outputs of `script` were built from: the fingerprints of its inputs and outputs."""
+        folder = {"data_optim.py": self.processed_dir, "split_data.py": self.split_dir,
+                  "final.py": self.results_dir}[script]
+        return folder / "manifest.json"
+
     def command(self, script: str, images: bool = False) -> str:
         """The command line that runs `script` on these folders (for "run X first" messages)."""
         parts = ["python", script]
@@ -186,6 +193,16 @@ def require(path: Path, command: str) -> Path:
     if not Path(path).exists():
         raise UserError(f"{path} not found: run `{command}` first")
     return Path(path)
+
+
+def require_fresh(artifacts: Artifacts, *scripts: str) -> None:
+    """Stop, naming the command to rerun, if the outputs of any of `scripts` (in pipeline order) are
+    missing, were replaced, or were built from inputs that have changed since."""
+    for script in scripts:
+        manifest = artifacts.manifest(script)
+        if not manifest.parent.exists():
+            raise UserError(f"{manifest.parent} not found: run `{artifacts.command(script)}` first")
+        common.require_fresh(manifest, artifacts.command(script), artifacts.data_dir)
 
 
 def read_parquet(path: Path, command: str) -> pl.DataFrame:

@@ -11,8 +11,12 @@ data/processed/{articles,customers,transactions,customer_ids}.parquet (see artif
 A customer_id becomes its last 16 hex digits as a UInt64 (8 bytes instead of 64); the map
 keeps the original, and two different ids with the same key stop the run. Every CSV is
 read lazily as text and cast with strict=False; a row whose text does not parse (bad date,
-non-numeric id or price, wrong field count, ...) goes to processed/rejects/<table>_rejects.csv
-with its original fields, its line and the reason, and is counted in the summary. The
+non-numeric id or price, wrong field count, ...), a transaction of an article that is not in
+articles.csv or dated in the future, goes to processed/rejects/<table>_rejects.csv with its
+original fields, its line and the reason, and is counted in the summary. A bad optional field
+(age 'unknown', FN 'yes') does not cost the row: the field becomes null, and the row is listed in
+the rejects file too, with the reason and "set to null, row kept". Outputs appear together or not
+at all, with processed/manifest.json recording the raw files they were built from. The
 transactions file is streamed, never held in memory as text: the full 3.3 GB file converts
 with well under 1.5 GB of memory (bench/bench_etl.py measures time and memory).
 
@@ -21,19 +25,20 @@ with well under 1.5 GB of memory (bench/bench_etl.py measures time and memory).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import time
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 from tqdm import tqdm
 
 from artifacts import Artifacts, add_dir_args, from_args
-from common import UserError, atomic_path, customer_key_expr, peak_rss_mb, run_main, summary
+from common import (Outputs, UserError, atomic_outputs, check_writable, customer_key_expr, environment_problem,
+                    peak_rss_mb, run_main, summary)
 
 ROW_GROUP_SIZE = 1_000_000  # ~5 MB per transactions row group: fast to skip, cheap to read
+GAP_DAYS = 28  # sales days further than this from all the others are flagged (a typo'd year, a stray row)
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,9 @@ class Col:
     """How one CSV column is typed: target dtype, whether a row needs it, how to read it."""
 
     dtype: pl.DataType
-    required: bool = False  # an empty value rejects the row
+    required: bool = False  # an empty or bad value rejects the row (else a bad value becomes null)
     via_float: bool = False  # integers written as "49.0" or "1.0" (customers.csv does this)
+    valid: tuple | None = None  # inclusive range of plausible values; outside it counts as bad
 
 
 CAT, STR, I16, I32 = pl.Categorical(), pl.String(), pl.Int16(), pl.Int32()
@@ -56,11 +62,11 @@ TRANSACTIONS = {
 }
 CUSTOMERS = {
     "customer_id": Col(pl.UInt64(), required=True),
-    "FN": Col(pl.UInt8(), via_float=True),
-    "Active": Col(pl.UInt8(), via_float=True),
+    "FN": Col(pl.UInt8(), via_float=True, valid=(0, 1)),  # flags: 1.0 or empty in Kaggle's file
+    "Active": Col(pl.UInt8(), via_float=True, valid=(0, 1)),
     "club_member_status": Col(CAT),
     "fashion_news_frequency": Col(CAT),
-    "age": Col(pl.UInt8(), via_float=True),
+    "age": Col(pl.UInt8(), via_float=True, valid=(0, 120)),  # a human age
     "postal_code": Col(STR),
 }
 ARTICLES = {
@@ -92,12 +98,34 @@ def missing_raw(path: Path, art: Artifacts) -> UserError:
                      f"or put the Kaggle CSVs in {art.raw_dir}/")
 
 
+def not_utf8(path: Path, line: int, byte: int) -> UserError:
+    """The error for a CSV that is not UTF-8 (Kaggle's are), naming the line and the byte."""
+    return UserError(f"{path} line {line} is not UTF-8 (byte 0x{byte:02x}; perhaps the file was saved as "
+                     f"cp1252/Latin-1): re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`")
+
+
+def first_bad_utf8(path: Path) -> tuple[int, int] | None:
+    """(line, byte) of the first byte that is not UTF-8; None if the file is all UTF-8. Runs only after
+    polars found a bad byte, so a plain loop over lines is fine (a character never spans two lines)."""
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return number, line[exc.start]
+    return None
+
+
 def read_header(path: Path, table: str, spec: dict[str, Col], art: Artifacts) -> list[str]:
     """Column names of a CSV; UserError if the file or one of the spec's columns is missing."""
     if not path.exists():
         raise missing_raw(path, art)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), [])
+    with open(path, "rb") as fh:
+        first = fh.readline().rstrip(b"\r\n")
+    try:
+        header = [c.strip('"') for c in first.decode("utf-8-sig").split(",")] if first else []
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, 1, first[exc.start]) from None
     missing = [c for c in spec if c not in header]
     if missing:
         raise UserError(f"{path} has no column {', '.join(missing)} (found: {', '.join(header) or 'nothing'}); "
@@ -114,7 +142,7 @@ def scan_text(path: Path, header: list[str]) -> pl.LazyFrame:
 
 
 def parsed(name: str, col: Col) -> pl.Expr:
-    """The typed value of a text column; null where the text does not parse."""
+    """The typed value of a text column; null where the text does not parse (its range is checked apart)."""
     text = pl.col(name)
     if name == "customer_id":
         return pl.when(text.str.len_bytes() == HEX_LEN).then(customer_key_expr(name))
@@ -140,20 +168,41 @@ def problem(name: str, col: Col) -> str:
     return f"{name} is not a whole number that fits {col.dtype}"
 
 
-def typed_rows(lf: pl.LazyFrame, header: list[str], spec: dict[str, Col]) -> pl.LazyFrame:
-    """Add `_<col>` typed columns and `reason` (null for a good row, else the first problem found)."""
+NULLED = "nulled"  # why optional fields of a kept row were set to null
+KEPT = ": set to null, row kept"
+
+
+def typed_rows(lf: pl.LazyFrame, header: list[str], spec: dict[str, Col],
+               row_checks: tuple[tuple[pl.Expr, str], ...] = ()) -> pl.LazyFrame:
+    """Add `_<col>` typed columns, `reason` (null for a good row, else the first problem that rejects
+    it) and `nulled` (the problems of optional fields, which are set to null instead).
+
+    `row_checks` are further (condition on the typed columns, reason) pairs that reject a row.
+    """
     checks = [
         (pl.all_horizontal([pl.col(c).is_null() for c in header]), "blank line"),
         (pl.col(EXTRA).is_not_null(), f"too many fields (the header has {len(header)})"),
     ]
+    optional = []
     for name, col in spec.items():
         if col.required:
             checks.append((pl.col(name).is_null(), f"{name} is empty (or the row has too few fields)"))
-        if col.dtype not in (STR, CAT):
-            checks.append((pl.col(name).is_not_null() & pl.col("_" + name).is_null(), problem(name, col)))
+        if col.dtype in (STR, CAT):
+            continue
+        bad = [(pl.col(name).is_not_null() & pl.col("_" + name).is_null(), problem(name, col))]
+        if col.valid:
+            lo, hi = col.valid
+            bad.append((~pl.col("_" + name).is_between(lo, hi), f"{name} is outside {lo}..{hi}"))
+        (checks if col.required else optional).extend(bad)
+    checks.extend(row_checks)
     typed = [parsed(n, c).alias("_" + n) for n, c in spec.items() if c.dtype not in (STR, CAT)]
     reason = pl.coalesce([pl.when(cond).then(pl.lit(msg)) for cond, msg in checks]).alias("reason")
-    return lf.with_columns(typed).with_columns(reason)
+    nulled = (pl.concat_list([pl.when(cond).then(pl.lit(msg)) for cond, msg in optional]).list.drop_nulls()
+              .list.join("; ") if optional else pl.lit(None, pl.String))
+    in_range = [pl.when(pl.col("_" + n).is_between(*c.valid)).then(pl.col("_" + n)).alias("_" + n)
+                for n, c in spec.items() if c.valid]
+    return (lf.with_columns(typed).with_columns(reason, pl.when(nulled != "").then(nulled).alias(NULLED))
+            .with_columns(in_range))
 
 
 def good_columns(header: list[str], spec: dict[str, Col]) -> list[pl.Expr]:
@@ -167,30 +216,20 @@ def good_columns(header: list[str], spec: dict[str, Col]) -> list[pl.Expr]:
     return out
 
 
-def reject_columns(header: list[str]) -> list[str]:
-    """Reject file columns: where the row was, its original fields, and why."""
-    return [LINE] + header + [EXTRA, "reason"]
+def reject_columns(header: list[str]) -> list:
+    """Reject file columns: where the row was, its original fields, and why (a rejected row's reason,
+    or the fields set to null in a kept row)."""
+    why = pl.coalesce(pl.col("reason"), pl.col(NULLED) + KEPT).alias("reason")
+    return [pl.col(LINE)] + [pl.col(c) for c in header] + [pl.col(EXTRA), why]
+
+
+def listed(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """The rows that go to the rejects file: rejected ones and kept ones with a field set to null."""
+    return rows.filter(pl.col("reason").is_not_null() | pl.col(NULLED).is_not_null())
 
 
 def file_mb(path: Path) -> float:
     return Path(path).stat().st_size / 1e6
-
-
-class Staged:
-    """Temporary names for every output of the stage, renamed into place together on success.
-
-    A run that fails anywhere (a collision found at the very end included) leaves processed/
-    exactly as it was: no half-written file, no mix of old and new tables.
-    """
-
-    def __init__(self, stack: contextlib.ExitStack):
-        self.stack = stack
-        self.final = {}
-
-    def __call__(self, path: Path) -> Path:
-        tmp = self.stack.enter_context(atomic_path(path))
-        self.final[tmp] = Path(path)
-        return tmp
 
 
 def reasons_text(path: Path) -> str:
@@ -201,17 +240,21 @@ def reasons_text(path: Path) -> str:
 
 def report(table: str, rows_out: int, rejects: int, csv_path: Path, out: Path, reject_path: Path,
            final: dict, seconds: float) -> dict:
-    """Print one table's summary line (and what was rejected) and return it as a dict."""
+    """Print one table's summary line (and what was rejected or set to null) and return it as a dict."""
     rows_in = rows_out + rejects
-    if rejects:
-        print(f"{table}: {rejects:,} of {rows_in:,} rows rejected ({reasons_text(reject_path)}) "
+    listed_rows = pl.scan_csv(reject_path, infer_schema=False).select(pl.len()).collect().item()
+    nulled = listed_rows - rejects
+    if listed_rows:
+        kept = f", {nulled:,} kept with a field set to null" if nulled else ""
+        print(f"{table}: {rejects:,} of {rows_in:,} rows rejected{kept} ({reasons_text(reject_path)}) "
               f"-> {final[reject_path]}")
-    line = summary("data_optim", table=table, rows_in=rows_in, rows_out=rows_out, rejects=rejects,
+    line = summary("data_optim", table=table, rows_in=rows_in, rows_out=rows_out, rejects=rejects, nulled=nulled,
                    csv_mb=file_mb(csv_path), parquet_mb=file_mb(out), seconds=seconds,
                    peak_rss_mb=peak_rss_mb(), out=str(final[out]))
-    return {"rows_in": rows_in, "rows_out": rows_out, "rejects": rejects, "csv_bytes": Path(csv_path).stat().st_size,
-            "parquet_bytes": Path(out).stat().st_size, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
-            "path": str(final[out]), "rejects_path": str(final[reject_path]), "summary": line}
+    return {"rows_in": rows_in, "rows_out": rows_out, "rejects": rejects, "nulled": nulled,
+            "csv_bytes": Path(csv_path).stat().st_size, "parquet_bytes": Path(out).stat().st_size,
+            "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "path": str(final[out]),
+            "rejects_path": str(final[reject_path]), "summary": line}
 
 
 def collect(path: Path, frames: list[pl.LazyFrame]) -> list[pl.DataFrame]:
@@ -219,8 +262,19 @@ def collect(path: Path, frames: list[pl.LazyFrame]) -> list[pl.DataFrame]:
     try:
         return pl.collect_all(frames, engine="streaming")
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        if environment_problem(exc):  # a full disk while writing, not a bad CSV
+            raise
+        if "utf-8" in str(exc).lower() and (where := first_bad_utf8(path)):
+            raise not_utf8(path, *where) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} could not be read as CSV ({first}); check its quoting and separators") from exc
+
+
+def require_rows(path: Path, table: str, rows: int, rejected: int) -> None:
+    """UserError when a table has no valid row (an empty catalogue or customer list is never meant)."""
+    if rows == 0:
+        why = f"all {rejected:,} are malformed" if rejected else "it holds only a header"
+        raise UserError(f"{path} has no rows of {table} ({why}): check it is the Kaggle {path.name}")
 
 
 def load_small(path: Path, table: str, spec: dict[str, Col], art: Artifacts,
@@ -231,8 +285,9 @@ def load_small(path: Path, table: str, spec: dict[str, Col], art: Artifacts,
     rows = typed_rows(scan_text(path, header), header, spec).cache()
     good = rows.filter(pl.col("reason").is_null()).select(
         [pl.col(LINE)] + good_columns(header, spec) + [pl.col(c).alias(f"{c}_text") for c in keep])
-    bad = rows.filter(pl.col("reason").is_not_null()).select(reject_columns(header))
+    bad = listed(rows).select(reject_columns(header) + [pl.col("reason").is_null().alias("kept")])
     good, bad = collect(path, [good, bad])
+    require_rows(path, table, good.height, bad.filter(~pl.col("kept")).height)
     return good, bad, header
 
 
@@ -244,8 +299,9 @@ def drop_duplicates(path: Path, header: list[str], good: pl.DataFrame, bad: pl.D
         # rare: read those rows' text again rather than hold every row as text
         lines = good.filter(~first)[LINE]
         dup = (scan_text(path, header).filter(pl.col(LINE).is_in(lines.implode()))
-               .with_columns(reason=pl.lit(f"duplicate {key}")).select(reject_columns(header)))
-        bad = pl.concat([bad, collect(path, [dup])[0]]).sort(LINE)
+               .with_columns(reason=pl.lit(f"duplicate {key}"), nulled=pl.lit(None, pl.String))
+               .select(reject_columns(header) + [pl.lit(False).alias("kept")]))
+        bad = pl.concat([bad.filter(~pl.col(LINE).is_in(lines.implode())), collect(path, [dup])[0]]).sort(LINE)
         good = good.filter(first)
     return good.drop(LINE), bad
 
@@ -280,19 +336,26 @@ def customer_map(known: pl.DataFrame, buyers: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([known, extra]).sort("customer_id")
 
 
-def optimize_articles(art: Artifacts, staged: Staged) -> dict:
-    """articles.csv -> articles.parquet (+ rejects)."""
+def write_table(good: pl.DataFrame, listed_rows: pl.DataFrame, out: Path, rejects: Path) -> int:
+    """Write the good rows and the rejects file; return how many rows were rejected (not kept)."""
+    good.write_parquet(out, compression="zstd", row_group_size=ROW_GROUP_SIZE)
+    listed_rows.drop("kept").write_csv(rejects)
+    return int((~listed_rows["kept"]).sum())
+
+
+def optimize_articles(art: Artifacts, staged: Outputs) -> tuple[dict, pl.Series]:
+    """articles.csv -> articles.parquet (+ rejects); also return the catalogue's article ids."""
     t0 = time.perf_counter()
     good, bad, header = load_small(art.raw_articles, "articles", ARTICLES, art)
     good, bad = drop_duplicates(art.raw_articles, header, good, bad, "article_id")
     out, rejects = staged(art.articles), staged(art.rejects("articles"))
-    good.write_parquet(out, compression="zstd", row_group_size=ROW_GROUP_SIZE)
-    bad.write_csv(rejects)
-    return report("articles", good.height, bad.height, art.raw_articles, out, rejects, staged.final,
+    n_bad = write_table(good, bad, out, rejects)
+    info = report("articles", good.height, n_bad, art.raw_articles, out, rejects, staged.final,
                   time.perf_counter() - t0)
+    return info, good["article_id"]
 
 
-def optimize_customers(art: Artifacts, staged: Staged) -> tuple[dict, pl.DataFrame]:
+def optimize_customers(art: Artifacts, staged: Outputs) -> tuple[dict, pl.DataFrame]:
     """customers.csv -> customers.parquet (+ rejects); also return its (customer_id, customer_id_hex) pairs."""
     t0 = time.perf_counter()
     good, bad, header = load_small(art.raw_customers, "customers", CUSTOMERS, art, keep=("customer_id",))
@@ -300,21 +363,32 @@ def optimize_customers(art: Artifacts, staged: Staged) -> tuple[dict, pl.DataFra
     ids = unique_ids(good.select("customer_id", customer_id_hex="customer_id_text"))
     good, bad = drop_duplicates(art.raw_customers, header, good.drop("customer_id_text"), bad, "customer_id")
     out, rejects = staged(art.customers), staged(art.rejects("customers"))
-    good.write_parquet(out, compression="zstd", row_group_size=ROW_GROUP_SIZE)
-    bad.write_csv(rejects)
-    info = report("customers", good.height, bad.height, art.raw_customers, out, rejects, staged.final,
+    n_bad = write_table(good, bad, out, rejects)
+    info = report("customers", good.height, n_bad, art.raw_customers, out, rejects, staged.final,
                   time.perf_counter() - t0)
     return info, ids
 
 
-def optimize_transactions(art: Artifacts, staged: Staged, known: pl.DataFrame) -> tuple[dict, pl.DataFrame]:
+def transaction_checks(catalogue: pl.Series) -> tuple[tuple[pl.Expr, str], ...]:
+    """Rows that parse but cannot be right: an article not in the catalogue, a date in the future."""
+    # a day of slack, so that a file written today in a time zone ahead of UTC still passes
+    tomorrow = datetime.now(timezone.utc).date() + timedelta(days=1)
+    return (
+        (~pl.col("_article_id").is_in(catalogue.implode()), "article_id is not in articles.csv"),
+        (pl.col("_t_dat") > tomorrow, f"t_dat is in the future (after {tomorrow})"),
+    )
+
+
+def optimize_transactions(art: Artifacts, staged: Outputs, known: pl.DataFrame,
+                          catalogue: pl.Series) -> tuple[dict, pl.DataFrame]:
     """Stream transactions_train.csv -> transactions.parquet (+ rejects); also return the distinct
-    (customer_id, customer_id_hex) pairs of its good rows whose id is not one of `known`'s."""
+    (customer_id, customer_id_hex) pairs of its good rows whose id is not one of `known`'s.
+    A row whose article is not in `catalogue` (articles.csv's ids) is rejected."""
     t0 = time.perf_counter()
     path = art.raw_transactions
     header = read_header(path, "transactions", TRANSACTIONS, art)
     # cache(): the three results below share one parse of the file instead of three
-    rows = typed_rows(scan_text(path, header), header, TRANSACTIONS).cache()
+    rows = typed_rows(scan_text(path, header), header, TRANSACTIONS, transaction_checks(catalogue)).cache()
     good = rows.filter(pl.col("reason").is_null())
     bad = rows.filter(pl.col("reason").is_not_null()).select(reject_columns(header))
     # a buyer whose 64-hex id is in customers.csv maps to it; only the others (usually none) are kept,
@@ -336,7 +410,30 @@ def optimize_transactions(art: Artifacts, staged: Staged, known: pl.DataFrame) -
         why = f"all {n_bad:,} are malformed" if n_bad else "it holds only a header"
         raise UserError(f"{path} has no valid transaction rows ({why}): check it is the Kaggle transactions_train.csv")
     info = report("transactions", rows_out, n_bad, path, out, rejects, staged.final, time.perf_counter() - t0)
+    info["isolated_days"] = flag_isolated_days(out)
     return info, strangers
+
+
+def isolated_days(path: Path) -> tuple[pl.DataFrame, date, date]:
+    """Days with sales more than GAP_DAYS away from the bulk of the data (t_dat, len), and the bulk's first
+    and last day. A typo'd year or a stray test row is kept (it is a valid row) but should not pass unseen."""
+    days = pl.scan_parquet(path).group_by("t_dat").len().sort("t_dat").collect()
+    run = (days["t_dat"].diff().dt.total_days().fill_null(0) > GAP_DAYS).cum_sum()
+    days = days.with_columns(run=run)
+    bulk = days.group_by("run").agg(pl.col("len").sum()).sort("len", "run", descending=True)["run"][0]
+    inside = days.filter(pl.col("run") == bulk)["t_dat"]
+    return days.filter(pl.col("run") != bulk).drop("run"), inside.min(), inside.max()
+
+
+def flag_isolated_days(path: Path) -> list[str]:
+    """Print a line about isolated sales days (see isolated_days); return them as ISO dates."""
+    stray, first, last = isolated_days(path)
+    if stray.height:
+        shown = ", ".join(str(d) for d in stray["t_dat"].head(5)) + (", ..." if stray.height > 5 else "")
+        print(f"transactions: {stray['len'].sum():,} rows on {stray.height:,} days ({shown}) lie more than "
+              f"{GAP_DAYS} days away from the rest of the data ({first}..{last}): check these dates "
+              f"(split_data.py counts its weeks back from the last day)")
+    return [str(d) for d in stray["t_dat"]]
 
 
 def optimize(artifacts: Artifacts, show_progress: bool = True) -> dict:
@@ -346,18 +443,19 @@ def optimize(artifacts: Artifacts, show_progress: bool = True) -> dict:
     for path in (art.raw_articles, art.raw_customers, art.raw_transactions):  # fail before any work
         if not path.exists():
             raise missing_raw(path, art)
+    check_writable(art.processed_dir)
     result = {}
-    with contextlib.ExitStack() as stack, tqdm(total=3, unit="table", desc="data_optim",
-                                               disable=not show_progress) as steps:
-        staged = Staged(stack)
+    raw = (art.raw_articles, art.raw_customers, art.raw_transactions)
+    with atomic_outputs(art.manifest("data_optim.py"), raw, art.command("data_optim.py"), art.data_dir) as staged, \
+            tqdm(total=3, unit="table", desc="data_optim", disable=not show_progress) as steps:
         steps.set_postfix_str("articles")
-        result["articles"] = optimize_articles(art, staged)
+        result["articles"], catalogue = optimize_articles(art, staged)
         steps.update()
         steps.set_postfix_str("customers")
         result["customers"], known = optimize_customers(art, staged)
         steps.update()
         steps.set_postfix_str("transactions")
-        result["transactions"], strangers = optimize_transactions(art, staged, known)
+        result["transactions"], strangers = optimize_transactions(art, staged, known, catalogue)
         steps.update()
         ids = customer_map(known, strangers)
         ids.write_parquet(staged(art.customer_ids), compression="zstd", row_group_size=ROW_GROUP_SIZE)

@@ -19,6 +19,7 @@ HALF_LIFE_GRID = (7.0, 30.0, 90.0, 365.0)
 
 def load_inputs(artifacts: art.Artifacts, quiet: bool = False) -> dict:
     """Articles, customers, the split, and the visual twins and vectors (None, said once, when absent)."""
+    art.require_fresh(artifacts, "data_optim.py", "split_data.py")  # no result from a split older than the data
     inputs = {
         "articles": art.read_parquet(artifacts.articles, artifacts.command("data_optim.py")),
         "customers": art.read_parquet(artifacts.customers, artifacts.command("data_optim.py")),

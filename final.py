@@ -24,7 +24,8 @@ import artifacts as art
 import candidates
 import evaluation
 import hybrid as blend
-from common import Stopwatch, UserError, article_id_text, atomic_path, peak_rss_mb, run_main, summary, write_json, write_parquet
+from common import (Stopwatch, UserError, article_id_text, atomic_outputs, atomic_path, check_submission, check_writable,
+                    peak_rss_mb, run_main, summary, write_json, write_parquet)
 from evaluation import BASELINE, load_inputs
 from ranker import LearnedRanker, Model, load_vectors
 from recommenders import K, Recommender, as_customer_frame
@@ -207,8 +208,10 @@ def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: 
     return out.select(customer_id="customer_id_hex", prediction=pl.col("prediction").fill_null(""))
 
 
-def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inputs: dict | None = None) -> dict:
-    """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every customer."""
+def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inputs: dict | None = None,
+           outputs=lambda path: path) -> dict:
+    """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every
+    customer of customers.csv and every buyer (to `outputs(path)`: see common.atomic_outputs)."""
     clock = Stopwatch()
     inputs = inputs or load_inputs(artifacts, quiet=True)
     articles, customers = inputs["articles"], inputs["customers"]
@@ -223,11 +226,13 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
         recommender = blend.make(populars, personal, weights, rank_weight)
     recommender.fit(transactions, articles)
     del transactions
-    recs = recommend_everyone(recommender, customers["customer_id"], show_progress)
+    # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
-    submission = submission_frame(recs, customer_ids, customers)
-    write_parquet(recs, artifacts.recommendations)
-    with atomic_path(artifacts.submission) as tmp:
+    recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress)
+    submission = submission_frame(recs, customer_ids, customer_ids)
+    check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))
+    write_parquet(recs, outputs(artifacts.recommendations))
+    with atomic_path(outputs(artifacts.submission)) as tmp:
         submission.write_csv(tmp)
     summary("final.submit", recommender=meta["recommender_used"], customers=submission.height, rows=recs.height,
             seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.submission))
@@ -236,19 +241,25 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
 
 
 def run(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
-    """Evaluate (tune on validation, score the test week), then write the submission trained on all data."""
+    """Evaluate (tune on validation, score the test week), then write the submission trained on all data;
+    the results appear together or not at all."""
+    check_writable(artifacts.results_dir)  # before minutes of work, not after
     inputs = load_inputs(artifacts)
-    meta = evaluate(artifacts, show_progress, inputs)
-    meta["submission"] = submit(artifacts, meta, show_progress, inputs)
-    write_json(meta, artifacts.metrics)
+    built_from = [artifacts.manifest("data_optim.py"), artifacts.manifest("split_data.py")]
+    built_from += [p for p in (artifacts.visual_twins, artifacts.ranker_model) if p.exists()]
+    with atomic_outputs(artifacts.manifest("final.py"), built_from, artifacts.command("final.py"),
+                        artifacts.data_dir) as outputs:
+        meta = evaluate(artifacts, show_progress, inputs)
+        meta["submission"] = submit(artifacts, meta, show_progress, inputs, outputs)
+        write_json(meta, outputs(artifacts.metrics))
     return meta
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     art.add_dir_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     run(art.from_args(args), show_progress=not args.no_progress)
 
 

@@ -42,6 +42,7 @@ def main():
     art.add_dir_args(parser)
     args = parser.parse_args()
     artifacts = art.from_args(args)
+    art.require_fresh(artifacts, "data_optim.py", "split_data.py")  # no score on a split older than the data
     clock = Stopwatch()
     articles = art.read_parquet(artifacts.articles, artifacts.command("data_optim.py"))
     train = pl.concat([art.read_parquet(artifacts.split(p), artifacts.command("split_data.py")) for p in ("train", "validation")])

@@ -24,7 +24,7 @@ import polars as pl
 import artifacts as art
 import candidates
 import evaluation
-from common import Stopwatch, UserError, article_id_text, peak_rss_mb, run_main, summary, write_json
+from common import Stopwatch, UserError, article_id_text, check_writable, peak_rss_mb, run_main, summary, write_json
 from features import Context, feature_columns, reduce_vectors
 from recommenders import ARTICLE, K, Popularity, Recommender, before, load_visual_vectors, top_k
 
@@ -407,6 +407,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = Tru
     from tqdm.auto import tqdm
 
     clock = Stopwatch()
+    check_writable(artifacts.ranker_dir)  # before minutes of work, not after
     history = pl.concat([inputs["train"], inputs["validation"]])  # never the test week
     val_start = inputs["validation"]["t_dat"].min()
     cutoffs = [val_start - timedelta(weeks=w) for w in range(TRAINING_WEEKS, 0, -1)]
@@ -455,11 +456,11 @@ def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = Tru
     return model.meta | {"features": features, "feature_importance": model.importance()}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     art.add_dir_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     artifacts = art.from_args(args)
     fit_ranker(artifacts, evaluation.load_inputs(artifacts), show_progress=not args.no_progress)
 

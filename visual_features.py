@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import artifacts as art
-from common import Stopwatch, UserError, atomic_path, run_main, save_npy, summary, write_json
+from common import Stopwatch, UserError, atomic_path, check_writable, run_main, save_npy, summary, write_json
 
 INPUT_SIZE = 224             # the networks' ImageNet resolution
 CHUNK_SIZE = 1024            # images per resumable chunk: ~1 min of CPU work, ~4 MB on disk
@@ -578,6 +578,7 @@ def main():
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
     artifacts = art.from_args(args)
+    check_writable(artifacts.visual_dir)  # before the work, not after it
     if args.merge:
         clock = Stopwatch()
         meta = merge_chunks(artifacts, show_progress=not args.quiet)

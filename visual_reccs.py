@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 import artifacts as art
-from common import Stopwatch, UserError, format_article_id, parse_article_id, run_main, summary, write_parquet
+from common import Stopwatch, UserError, check_writable, format_article_id, parse_article_id, run_main, summary, write_parquet
 
 DEFAULT_K = 12
 BLOCK = 1024  # 1024 x 1024 float32 scores = 4 MB per block; large enough for full BLAS speed
@@ -218,6 +218,8 @@ def main():
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
     artifacts = art.from_args(args)
+    if not args.article:
+        check_writable(artifacts.visual_dir)  # before the work, not after it
     if args.article:
         twins = VisualTwins.load(artifacts).twins(args.article, args.k, args.exclude_same_product)
         print(twins.with_columns(pl.col("twin_id").map_elements(format_article_id, return_dtype=pl.String)))

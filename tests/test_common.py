@@ -1,11 +1,16 @@
 """Shared helpers: ids, atomic writes, artifact locations."""
+import errno
+import json
+import os
+
 import numpy as np
 import polars as pl
 import pytest
 
 from artifacts import Artifacts, require
-from common import (UserError, atomic_path, customer_key_expr, format_article_id,
-                    parse_article_id, save_npy, write_parquet)
+from common import (UserError, atomic_outputs, atomic_path, check_submission, check_writable, customer_key_expr,
+                    environment_problem, format_article_id, parse_article_id, require_fresh, run_main, save_npy,
+                    write_parquet)
 
 
 def test_article_id_round_trip_keeps_leading_zero():
@@ -51,3 +56,101 @@ def test_image_path_follows_kaggle_layout(tmp_path):
 def test_require_names_the_command(tmp_path):
     with pytest.raises(UserError, match="run `python data_optim.py` first"):
         require(tmp_path / "missing.parquet", "python data_optim.py")
+
+
+# ---------------------------------------------------------------------------- faults of the environment
+
+def test_environment_problem_reads_errno_and_polars_text():
+    assert environment_problem(OSError(errno.ENOSPC, "No space left on device", "/x/y")).startswith(
+        "the disk is full (/x/y): free some space")
+    polars_text = pl.exceptions.ComputeError("parquet: underlying IO error: No space left on device (os error 28)")
+    assert environment_problem(polars_text).startswith("the disk is full")
+    assert environment_problem(OSError(errno.EROFS, "Read-only file system")).startswith("the file system is read-only")
+    assert environment_problem(OSError(errno.ENOENT, "No such file")) is None
+    assert environment_problem(pl.exceptions.ComputeError("bad csv")) is None
+
+
+def test_run_main_shows_a_full_disk_as_one_line(capsys):
+    def main():
+        raise OSError("No space left on device (os error 28)")
+    with pytest.raises(SystemExit) as exit_:
+        run_main(main)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(ValueError):  # anything else is a bug: its traceback stays
+        run_main(lambda: int("x"))
+
+
+def test_check_writable_probes_without_creating(tmp_path):
+    check_writable(tmp_path / "not" / "yet")  # the nearest existing folder above is probed
+    assert list(tmp_path.iterdir()) == []
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match=f"cannot write to {blocker / 'out'}"):
+        check_writable(blocker / "out")  # a file where the folder should be
+
+
+def test_atomic_outputs_appear_together_or_not_at_all(tmp_path):
+    a, b = tmp_path / "out" / "a.txt", tmp_path / "out" / "b.txt"
+    with pytest.raises(OSError):
+        with atomic_outputs() as outputs:
+            outputs(a).write_text("new a")
+            raise OSError(errno.ENOSPC, "No space left on device")  # while writing b
+    assert list((tmp_path / "out").iterdir()) == []
+    source = tmp_path / "in.csv"
+    source.write_text("x\n1\n")
+    with atomic_outputs(tmp_path / "out" / "manifest.json", [source], "python make.py", tmp_path) as outputs:
+        outputs(a).write_text("a")
+        outputs(b).write_text("b")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt", "b.txt", "manifest.json"]
+    record = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert record["built_by"] == "python make.py" and list(record["inputs"]) == ["in.csv"]
+    assert record["outputs"]["out/a.txt"]["size"] == 1
+
+
+def test_require_fresh_names_the_command_when_an_input_changed(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("x\n1\n")
+    manifest = tmp_path / "out" / "manifest.json"
+    with pytest.raises(UserError, match="manifest.json is missing\\): run `python make.py`"):
+        require_fresh(manifest, "python make.py", tmp_path)
+    with atomic_outputs(manifest, [source], "python make.py", tmp_path) as outputs:
+        outputs(tmp_path / "out" / "a.txt").write_text("a")
+    require_fresh(manifest, "python make.py", tmp_path)
+    stamp = source.stat().st_mtime_ns
+    os.utime(source, ns=(stamp + 10**9, stamp + 10**9))  # a copy with new timestamps: still the same data
+    require_fresh(manifest, "python make.py", tmp_path)
+    source.write_text("x\n2\n")  # same size, other content
+    with pytest.raises(UserError, match=r"in\.csv changed since it was used to build .*out/: rerun `python make.py`"):
+        require_fresh(manifest, "python make.py", tmp_path)
+    source.unlink()  # raw files deleted after conversion: no sign of staleness
+    require_fresh(manifest, "python make.py", tmp_path)
+    (tmp_path / "out" / "a.txt").write_text("other")
+    with pytest.raises(UserError, match="a.txt was replaced since `python make.py` wrote"):
+        require_fresh(manifest, "python make.py", tmp_path)
+
+
+# ---------------------------------------------------------------------------- the submission
+
+HEX = [f"{i:064x}" for i in range(4)]
+GOOD = " ".join(f"{i:010d}" for i in range(1, 13))
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([(HEX[0], GOOD), (HEX[1], GOOD), (HEX[2], GOOD)], "1 customers are missing"),
+    ([], "submission has 0 rows for 4 customers: 4 customers are missing"),
+    ([*[(h, GOOD) for h in HEX], (HEX[0], GOOD)], "1 customers have more than one row"),
+    ([*[(h, GOOD) for h in HEX], ("f" * 64, GOOD)], "1 ids are not customers"),
+    ([*[(h, GOOD) for h in HEX[1:]], (HEX[0], "-000000005 0108775015")], "1 predictions are not 1 to 12"),
+    ([*[(h, GOOD) for h in HEX[1:]], (HEX[0], "")], "1 predictions are not 1 to 12"),
+    ([*[(h, GOOD) for h in HEX[1:]], (HEX[0], GOOD + " 0108775015")], "1 predictions are not 1 to 12"),
+])
+def test_check_submission_refuses_a_submission_that_is_not_one_row_per_customer(rows, message):
+    submission = pl.DataFrame(rows, schema={"customer_id": pl.String, "prediction": pl.String}, orient="row")
+    with pytest.raises(UserError, match=message):
+        check_submission(submission, pl.Series(HEX))
+
+
+def test_check_submission_passes_a_complete_one():
+    check_submission(pl.DataFrame({"customer_id": HEX, "prediction": [GOOD, "0108775015", GOOD, GOOD]}),
+                     pl.Series(HEX))

@@ -123,15 +123,19 @@ def test_malformed_rows_end_in_the_rejects_file(tmp_path, capsys):
     assert "7 of 11 rows rejected" in out and "price is not a number >= 0: 1" in out
 
 
-def test_bad_customer_rows_and_duplicates_are_rejected(tmp_path):
-    customers = CUSTOMERS + f"{C1},,,ACTIVE,NONE,49,52043ee2\n" + f"{C4},,,ACTIVE,NONE,49.5,x\n"
+def test_duplicates_are_rejected_and_a_bad_optional_field_becomes_null(tmp_path):
+    customers = CUSTOMERS + f"{C1},,,ACTIVE,NONE,49,52043ee2\n" + f"{C4},yes,,ACTIVE,NONE,49.5,x\n"
     art = raw(tmp_path, customers=customers)
     result = data_optim.optimize(art, show_progress=False)
-    assert (result["customers"]["rows_out"], result["customers"]["rejects"]) == (3, 2)
+    assert (result["customers"]["rows_out"], result["customers"]["rejects"], result["customers"]["nulled"]) == (4, 1, 1)
     rejects = pl.read_csv(art.rejects("customers"), infer_schema=False)
     assert rejects.select("line", "customer_id", "reason").rows() == [
-        ("5", C1, "duplicate customer_id"), ("6", C4, "age is not a whole number that fits UInt8")]
-    # C4 still buys: its id is mapped from the transactions
+        ("5", C1, "duplicate customer_id"),
+        ("6", C4, "FN is not a whole number that fits UInt8; age is not a whole number that fits UInt8: "
+                  "set to null, row kept")]
+    # C4 is kept, without the two bad fields
+    kept = pl.read_parquet(art.customers).filter(pl.col("customer_id") == int(C4[-16:], 16))
+    assert kept.select("FN", "age", "postal_code").rows() == [(None, None, "x")]
     assert C4 in pl.read_parquet(art.customer_ids)["customer_id_hex"].to_list()
 
 
@@ -174,7 +178,8 @@ def test_outputs_are_atomic_and_raw_is_untouched(tmp_path):
     assert files_under(art.raw_dir) == before
     assert {p for p in written if p.startswith("processed/")} == {
         f"processed/{t}.parquet" for t in ("articles", "customers", "transactions", "customer_ids")
-    } | {f"processed/rejects/{t}_rejects.csv" for t in ("articles", "customers", "transactions")}
+    } | {f"processed/rejects/{t}_rejects.csv" for t in ("articles", "customers", "transactions")} | {
+        "processed/manifest.json"}
     # a later run that fails (here on a collision) leaves the previous outputs exactly as they were
     art.raw_transactions.write_text(GOOD_TRANSACTIONS + f"2020-09-22,{C1_TWIN},0108775015,0.05,2\n")
     with pytest.raises(UserError):

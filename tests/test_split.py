@@ -7,7 +7,7 @@ import pytest
 
 import split_data
 from artifacts import Artifacts
-from common import UserError, write_parquet
+from common import UserError, atomic_outputs
 
 FIRST = date(2020, 8, 20)
 LAST = date(2020, 9, 22)
@@ -31,7 +31,8 @@ def transactions(first=FIRST, last=LAST, skip=()) -> pl.DataFrame:
 def processed(tmp_path, df: pl.DataFrame) -> Artifacts:
     """Artifacts whose processed/transactions.parquet is `df`."""
     art = Artifacts(tmp_path / "data", tmp_path / "images")
-    write_parquet(df, art.transactions)
+    with atomic_outputs(art.manifest("data_optim.py"), [], "test", art.data_dir) as outputs:
+        df.write_parquet(outputs(art.transactions))
     return art
 
 
@@ -133,3 +134,24 @@ def test_empty_week_is_a_user_error_and_writes_nothing(tmp_path):
 def test_missing_transactions_says_what_to_run(tmp_path):
     with pytest.raises(UserError, match="run `python data_optim.py"):
         split_data.split(Artifacts(tmp_path / "data"))
+
+
+def test_thin_test_week_is_refused_unless_allowed(tmp_path):
+    stray = transactions().head(1).with_columns(t_dat=pl.lit(LAST + timedelta(days=7)))
+    art = processed(tmp_path, pl.concat([transactions(), stray]))
+    with pytest.raises(UserError, match=r"the test window 2020-09-23\.\.2020-09-29 has 1 transactions \(0\.1 a day\) "
+                                        r"against 2\.0 a day .* choose --end-date 2020-09-22, or pass --allow-thin-weeks"):
+        split_data.split(art)
+    assert not art.split_dir.exists()
+    info = split_data.split(art, allow_thin=True)
+    assert info["test"]["rows"] == 1
+    assert split_data.split(art, end_date="2020-09-22")["rows_after_end"] == 1
+
+
+def test_split_of_processed_data_that_changed_since_is_refused(tmp_path):
+    art = processed(tmp_path, transactions())
+    transactions().head(10).write_parquet(art.transactions)  # replaced outside data_optim.py
+    with pytest.raises(UserError, match=r"transactions\.parquet was replaced since `python data_optim\.py --data-dir .*` "
+                                        r"wrote .*: rerun `python data_optim\.py"):
+        split_data.split(art)
+    assert not art.split_dir.exists()

@@ -1,0 +1,372 @@
+"""The fault suite (issue 8): a hostile user's edits of the tiny sample, run through each stage's main().
+
+Each case starts from a private copy of the tiny sample's raw CSVs, breaks one thing and asserts
+the exit code, the one-line message, and that nothing was lost (no customer, no row without a
+reason, no half-written or stale output). A stage is called as the command line calls it,
+`run_main(main)`, so the exit code and stderr are the user's.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import data_optim
+import final
+import split_data
+from artifacts import Artifacts
+from common import UserError, run_main
+
+NO_SPACE = "No space left on device (os error 28)"  # how polars words ENOSPC (errno is not set)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+@pytest.fixture
+def raw(tiny_raw, tmp_path) -> Artifacts:
+    """A private copy of the tiny sample's raw CSVs (the images are shared, read-only)."""
+    art = Artifacts(tmp_path / "data", tiny_raw.images_dir)
+    shutil.copytree(tiny_raw.raw_dir, art.raw_dir)
+    return art
+
+
+def run(module, art: Artifacts, *args: str, monkeypatch=None) -> int:
+    """Exit code of `python <module>.py --data-dir ... args` (0 when main returns)."""
+    argv = ["--data-dir", str(art.data_dir), *args]
+    try:
+        run_main(lambda: module.main(argv))
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+def one_line_error(capsys, *fragments: str) -> str:
+    """stderr of a failed stage: exactly one line, 'error: ...', holding every fragment."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def edit_field(path: Path, line: int, column: str, value: str) -> str:
+    """Set one field of one line (header = line 1) of a simple CSV; return the old value."""
+    lines = path.read_text().split("\n")
+    header = lines[0].split(",")
+    fields = lines[line - 1].split(",")
+    old, fields[header.index(column)] = fields[header.index(column)], value
+    lines[line - 1] = ",".join(fields)
+    path.write_text("\n".join(lines))
+    return old
+
+
+def field(path: Path, line: int, column: str) -> str:
+    lines = path.read_text().split("\n")
+    return lines[line - 1].split(",")[lines[0].split(",").index(column)]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (size, mtime_ns) of every file below `folder`."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def data_rows(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines()[1:] if line)
+
+
+def last_day(art: Artifacts) -> date:
+    return max(date.fromisoformat(line[:10]) for line in art.raw_transactions.read_text().splitlines()[1:] if line)
+
+
+def add_transaction(art: Artifacts, day: date) -> None:
+    """Append a copy of the first transaction, dated `day`."""
+    lines = art.raw_transactions.read_text().splitlines()
+    with open(art.raw_transactions, "a") as fh:
+        fh.write(f"{day.isoformat()}{lines[1][10:]}\n")
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make a folder read-only. chmod does not stop root, so as root, creating a file below it
+    is also refused the way the kernel refuses it for everyone else (EACCES)."""
+    def make(folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        if os.geteuid() == 0:
+            real_open = os.open
+
+            def guarded(path, flags, *args, **kwargs):
+                if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and \
+                        Path(os.path.abspath(path)).is_relative_to(folder):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+                return real_open(path, flags, *args, **kwargs)
+            monkeypatch.setattr(os, "open", guarded)
+        return folder
+    yield make
+
+
+def no_space(monkeypatch, owner, name: str, error=None):
+    """Make `owner.name` (a polars writer) fail as on a full disk, after writing part of its file."""
+    real = getattr(owner, name)
+
+    def full(self, target, *args, **kwargs):
+        real(self, target, *args, **kwargs)
+        raise error or pl.exceptions.ComputeError(f"parquet: File out of specification: underlying IO error: {NO_SPACE}")
+    monkeypatch.setattr(owner, name, full)
+
+
+# ---------------------------------------------------------------------------- 1. no customer vanishes
+
+@pytest.mark.parametrize("column, value, reason", [
+    ("age", "unknown", "age is not a whole number"),
+    ("age", "-1", "age is not a whole number"),
+    ("age", "300", "age is not a whole number"),
+    ("age", "49.5", "age is not a whole number"),
+    ("age", "150", "age is outside 0..120"),
+    ("FN", "yes", "FN is not a whole number"),
+    ("Active", "7", "Active is outside 0..1"),
+])
+def test_bad_optional_customer_field_keeps_the_customer(raw, capsys, column, value, reason):
+    customers = data_rows(raw.raw_customers)
+    hex_id = field(raw.raw_customers, 5, "customer_id")
+    edit_field(raw.raw_customers, 5, column, value)
+    assert run(data_optim, raw, "--no-progress") == 0
+    out = capsys.readouterr().out
+    kept = pl.read_parquet(raw.customers)
+    assert kept.height == customers  # nobody vanished
+    ids = pl.read_parquet(raw.customer_ids)
+    assert ids.height == customers and hex_id in ids["customer_id_hex"].to_list()
+    key = ids.filter(pl.col("customer_id_hex") == hex_id)["customer_id"].item()
+    assert kept.filter(pl.col("customer_id") == key)[column].item() is None
+    rejects = pl.read_csv(raw.rejects("customers"), infer_schema=False)
+    assert rejects.select("line", "customer_id").rows() == [("5", hex_id)]
+    assert reason in rejects["reason"].item() and "set to null" in rejects["reason"].item()
+    assert "not in customers.csv" not in out
+    assert "customers: 0 of 600 rows rejected, 1 kept with a field set to null" in out
+
+
+def test_every_customer_and_every_buyer_gets_a_submission_row(raw, capsys):
+    """The issue's case end to end: one customer with age 'unknown' and one buyer missing from
+    customers.csv both get their row in submission.csv (600 rows for 600 customers)."""
+    customers = raw.raw_customers.read_text().splitlines()
+    edit_field(raw.raw_customers, 5, "age", "unknown")
+    odd_age = field(raw.raw_customers, 5, "customer_id")
+    buyers = {line.split(",")[1] for line in raw.raw_transactions.read_text().splitlines()[1:] if line}
+    line, stranger = next((n, row.split(",")[0]) for n, row in enumerate(customers[1:], start=2)
+                          if n != 5 and row.split(",")[0] in buyers)
+    text = raw.raw_customers.read_text().split("\n")
+    raw.raw_customers.write_text("\n".join(text[:line - 1] + text[line:]))
+    assert run(data_optim, raw, "--no-progress") == 0 and run(split_data, raw) == 0
+    assert "1 buyers are not in customers.csv" in capsys.readouterr().out
+    assert run(final, raw, "--no-progress") == 0
+    submission = pl.read_csv(raw.submission, infer_schema=False)
+    assert submission.height == len(customers) - 1 and submission["customer_id"].is_unique().all()
+    assert {odd_age, stranger} <= set(submission["customer_id"])
+    assert submission["prediction"].str.count_matches(" ").eq(11).all()
+    assert json.loads(raw.manifest("final.py").read_text())["outputs"].keys() == {
+        "results/metrics.json", "results/recommendations.parquet", "results/submission.csv"}
+
+
+def test_submission_check_stops_before_writing(tiny, tmp_path, monkeypatch):
+    """A customer left without recommendations (by any future bug) stops final.submit; nothing is written."""
+    copy = Artifacts(tmp_path / "data", tiny.images_dir)
+    shutil.copytree(tiny.data_dir, copy.data_dir, ignore=shutil.ignore_patterns("results", "visual"))
+    inputs = final.load_inputs(copy, quiet=True)
+    real = final.recommend_everyone
+    monkeypatch.setattr(final, "recommend_everyone",
+                        lambda hybrid, customers, *a, **k: real(hybrid, customers.slice(5), *a, **k))
+    with pytest.raises(UserError, match=r"submission has 600 rows for 600 customers: 5 predictions are not 1 to 12"):
+        final.submit(copy, {"weights": {}, "scales": {}, "recommender_used": "hybrid"}, show_progress=False,
+                     inputs=inputs)
+    assert not copy.results_dir.exists()
+
+
+@pytest.mark.parametrize("table", ["customers", "articles"])
+def test_header_only_csv_stops_the_etl(raw, capsys, table):
+    path = raw.raw_customers if table == "customers" else raw.raw_articles
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    assert run(data_optim, raw, "--no-progress") == 2
+    one_line_error(capsys, str(path), "has no rows")
+    assert snapshot(raw.processed_dir) == {}
+
+
+# ---------------------------------------------------------------------------- 2. nothing stale or meaningless
+
+def test_final_refuses_a_split_older_than_the_data(raw, capsys):
+    assert run(data_optim, raw, "--no-progress") == 0 and run(split_data, raw) == 0
+    add_transaction(raw, last_day(raw))  # the raw data changes; data_optim is rerun, split_data is not
+    assert run(data_optim, raw, "--no-progress") == 0
+    capsys.readouterr()
+    assert run(final, raw, "--no-progress") == 2
+    one_line_error(capsys, "transactions.parquet changed", f"python split_data.py --data-dir {raw.data_dir}")
+    assert snapshot(raw.results_dir) == {}
+
+
+def test_split_refuses_processed_data_older_than_the_raw_files(raw, capsys):
+    assert run(data_optim, raw, "--no-progress") == 0
+    add_transaction(raw, last_day(raw))
+    capsys.readouterr()
+    assert run(split_data, raw) == 2
+    one_line_error(capsys, "transactions_train.csv changed", f"python data_optim.py --data-dir {raw.data_dir}")
+    assert snapshot(raw.split_dir) == {}
+
+
+@pytest.mark.parametrize("days_later", [7, 14])
+def test_stray_late_transaction_is_not_a_test_week(raw, capsys, days_later):
+    end = last_day(raw)
+    add_transaction(raw, end + timedelta(days=days_later))
+    assert run(data_optim, raw, "--no-progress") == 0
+    capsys.readouterr()
+    assert run(split_data, raw) == 2
+    one_line_error(capsys, "window", f"on {end}", "--end-date")
+    assert snapshot(raw.split_dir) == {}
+    assert run(split_data, raw, "--end-date", end.isoformat()) == 0  # the way out the message names
+    assert "1 transactions after --end-date" in capsys.readouterr().out
+
+
+def test_thin_week_can_be_split_deliberately(raw, capsys):
+    add_transaction(raw, last_day(raw) + timedelta(days=7))
+    assert run(data_optim, raw, "--no-progress") == 0
+    assert run(split_data, raw, "--allow-thin-weeks") == 0
+    assert pl.read_parquet(raw.split("test")).height == 1
+
+
+def test_date_in_the_future_is_rejected(raw, capsys):
+    rows = data_rows(raw.raw_transactions)
+    edit_field(raw.raw_transactions, 2, "t_dat", "2099-01-01")
+    assert run(data_optim, raw, "--no-progress") == 0
+    rejects = pl.read_csv(raw.rejects("transactions"), infer_schema=False)
+    assert rejects.select("line", "t_dat").rows() == [("2", "2099-01-01")]
+    assert rejects["reason"].item().startswith("t_dat is in the future")
+    assert pl.scan_parquet(raw.transactions).select(pl.len()).collect().item() == rows - 1
+    assert pl.scan_parquet(raw.transactions).select(pl.col("t_dat").max()).collect().item() < date.today()
+
+
+def test_date_far_from_the_rest_is_flagged(raw, capsys):
+    rows = data_rows(raw.raw_transactions)
+    edit_field(raw.raw_transactions, 2, "t_dat", "2015-01-01")  # a typo'd year: a valid, kept row
+    assert run(data_optim, raw, "--no-progress") == 0
+    assert "1 rows on 1 days (2015-01-01) lie more than 28 days away from the rest" in capsys.readouterr().out
+    assert pl.scan_parquet(raw.transactions).select(pl.len()).collect().item() == rows
+
+
+# ---------------------------------------------------------------------------- 3. the catalogue
+
+def test_transactions_of_unknown_articles_are_rejected(raw, capsys):
+    rows = data_rows(raw.raw_transactions)
+    for line, article in ((2, "0999999001"), (3, "-5"), (4, "0")):
+        edit_field(raw.raw_transactions, line, "article_id", article)
+    assert run(data_optim, raw, "--no-progress") == 0
+    rejects = pl.read_csv(raw.rejects("transactions"), infer_schema=False)
+    assert rejects.select("line", "article_id").rows() == [("2", "0999999001"), ("3", "-5"), ("4", "0")]
+    assert set(rejects["reason"]) == {"article_id is not in articles.csv"}
+    kept = pl.read_parquet(raw.transactions)
+    assert kept.height == rows - 3
+    assert kept["article_id"].is_in(pl.read_parquet(raw.articles)["article_id"].implode()).all()
+    assert "3 of" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- 5. the environment
+
+@pytest.mark.parametrize("table, line", [("customers", 3), ("articles", 2), ("transactions", 3), ("customers", 500)])
+def test_cp1252_byte_names_file_line_and_encoding(raw, capsys, table, line):
+    path = {"customers": raw.raw_customers, "articles": raw.raw_articles,
+            "transactions": raw.raw_transactions}[table]
+    lines = path.read_bytes().split(b"\n")
+    lines[line - 1] = lines[line - 1][:12] + b"\xe9" + lines[line - 1][13:]  # 'é' in cp1252
+    path.write_bytes(b"\n".join(lines))
+    assert run(data_optim, raw, "--no-progress") == 2
+    one_line_error(capsys, str(path), f"line {line}", "not UTF-8", "0xe9")
+    assert snapshot(raw.processed_dir) == {}
+
+
+def stage_ready(raw: Artifacts, stage: str) -> None:
+    """Run the stages before `stage` on `raw`."""
+    if stage in ("split_data", "final"):
+        data_optim.optimize(raw, show_progress=False)
+    if stage == "final":
+        split_data.split(raw)
+
+
+@pytest.mark.parametrize("stage", ["data_optim", "split_data", "final"])
+def test_read_only_output_folder_stops_before_the_work(raw, capsys, monkeypatch, read_only, stage):
+    stage_ready(raw, stage)
+    module = {"data_optim": data_optim, "split_data": split_data, "final": final}[stage]
+    folder = {"data_optim": raw.processed_dir, "split_data": raw.split_dir, "final": raw.results_dir}[stage]
+    read_only(folder)
+    before = snapshot(raw.data_dir)
+    work = []
+    for name in ("scan_text", "date_range", "load_inputs"):  # the first piece of work of each stage
+        if hasattr(module, name):
+            real = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _real=real, **k: work.append(1) or _real(*a, **k))
+    args = ("--no-progress",) if stage != "split_data" else ()
+    try:
+        assert run(module, raw, *args) == 2
+    finally:
+        folder.chmod(0o755)
+    one_line_error(capsys, "cannot write", str(folder))
+    assert work == []  # refused before any work
+    assert snapshot(raw.data_dir) == before
+
+
+@pytest.mark.parametrize("stage", ["visual_features", "visual_reccs"])
+def test_read_only_visual_folder_stops_before_the_work(raw, capsys, monkeypatch, read_only, stage):
+    import importlib
+    module = importlib.import_module(stage)
+    read_only(raw.visual_dir)
+    argv = [f"{stage}.py", "--data-dir", str(raw.data_dir)] + (["--images-dir", str(raw.images_dir), "--quiet"]
+                                                                  if stage == "visual_features" else [])
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_main(module.main)
+    finally:
+        raw.visual_dir.chmod(0o755)
+    assert exit_.value.code == 2
+    one_line_error(capsys, "cannot write", str(raw.visual_dir))
+    assert snapshot(raw.visual_dir) == {}
+
+
+def test_full_disk_in_data_optim_keeps_the_previous_outputs(raw, capsys, monkeypatch):
+    assert run(data_optim, raw, "--no-progress") == 0
+    before = snapshot(raw.data_dir)
+    add_transaction(raw, last_day(raw))
+    raw_after_edit = snapshot(raw.raw_dir)
+    no_space(monkeypatch, pl.DataFrame, "write_parquet")
+    capsys.readouterr()
+    assert run(data_optim, raw, "--no-progress") == 2
+    one_line_error(capsys, "disk is full")
+    after = snapshot(raw.data_dir)
+    assert {k: v for k, v in after.items() if k.startswith("processed")} == \
+        {k: v for k, v in before.items() if k.startswith("processed")}
+    assert snapshot(raw.raw_dir) == raw_after_edit
+
+
+def test_full_disk_in_split_keeps_the_previous_split(raw, capsys, monkeypatch):
+    assert run(data_optim, raw, "--no-progress") == 0 and run(split_data, raw) == 0
+    before = snapshot(raw.split_dir)
+    no_space(monkeypatch, pl.DataFrame, "write_parquet")
+    capsys.readouterr()
+    assert run(split_data, raw, "--test-days", "3") == 2
+    one_line_error(capsys, "disk is full")
+    assert snapshot(raw.split_dir) == before
+
+
+def test_full_disk_in_final_writes_no_result(raw, capsys, monkeypatch):
+    assert run(data_optim, raw, "--no-progress") == 0 and run(split_data, raw) == 0
+    no_space(monkeypatch, pl.DataFrame, "write_csv", error=OSError(NO_SPACE))
+    capsys.readouterr()
+    assert run(final, raw, "--no-progress") == 2
+    one_line_error(capsys, "disk is full")
+    assert snapshot(raw.results_dir) == {}  # not metrics.json without submission.csv
