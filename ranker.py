@@ -39,6 +39,11 @@ PARAMS = {
 MAX_ROUNDS = 400
 EARLY_STOPPING = 30
 REASONS = 3  # feature families shown per recommendation
+# Cold start is a product promise, not a behaviour constant: the last slots of a list may be kept for
+# launches (never sold before the cut-off). How many (of LAUNCH_SLOTS) is chosen on the validation week:
+# the fewest that keep COLD_START_SHARE of the cold-start purchases new_arrivals alone finds there.
+LAUNCH_SLOTS = (0, 1, 2, 3, 4)
+COLD_START_SHARE = 0.5
 
 
 # ---------------------------------------------------------------------------- the metric LightGBM stops on
@@ -63,6 +68,50 @@ def group_map(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, n_truth
     precision = (cumulative - before_group[group]) / position * hits
     ap = np.bincount(group, weights=precision, minlength=len(sizes)) / np.minimum(n_truth, k)
     return float(ap.sum() / (n_customers or len(sizes)))
+
+
+# ---------------------------------------------------------------------------- launches in the list
+
+def top_with_launches(frame: pl.DataFrame, k: int, slots: int) -> pl.DataFrame:
+    """Each customer's k best rows by score, the last `slots` of them kept for launches when the pool has some.
+
+    A launch is an article never sold before the cut-off (days_since_first_sale is null); a launch
+    that already ranks in the top k - slots keeps its place, and a customer with fewer launches
+    gets the next best articles instead.
+    """
+    if not slots:
+        return top_k(frame, k)
+    new = pl.col("days_since_first_sale").is_null()
+    ranked = (frame.sort(["customer_id", "score", "article_id"], descending=[False, True, False])
+              .with_columns(_pos=pl.int_range(1, pl.len() + 1).over("customer_id"))
+              # launches below the first k - slots places, counted in score order
+              .with_columns(_new=(new & (pl.col("_pos") > k - slots)).cast(pl.UInt32).cum_sum().over("customer_id")))
+    group = (pl.when(pl.col("_pos") <= k - slots).then(0)
+             .when(new & (pl.col("_new") <= slots)).then(1).otherwise(2))
+    return (ranked.with_columns(_group=group).sort(["customer_id", "_group", "_pos"])
+            .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over("customer_id"))
+            .filter(pl.col("rank") <= k).drop("_pos", "_new", "_group"))
+
+
+def choose_launch_slots(valid: pl.DataFrame, truth: pl.DataFrame, seen: pl.Series) -> tuple[int, dict]:
+    """The fewest launch slots whose validation cold-start hits reach COLD_START_SHARE of new_arrivals' own.
+
+    valid: the validation pool with the model's score; seen: articles sold before the validation week.
+    Returns (slots, {slots: [MAP@12, cold-start hits], "new_arrivals_hits": n}).
+    """
+    import metrics
+
+    cold = candidates.truth_pairs(truth).filter(~pl.col("article_id").is_in(seen.cast(ARTICLE).implode()))
+    alone = valid.filter(pl.col("rank__new_arrivals") <= K).select("customer_id", "article_id",
+                                                                   rank="rank__new_arrivals")
+    target = COLD_START_SHARE * metrics.hits_on(alone, cold, K)
+    table = {"new_arrivals_hits": metrics.hits_on(alone, cold, K)}
+    for slots in LAUNCH_SLOTS:
+        recs = top_with_launches(valid, K, slots)
+        table[slots] = [round(metrics.map_at_k(recs, truth, K), 5), metrics.hits_on(recs, cold, K)]
+    enough = [slots for slots in LAUNCH_SLOTS if table[slots][1] >= target]
+    chosen = enough[0] if enough else max(LAUNCH_SLOTS, key=lambda s: table[s][1])
+    return chosen, table
 
 
 # ---------------------------------------------------------------------------- the model
@@ -213,7 +262,7 @@ class LearnedRanker(Recommender):
         """Each customer's top n pooled rows by the model's score, with all their features."""
         frame = self.frame(customers)
         frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32))
-        return top_k(frame, n)
+        return top_with_launches(frame, n, int(self.model.meta.get("launch_slots", 0)))
 
     def candidates(self, customers, n):
         ranked = self.scored(customers, n)
@@ -388,7 +437,8 @@ def week_frame(inputs: dict, transactions: pl.DataFrame, cutoff, scales: dict, v
                max_customers: int = MAX_WEEK_CUSTOMERS, seed: int = 0) -> tuple[pl.DataFrame, dict, dict]:
     """Features and labels of one week's buyers at a cut-off, with the truth counts the metric needs.
 
-    Returns (frame sorted by customer, {"n_truth": per group, "customers": buyers scored}, pool recall).
+    Returns (frame sorted by customer, {"n_truth": per group, "customers": buyers scored, "truth": the
+    week's truth frame}, pool recall).
     """
     truth = evaluation.sample_customers(candidates.week_truth(transactions, cutoff), max_customers, seed)
     populars, personal = candidates.make_sources(inputs["customers"], inputs.get("twins"),
@@ -399,7 +449,8 @@ def week_frame(inputs: dict, transactions: pl.DataFrame, cutoff, scales: dict, v
     frame = frame.with_columns(cutoff=pl.lit(cutoff)).sort("customer_id", "article_id")
     n_truth = (frame.select("customer_id").unique(maintain_order=True)
                .join(truth.select("customer_id", n=pl.col("article_ids").list.len()), on="customer_id", how="left"))
-    return frame, {"n_truth": n_truth["n"].to_numpy(), "customers": truth.height}, candidates.recall(frame, truth)
+    return (frame, {"n_truth": n_truth["n"].to_numpy(), "customers": truth.height, "truth": truth},
+            candidates.recall(frame, truth))
 
 
 def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = True) -> dict:
@@ -436,6 +487,11 @@ def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = Tru
     booster, rounds, curve = train(weeks, features, MAX_ROUNDS, valid.select(*features, "label", "cutoff", "customer_id"),
                                    valid_truth, progress)
     val_map = max(curve) if curve else 0.0
+    scored = valid.with_columns(score=pl.Series(
+        booster.predict(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(), num_iteration=rounds),
+        dtype=pl.Float32))
+    slots, slot_scores = choose_launch_slots(scored, valid_truth["truth"], inputs["train"]["article_id"].unique())
+    del scored
     progress.set_postfix_str(f"retrain {rounds} rounds up to the test week")
     weeks = pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f, _ in frames[1:]])
     booster, _, _ = train(weeks, features, rounds)
@@ -444,14 +500,15 @@ def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = Tru
     training_weeks = [[str(c), str(c + timedelta(days=6))] for c in [*cutoffs[1:], val_start]]
     model = Model(booster, features, {
         "training_weeks": training_weeks, "rounds": rounds, "params": PARAMS, "scales": scales,
-        "scale_scores": scale_scores, "validation_map12": val_map, "dropped_features": dropped,
+        "scale_scores": scale_scores, "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
+        "validation_map12_without_launch_slots": val_map, "launch_slots": slots, "launch_slot_scores": slot_scores,
         "pool_recall": recalls[str(val_start)], "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))]
                                                                          for c in cutoffs],
     })
     model.save(artifacts)
     top = ", ".join(f"{r['feature']}" for r in model.importance()[:5])
     summary("ranker", weeks=len(training_weeks), rows=weeks.height, features=len(features), rounds=rounds,
-            validation_map12=f"{val_map:.4f}", pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}",
+            validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots, pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}",
             top_features=top, seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
     return model.meta | {"features": features, "feature_importance": model.importance()}
 

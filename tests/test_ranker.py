@@ -233,3 +233,16 @@ def test_ranker_recommendations_have_reasons_from_contributions(tiny_ranked):
     named = recs.filter(pl.col("reason").str.contains(r"often bought with|colourway of|looks like|similar to"))
     assert (named["reason"].str.extract(r"(\d{10})").cast(pl.Int32) == named["source_article_id"]).all() or \
         named.height == 0
+
+
+def test_launch_slots_keep_the_last_places_for_launches():
+    frame = pl.DataFrame({"customer_id": [1] * 6 + [2] * 3, "article_id": [1, 2, 3, 4, 5, 6, 1, 2, 3],
+                          "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.9, 0.8, 0.7],
+                          "days_since_first_sale": [3.0, 5.0, None, 9.0, None, None, 1.0, 2.0, 3.0]},
+                         schema_overrides={"customer_id": pl.UInt64, "article_id": pl.Int32})
+    lists = lambda recs: {c: g.sort("rank")["article_id"].to_list() for (c,), g in recs.group_by("customer_id")}  # noqa
+    assert lists(ranker.top_with_launches(frame, 4, 0)) == {1: [1, 2, 3, 4], 2: [1, 2, 3]}
+    # one slot: launch 3 already ranks 3rd, so the 4th place goes to the best other launch (5), not to 4
+    assert lists(ranker.top_with_launches(frame, 4, 1)) == {1: [1, 2, 3, 5], 2: [1, 2, 3]}
+    assert lists(ranker.top_with_launches(frame, 4, 2)) == {1: [1, 2, 3, 5], 2: [1, 2, 3]}
+    assert lists(ranker.top_with_launches(frame, 3, 2)) == {1: [1, 3, 5], 2: [1, 2, 3]}
