@@ -30,6 +30,7 @@ demo: venv
 	$(PY) visual_features.py --data-dir $(DATA) --images-dir $(IMAGES)
 	$(PY) visual_reccs.py --data-dir $(DATA)
 	$(PY) individual_baseline.py --data-dir $(DATA)
+	$(PY) ranker.py --data-dir $(DATA)
 	$(PY) final.py --data-dir $(DATA)
 
 test: venv

@@ -98,14 +98,15 @@ def print_report(table: pl.DataFrame, meta: dict) -> None:
     print(f"recommendations and submission come from: {meta['recommender_used']}")
 
 
-def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: dict | None = None) -> dict:
-    """Tune on validation, score every strategy, the hybrid and the ranker once on the test week, write metrics.json."""
+def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: dict | None = None,
+             use_ranker: bool = True) -> dict:
+    """Tune on validation, score every strategy, the hybrid and the ranker once on the test week."""
     from tqdm.auto import tqdm
 
     clock = Stopwatch()
     inputs = inputs or load_inputs(artifacts)
     articles = inputs["articles"]
-    model = load_ranker(artifacts)
+    model = load_ranker(artifacts) if use_ranker else None
     scales = scales_of(model, inputs)
     populars, personal = candidates.make_sources(inputs["customers"], inputs["twins"], inputs["visual_vectors"], scales)
     strategies = [*populars, *personal]
@@ -162,6 +163,7 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: dict 
         "pool_recall": pool_recall,
         "feature_importance": model.importance() if model is not None else [],
         "training_weeks": model.meta.get("training_weeks", []) if model is not None else [],
+        "seconds": clock.seconds,
     }
     print_report(evaluation.table_of(results, validation), meta)
     summary("final.evaluate", customers=meta["customers_evaluated"], hybrid_map12=f"{results['hybrid']['map12']:.4f}",
@@ -240,7 +242,7 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
             "submission": str(artifacts.submission), "recommendations_path": str(artifacts.recommendations)}
 
 
-def run(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
+def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool = True) -> dict:
     """Evaluate (tune on validation, score the test week), then write the submission trained on all data;
     the results appear together or not at all."""
     check_writable(artifacts.results_dir)  # before minutes of work, not after
@@ -249,7 +251,7 @@ def run(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
     built_from += [p for p in (artifacts.visual_twins, artifacts.ranker_model) if p.exists()]
     with atomic_outputs(artifacts.manifest("final.py"), built_from, artifacts.command("final.py"),
                         artifacts.data_dir) as outputs:
-        meta = evaluate(artifacts, show_progress, inputs)
+        meta = evaluate(artifacts, show_progress, inputs, use_ranker)
         meta["submission"] = submit(artifacts, meta, show_progress, inputs, outputs)
         write_json(meta, outputs(artifacts.metrics))
     return meta
@@ -259,8 +261,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     art.add_dir_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-ranker", action="store_true", help="ignore a trained ranker: the hybrid alone")
     args = parser.parse_args(argv)
-    run(art.from_args(args), show_progress=not args.no_progress)
+    run(art.from_args(args), show_progress=not args.no_progress, use_ranker=not args.no_ranker)
 
 
 if __name__ == "__main__":

@@ -467,8 +467,10 @@ def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = Tru
                         f"(training weeks from {cutoffs[0]}): give more data or use the hybrid (final.py)")
     progress = tqdm(total=evaluation.scale_steps() + len(cutoffs) + 1 + MAX_ROUNDS, desc="ranker", unit="step",
                     disable=not show_progress)
+    timings = {}
     scales, scale_scores = evaluation.choose_scales(inputs["train"], inputs["articles"], inputs["validation_truth"],
                                                     val_start, progress)
+    timings["choose_scales"] = clock.seconds
     vectors = load_vectors(artifacts, inputs["articles"])
     frames, recalls = [], {}
     for cutoff in [*cutoffs, val_start]:
@@ -477,6 +479,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = Tru
         frames.append((frame, truth))
         recalls[str(cutoff)] = recall
         progress.update(1)
+    timings["features"] = clock.seconds - sum(timings.values())
     valid, valid_truth = frames[-1]
     features, dropped = usable_features(pl.concat([f for f, _ in frames[:-1]], how="diagonal_relaxed"))
     if dropped:
@@ -497,11 +500,12 @@ def fit_ranker(artifacts: art.Artifacts, inputs: dict, show_progress: bool = Tru
     booster, _, _ = train(weeks, features, rounds)
     progress.total = progress.n
     progress.close()
+    timings["training"] = clock.seconds - sum(timings.values())
     training_weeks = [[str(c), str(c + timedelta(days=6))] for c in [*cutoffs[1:], val_start]]
     model = Model(booster, features, {
         "training_weeks": training_weeks, "rounds": rounds, "params": PARAMS, "scales": scales,
         "scale_scores": scale_scores, "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
-        "validation_map12_without_launch_slots": val_map, "launch_slots": slots, "launch_slot_scores": slot_scores,
+        "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots, "launch_slot_scores": slot_scores,
         "pool_recall": recalls[str(val_start)], "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))]
                                                                          for c in cutoffs],
     })
