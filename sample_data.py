@@ -95,7 +95,7 @@ REGIMES = {
                       basket_mean_extra=1.7),
     "habitual": Regime("the same shoppers buy the same articles again over months, few launches, "
                        "no colours, descriptions or photos", pre_launched=0.85, colours_and_descriptions=False,
-                       images=False, popularity_sigma=2.0,
+                       images=False, popularity_sigma=2.5,
                        basket_mean_extra=0.6),  # smaller baskets, more visits: shopping for needs
 }
 
@@ -768,9 +768,9 @@ BASIC_TYPES = ("Socks", "Underwear bottom", "Underwear Tights", "Leggings/Tights
 # The habitual regime: each customer has a repertoire of slots (needs: "my shampoo", "the kids'
 # socks"), each with a fixed liking; a slot holds the article the customer settled on for it.
 HABIT_MEAN = 0.5  # mean share of a customer's lines that go to their repertoire (the rest: browsing, one-offs)
-REPERTOIRE_SLOTS = 6  # mean slots per customer beyond the first (Poisson)
-MAX_SLOTS = 16
-SLOT_LIKING_SHAPE = 0.7  # gamma shape of the slot likings: a few staples, several occasional needs
+REPERTOIRE_SLOTS = 20  # mean slots per customer beyond the first (Poisson)
+MAX_SLOTS = 40
+SLOT_LIKING_SHAPE = 1.5  # gamma shape of the slot likings: some needs come back more often than others
 STAY = 0.92  # a slot line buys the held article again; otherwise the customer tries another of its type
 SWITCH = 0.3  # and keeps the one they tried instead from then on
 REFILL_WEEKS = 8.0  # mean weeks a purchase for a slot lasts at home before the need comes back in full
