@@ -3,6 +3,7 @@
     python sample_data.py                  # demo: 4,000 articles with images, ~1.2M transactions
     python sample_data.py --scale tiny     # for tests: a few seconds
     python sample_data.py --full           # the real row counts (31.8M transactions), no images
+    python sample_data.py --regime habitual  # shoppers who buy the same articles again; no colours, texts, images
 
 Writes data/raw/{articles,customers,transactions_train}.csv and images/0XX/0XXXXXXXXX.jpg.
 Deterministic for a --seed (same bytes). Never overwrites existing raw files or images without
@@ -24,6 +25,14 @@ How the data are made, i.e. what the later stages can learn from:
   article in a basket (exact duplicate rows), at about the real rates.
 - a packshot per article: a silhouette that follows the product type, filled with the article's
   colour and pattern, shaded, on an off-white background; colourways share shape and pattern.
+
+That is the fashion regime (the default). --regime habitual imitates a retailer whose customers
+shop for needs: most articles are on sale from the start and last (few launches), sales are
+concentrated on fewer articles, and each customer has a repertoire of needs (slots) that they buy
+for again and again, the same article each time unless they try another of its type; a need just
+met waits until its stock at home runs out; the other lines are one-off browsing. Its articles.csv
+has Kaggle's unknown values in the colour columns and no detail_desc, and there are no images
+unless --images.
 """
 from __future__ import annotations
 
@@ -38,7 +47,12 @@ import polars as pl
 from tqdm import tqdm
 
 import artifacts as artifacts_mod
+import sample_images
 from common import UserError, article_id_text, atomic_path, peak_rss_mb, run_main, summary
+from sample_taxonomy import (  # the tables are also read as sample_data.COLOURS etc.
+    APPEARANCES, COLOURS, DEPARTMENT_PREFIX, DEPARTMENT_WORDS, GARMENT_GROUPS, INDEX_TYPES, INDEXES, N_MASTERS,
+    PERCEIVED_MASTERS, PERCEIVED_VALUES, PRODUCT_TYPES, SECTIONS, TYPE_NAMES,
+)
 
 END = date(2020, 9, 22)  # last day of the real transactions
 FULL_START = date(2018, 9, 20)
@@ -61,6 +75,30 @@ SCALES = {
                   image_size=(384, 576), images=False),
 }
 
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How shoppers behave, and what the catalogue tells about its articles."""
+
+    description: str
+    pre_launched: float  # share of products on sale before the history starts (the rest launch during it)
+    colours_and_descriptions: bool  # articles.csv has colour columns and detail_desc (else unknown / empty)
+    images: bool  # packshots are drawn by default
+    popularity_sigma: float  # spread (log-normal sigma) of the products' popularity
+    basket_mean_extra: float  # a visit buys 1 + Poisson(about this on average) different articles
+
+
+REGIMES = {
+    "fashion": Regime("H&M-like: launches every week, tastes for types, colours and prices, some repeats",
+                      pre_launched=0.25, colours_and_descriptions=True, images=True, popularity_sigma=0.55,
+                      basket_mean_extra=1.7),
+    "habitual": Regime("the same shoppers buy the same articles again over months, few launches, "
+                       "no colours, descriptions or photos", pre_launched=0.85, colours_and_descriptions=False,
+                       images=False, popularity_sigma=2.5,
+                       basket_mean_extra=0.6),  # smaller baskets, more visits: shopping for needs
+}
+
 ARTICLE_COLUMNS = [
     "article_id", "product_code", "prod_name", "product_type_no", "product_type_name",
     "product_group_name", "graphical_appearance_no", "graphical_appearance_name",
@@ -76,228 +114,6 @@ TRANSACTION_COLUMNS = ["t_dat", "customer_id", "article_id", "price", "sales_cha
 
 PRICE_DIVISOR = 590  # Kaggle's prices are the real ones divided by this: 9.99 -> 0.016932...
 
-# ---------------------------------------------------------------------------------------------
-# Taxonomy. Names are the real ones; numbers are the real ones where known, plausible otherwise.
-# The last number of each row is how many articles the real catalogue has, used as a weight.
-
-INDEXES = [  # index_code, index_name, index_group_no, index_group_name, real articles
-    ("A", "Ladieswear", 1, "Ladieswear", 26001),
-    ("B", "Lingeries/Tights", 1, "Ladieswear", 6775),
-    ("C", "Ladies Accessories", 1, "Ladieswear", 6961),
-    ("D", "Divided", 2, "Divided", 15149),
-    ("F", "Menswear", 3, "Menswear", 12553),
-    ("G", "Baby Sizes 50-98", 4, "Baby/Children", 8875),
-    ("H", "Children Sizes 92-140", 4, "Baby/Children", 12007),
-    ("I", "Children Sizes 134-170", 4, "Baby/Children", 9214),
-    ("J", "Children Accessories, Swimwear", 4, "Baby/Children", 4615),
-    ("S", "Sport", 26, "Sport", 3392),
-]
-
-# name, product_type_no, product_group_name, silhouette, garment_group_no, typical price,
-# seasonal peak (day of year), seasonal amplitude
-PRODUCT_TYPES = [
-    ("Vest top", 253, "Garment Upper body", "vest", 1002, 7.99, 196, 0.5),
-    ("T-shirt", 255, "Garment Upper body", "tshirt", 1002, 9.99, 190, 0.3),
-    ("Top", 254, "Garment Upper body", "top", 1005, 12.99, 180, 0.2),
-    ("Blouse", 258, "Garment Upper body", "blouse", 1010, 19.99, 150, 0.15),
-    ("Shirt", 259, "Garment Upper body", "shirt", 1011, 19.99, 100, 0.1),
-    ("Polo shirt", 260, "Garment Upper body", "polo", 1002, 14.99, 190, 0.3),
-    ("Sweater", 252, "Garment Upper body", "sweater", 1003, 24.99, 345, 0.5),
-    ("Hoodie", 245, "Garment Upper body", "hoodie", 1005, 19.99, 320, 0.35),
-    ("Cardigan", 257, "Garment Upper body", "cardigan", 1003, 24.99, 300, 0.35),
-    ("Bodysuit", 256, "Garment Upper body", "bodysuit", 1002, 9.99, 0, 0.0),
-    ("Jacket", 264, "Garment Upper body", "jacket", 1007, 39.99, 300, 0.45),
-    ("Coat", 267, "Garment Upper body", "coat", 1007, 59.99, 320, 0.8),
-    ("Blazer", 262, "Garment Upper body", "blazer", 1008, 34.99, 270, 0.15),
-    ("Dress", 265, "Garment Full body", "dress", 1013, 24.99, 175, 0.35),
-    ("Jumpsuit/Playsuit", 268, "Garment Full body", "jumpsuit", 1013, 29.99, 180, 0.35),
-    ("Garment Set", 270, "Garment Full body", "set", 1006, 14.99, 0, 0.0),
-    ("Dungarees", 269, "Garment Full body", "dungarees", 1009, 24.99, 120, 0.1),
-    ("Trousers", 272, "Garment Lower body", "trousers", 1009, 24.99, 60, 0.1),
-    ("Shorts", 274, "Garment Lower body", "shorts", 1025, 14.99, 195, 0.8),
-    ("Skirt", 275, "Garment Lower body", "skirt", 1012, 19.99, 170, 0.25),
-    ("Leggings/Tights", 273, "Garment Lower body", "leggings", 1002, 9.99, 0, 0.0),
-    ("Underwear bottom", 286, "Underwear", "briefs", 1017, 5.99, 0, 0.0),
-    ("Bra", 306, "Underwear", "bra", 1017, 17.99, 0, 0.0),
-    ("Socks", 302, "Socks & Tights", "socks", 1021, 5.99, 330, 0.2),
-    ("Underwear Tights", 304, "Socks & Tights", "tights", 1021, 7.99, 330, 0.45),
-    ("Bikini top", 298, "Swimwear", "bikini", 1023, 12.99, 180, 1.3),
-    ("Swimwear bottom", 59, "Swimwear", "briefs", 1023, 9.99, 180, 1.3),
-    ("Swimsuit", 283, "Swimwear", "swimsuit", 1023, 24.99, 180, 1.3),
-    ("Pyjama set", 308, "Nightwear", "pyjama", 1017, 19.99, 350, 0.2),
-    ("Night gown", 310, "Nightwear", "nightgown", 1017, 14.99, 0, 0.0),
-    ("Sneakers", 91, "Shoes", "sneaker", 1020, 29.99, 110, 0.2),
-    ("Boots", 88, "Shoes", "boot", 1020, 49.99, 320, 0.8),
-    ("Sandals", 90, "Shoes", "sandal", 1020, 19.99, 180, 1.0),
-    ("Other shoe", 94, "Shoes", "flat", 1020, 24.99, 120, 0.1),
-    ("Bag", 66, "Accessories", "bag", 1019, 19.99, 0, 0.0),
-    ("Hat/beanie", 57, "Accessories", "beanie", 1019, 9.99, 345, 1.0),
-    ("Cap/peaked", 51, "Accessories", "cap", 1019, 9.99, 170, 0.4),
-    ("Earring", 72, "Accessories", "earrings", 1019, 7.99, 0, 0.0),
-    ("Necklace", 74, "Accessories", "necklace", 1019, 9.99, 0, 0.0),
-    ("Scarf", 82, "Accessories", "scarf", 1019, 14.99, 345, 0.8),
-    ("Hair/alice band", 76, "Accessories", "hairband", 1019, 4.99, 0, 0.0),
-    ("Sunglasses", 80, "Accessories", "sunglasses", 1019, 9.99, 170, 1.0),
-    ("Belt", 65, "Accessories", "belt", 1019, 12.99, 0, 0.0),
-    ("Gloves", 71, "Accessories", "gloves", 1019, 9.99, 350, 1.0),
-    ("Umbrella", 85, "Items", "umbrella", 1019, 14.99, 300, 0.3),
-    ("Unknown", -1, "Unknown", "box", 1001, 9.99, 0, 0.0),
-]
-TYPE_NAMES = [t[0] for t in PRODUCT_TYPES]
-
-# real-like article counts of each product type per index code (the catalogue's proportions)
-INDEX_TYPES = {
-    "A": {"Trousers": 2800, "Dress": 4200, "Sweater": 2500, "T-shirt": 1400, "Top": 2000,
-          "Blouse": 2800, "Jacket": 900, "Coat": 260, "Blazer": 700, "Shirt": 900, "Vest top": 1000,
-          "Skirt": 1500, "Shorts": 900, "Cardigan": 600, "Jumpsuit/Playsuit": 600, "Hoodie": 300,
-          "Leggings/Tights": 200, "Bodysuit": 250, "Bikini top": 900, "Swimwear bottom": 850,
-          "Swimsuit": 250, "Unknown": 60},
-    "B": {"Bra": 2000, "Underwear bottom": 1500, "Underwear Tights": 550, "Socks": 600,
-          "Pyjama set": 650, "Night gown": 350, "Leggings/Tights": 450, "Vest top": 350,
-          "Bodysuit": 150},
-    "C": {"Earring": 1150, "Necklace": 580, "Bag": 900, "Hat/beanie": 500, "Scarf": 700,
-          "Hair/alice band": 550, "Sunglasses": 450, "Belt": 350, "Gloves": 200, "Sneakers": 300,
-          "Boots": 450, "Sandals": 400, "Other shoe": 500, "Cap/peaked": 120, "Umbrella": 20},
-    "D": {"Trousers": 2200, "Dress": 2000, "Sweater": 1400, "T-shirt": 1300, "Top": 1600,
-          "Blouse": 700, "Shirt": 400, "Vest top": 700, "Skirt": 800, "Shorts": 900, "Jacket": 600,
-          "Hoodie": 600, "Cardigan": 300, "Jumpsuit/Playsuit": 300, "Leggings/Tights": 150,
-          "Earring": 200, "Necklace": 150, "Bag": 150, "Sneakers": 150, "Boots": 150,
-          "Bikini top": 300, "Swimwear bottom": 300, "Unknown": 60},
-    "F": {"Trousers": 2600, "T-shirt": 2000, "Sweater": 1700, "Shirt": 1600, "Hoodie": 700,
-          "Jacket": 900, "Coat": 150, "Blazer": 300, "Shorts": 800, "Polo shirt": 300,
-          "Underwear bottom": 400, "Socks": 400, "Swimwear bottom": 300, "Sneakers": 250,
-          "Boots": 150, "Cap/peaked": 150, "Hat/beanie": 150, "Belt": 100, "Bag": 100,
-          "Pyjama set": 100, "Vest top": 100, "Sunglasses": 100},
-    "G": {"Bodysuit": 1400, "Trousers": 1300, "Garment Set": 1400, "Dress": 800, "Sweater": 700,
-          "T-shirt": 600, "Top": 300, "Jacket": 400, "Dungarees": 300, "Socks": 400,
-          "Hat/beanie": 350, "Shorts": 300, "Pyjama set": 300, "Leggings/Tights": 300,
-          "Cardigan": 300, "Other shoe": 200, "Jumpsuit/Playsuit": 300, "Skirt": 100},
-    "H": {"Trousers": 1900, "T-shirt": 1500, "Dress": 1500, "Sweater": 1300, "Top": 600,
-          "Shorts": 800, "Jacket": 700, "Hoodie": 500, "Garment Set": 500, "Leggings/Tights": 600,
-          "Skirt": 400, "Shirt": 350, "Pyjama set": 400, "Cardigan": 200, "Jumpsuit/Playsuit": 200,
-          "Sneakers": 200, "Boots": 150, "Sandals": 100},
-    "I": {"Trousers": 1500, "T-shirt": 1200, "Sweater": 1100, "Dress": 900, "Top": 900,
-          "Shorts": 600, "Hoodie": 500, "Jacket": 500, "Shirt": 300, "Leggings/Tights": 300,
-          "Skirt": 300, "Vest top": 300, "Blouse": 200, "Pyjama set": 200, "Underwear bottom": 100},
-    "J": {"Socks": 800, "Underwear bottom": 600, "Hat/beanie": 600, "Bikini top": 300,
-          "Swimwear bottom": 500, "Swimsuit": 300, "Hair/alice band": 400, "Bag": 200,
-          "Cap/peaked": 200, "Gloves": 200, "Scarf": 100, "Sneakers": 200, "Sandals": 200,
-          "Boots": 100, "Underwear Tights": 200},
-    "S": {"Leggings/Tights": 700, "Top": 500, "Vest top": 400, "T-shirt": 400, "Bra": 300,
-          "Shorts": 300, "Jacket": 250, "Hoodie": 200, "Trousers": 200, "Sweater": 100,
-          "Socks": 50, "Bag": 50},
-}
-
-# section_no, section_name, the types it takes (None: any). A product goes to a matching
-# specific section most of the time, otherwise to one of its index's general sections.
-SECTIONS = {
-    "A": [(16, "Womens Everyday Basics", ("Vest top", "T-shirt", "Top", "Leggings/Tights", "Bodysuit")),
-          (18, "Womens Tailoring", ("Trousers", "Blazer", "Shirt", "Blouse", "Skirt")),
-          (19, "Womens Jackets", ("Jacket", "Coat")),
-          (66, "Womens Swimwear, beachwear", ("Bikini top", "Swimwear bottom", "Swimsuit")),
-          (15, "Womens Everyday Collection", None), (11, "Womens Casual", None),
-          (14, "Womens Trend", None), (2, "H&M+", None), (3, "Mama", None),
-          (6, "Womens Premium", None)],
-    "B": [(61, "Womens Lingerie", ("Bra", "Underwear bottom", "Bodysuit")),
-          (62, "Womens Nightwear, Socks & Tigh", None)],
-    "C": [(65, "Womens Small accessories", ("Earring", "Necklace", "Hair/alice band", "Sunglasses")),
-          (64, "Womens Shoes", ("Sneakers", "Boots", "Sandals", "Other shoe")),
-          (60, "Womens Big accessories", None)],
-    "D": [(51, "Divided Basics", ("T-shirt", "Vest top", "Top", "Leggings/Tights", "Hoodie")),
-          (52, "Divided Accessories", ("Earring", "Necklace", "Bag", "Sneakers", "Boots")),
-          (53, "Divided Collection", None), (50, "Divided Projects", None),
-          (54, "Divided Selected", None)],
-    "F": [(25, "Men Underwear", ("Underwear bottom", "Socks", "Pyjama set", "Swimwear bottom")),
-          (23, "Men Accessories", ("Cap/peaked", "Hat/beanie", "Belt", "Bag", "Sunglasses")),
-          (31, "Men Shoes", ("Sneakers", "Boots")),
-          (26, "Men Suits & Tailoring", ("Blazer", "Shirt")),
-          (27, "Mens Outerwear", ("Jacket", "Coat")),
-          (21, "Contemporary Casual", None), (20, "Contemporary Smart", None),
-          (22, "Contemporary Street", None), (29, "Denim Men", ("Trousers", "Shorts"))],
-    "G": [(41, "Baby Essentials & Complements", ("Bodysuit", "Socks", "Hat/beanie", "Leggings/Tights",
-                                                  "Pyjama set", "Other shoe")),
-          (44, "Baby Girl", None), (43, "Baby Boy", None)],
-    "H": [(47, "Kids Outerwear", ("Jacket",)), (48, "Kids & Baby Shoes", ("Sneakers", "Boots", "Sandals")),
-          (46, "Kids Girl", None), (45, "Kids Boy", None)],
-    "I": [(72, "Girls Underwear & Basics", ("Underwear bottom", "Pyjama set", "Leggings/Tights")),
-          (77, "Young Girl", None), (79, "Young Boy", None)],
-    "J": [(42, "Kids Accessories, Swimwear & D", None), (48, "Kids & Baby Shoes", ("Sneakers", "Boots", "Sandals")),
-          (73, "Boys Underwear & Basics", ("Underwear bottom", "Socks"))],
-    "S": [(5, "Ladies H&M Sport", None), (8, "Men H&M Sport", None), (82, "Kids Sports", None)],
-}
-
-GARMENT_GROUPS = {
-    1001: "Unknown", 1002: "Jersey Basic", 1003: "Knitwear", 1005: "Jersey Fancy",
-    1006: "Woven/Jersey/Knitted mix Baby", 1007: "Outdoor", 1008: "Dressed", 1009: "Trousers",
-    1010: "Blouses", 1011: "Shirts", 1012: "Skirts", 1013: "Dresses Ladies", 1014: "Special Offers",
-    1016: "Trousers Denim", 1017: "Under-, Nightwear", 1018: "Dresses/Skirts girls",
-    1019: "Accessories", 1020: "Shoes", 1021: "Socks and Tights", 1023: "Swimwear", 1025: "Shorts",
-}
-DEPARTMENT_WORDS = {  # garment group -> the word H&M's department names use
-    1001: "Other", 1002: "Jersey Basic", 1003: "Knitwear", 1005: "Jersey Fancy", 1006: "Baby basics",
-    1007: "Outdoor", 1008: "Tailoring", 1009: "Trousers", 1010: "Blouse", 1011: "Shirt",
-    1012: "Skirt", 1013: "Dresses", 1014: "Campaigns", 1016: "Denim", 1017: "Lingerie & Nightwear",
-    1018: "Dresses & Skirts", 1019: "Accessories", 1020: "Shoes", 1021: "Tights basic",
-    1023: "Swimwear", 1025: "Shorts",
-}
-DEPARTMENT_PREFIX = {"A": "", "B": "", "C": "", "D": "Divided ", "F": "Men ", "G": "Baby ",
-                     "H": "Kids ", "I": "Young ", "J": "Kids ", "S": "Sport "}
-
-# graphical_appearance_no, name, real articles, how the image draws it
-APPEARANCES = [
-    (1010016, "Solid", 49747, "solid"), (1010001, "All over pattern", 17165, "allover"),
-    (1010010, "Melange", 5938, "melange"), (1010017, "Stripe", 4990, "stripe"),
-    (1010023, "Denim", 4842, "denim"), (1010008, "Front print", 3215, "frontprint"),
-    (1010014, "Placement print", 3098, "placement"), (1010004, "Check", 2178, "check"),
-    (1010005, "Colour blocking", 1830, "blocking"), (1010021, "Lace", 1513, "lace"),
-    (1010002, "Application/3D", 1286, "embroidery"), (1010013, "Other pattern", 1228, "allover"),
-    (1010006, "Dot", 1211, "dot"), (1010007, "Embroidery", 1165, "embroidery"),
-    (1010012, "Mixed solid/pattern", 1132, "mixed"), (1010009, "Glittering/Metallic", 990, "glitter"),
-    (1010020, "Jacquard", 830, "jacquard"), (1010011, "Metallic", 620, "metallic"),
-    (1010018, "Treatment", 536, "treatment"), (1010015, "Other structure", 500, "structure"),
-    (1010019, "Sequin", 474, "glitter"), (1010003, "Chambray", 259, "chambray"),
-    (1010022, "Contrast", 190, "blocking"), (1010024, "Argyle", 15, "jacquard"),
-    (1010025, "Hologram", 10, "metallic"), (1010026, "Neps", 45, "melange"),
-    (1010027, "Slub", 42, "structure"), (1010028, "Transparent", 25, "solid"),
-    (1010029, "Mesh", 19, "lace"), (-1, "Unknown", 52, "solid"),
-]
-
-PERCEIVED_VALUES = {1: "Dusty Light", 2: "Medium Dusty", 3: "Light", 4: "Dark", 5: "Bright",
-                    6: "Undefined", 7: "Medium", -1: "Unknown"}
-N_MASTERS = 22  # perceived colour masters are ids -1..20, shifted by one for indexing
-PERCEIVED_MASTERS = {5: "Black", 9: "White", 2: "Blue", 4: "Pink", 12: "Grey", 18: "Red", 11: "Beige",
-                     19: "Green", 20: "Khaki green", 3: "Orange", 13: "Yellowish Brown", 16: "Metal",
-                     7: "Turquoise", 15: "Mole", 8: "Yellow", 6: "Lilac Purple", 1: "undefined",
-                     14: "Yellowish Green", 10: "Bluish Green", -1: "Unknown"}
-
-# colour_group_code, name, RGB for the images, perceived value, perceived master, real articles
-COLOURS = [
-    (-1, "Unknown", "8c8c8c", -1, -1, 28), (1, "Other", "9a8f86", 6, 1, 40),
-    (2, "Transparent", "ecebe8", 6, 1, 20), (3, "Gold", "c9a227", 5, 16, 700),
-    (4, "Silver", "c0c0c4", 3, 16, 500), (5, "Bronze/Copper", "b0703a", 7, 16, 150),
-    (6, "Light Grey", "c8c8c8", 3, 12, 2105), (7, "Grey", "8c8c8c", 7, 12, 4487),
-    (8, "Dark Grey", "4a4a4a", 4, 12, 2731), (9, "Black", "1c1c1c", 4, 5, 22670),
-    (10, "White", "f7f7f5", 3, 9, 9542), (11, "Off White", "efe9dc", 1, 9, 2726),
-    (12, "Light Beige", "e6dac4", 1, 11, 3356), (13, "Beige", "cdb894", 2, 11, 2712),
-    (14, "Greyish Beige", "b9ad9b", 2, 15, 1000), (15, "Dark Beige", "a08c6a", 4, 11, 1354),
-    (17, "Yellowish Brown", "8a6636", 4, 13, 1471), (19, "Greenish Khaki", "6f6e48", 4, 20, 2767),
-    (20, "Other Yellow", "e0c23c", 5, 8, 50), (21, "Light Yellow", "f3e6a0", 3, 8, 600),
-    (22, "Yellow", "f0c832", 5, 8, 1645), (23, "Dark Yellow", "c69a1e", 2, 8, 500),
-    (30, "Other Orange", "e07b39", 5, 3, 100), (31, "Light Orange", "f4b98a", 3, 3, 1500),
-    (32, "Orange", "e8702a", 5, 3, 600), (33, "Dark Orange", "b9531d", 4, 3, 600),
-    (40, "Other Red", "c23b35", 5, 18, 100), (41, "Light Red", "e8857d", 3, 18, 150),
-    (42, "Red", "c3242c", 5, 18, 3056), (43, "Dark Red", "75202a", 4, 18, 2340),
-    (50, "Other Pink", "d97a9e", 7, 4, 200), (51, "Light Pink", "f3cdd6", 3, 4, 5811),
-    (52, "Pink", "e58aa6", 7, 4, 1900), (53, "Dark Pink", "b8396f", 4, 4, 1100),
-    (60, "Other Purple", "8a5aa0", 7, 6, 50), (61, "Light Purple", "c9b1dc", 3, 6, 400),
-    (62, "Purple", "7d4a9a", 7, 6, 200), (63, "Dark Purple", "4b2a5c", 4, 6, 300),
-    (70, "Other Blue", "4a78b5", 7, 2, 50), (71, "Light Blue", "a9c6e6", 3, 2, 3012),
-    (72, "Blue", "3161a8", 7, 2, 3308), (73, "Dark Blue", "1f2c4a", 4, 2, 12171),
-    (80, "Other Turquoise", "3aa7a3", 7, 7, 50), (81, "Light Turquoise", "a8dcd8", 3, 7, 800),
-    (82, "Turquoise", "2ea3a0", 5, 7, 300), (83, "Dark Turquoise", "1d5e63", 4, 10, 300),
-    (90, "Other Green", "4f8a4f", 7, 19, 50), (91, "Light Green", "b4d8a8", 3, 14, 650),
-    (92, "Green", "3f7f4a", 7, 19, 600), (93, "Dark Green", "234532", 4, 19, 2106),
-]
 
 # ---------------------------------------------------------------------------------------------
 # Text: prod_name and detail_desc come from templates, so TF-IDF on them carries the type,
@@ -541,8 +357,12 @@ def _lognormal(rng, sigma, n):
 # ---------------------------------------------------------------------------------------------
 # Catalogue
 
-def make_articles(rng: np.random.Generator, n_articles: int, cal: Calendar) -> pl.DataFrame:
-    """The catalogue: the Kaggle article columns plus hidden '_' columns the simulation uses."""
+def make_articles(rng: np.random.Generator, n_articles: int, cal: Calendar, regime: str = "fashion") -> pl.DataFrame:
+    """The catalogue: the Kaggle article columns plus hidden '_' columns the simulation uses.
+
+    In the habitual regime most products were on sale before the history starts and they last
+    (few launches, slow fading); the colour and description columns are blanked when written.
+    """
     n_types, n_idx = len(PRODUCT_TYPES), len(INDEXES)
     type_of = {name: i for i, name in enumerate(TYPE_NAMES)}
     # (index code, type) pair weights from the real proportions
@@ -570,7 +390,7 @@ def make_articles(rng: np.random.Generator, n_articles: int, cal: Calendar) -> p
     # launches: a quarter of the products were on sale before the history starts; seasonal types
     # launch a few weeks before their peak
     n_weeks = cal.n_weeks
-    pre = rng.random(n_products) < 0.25
+    pre = rng.random(n_products) < REGIMES[regime].pre_launched
     week_grid = np.arange(n_weeks)
     doy_grid = cal.day_of_year(cal.week_start_day(week_grid) + 3)
     peak = np.array([t[6] for t in PRODUCT_TYPES], dtype=float)
@@ -580,7 +400,9 @@ def make_articles(rng: np.random.Generator, n_articles: int, cal: Calendar) -> p
     launch = np.where(pre, -rng.integers(1, 20, n_products), launch)
     basic = rng.random(n_products) < 0.15
     tau = np.where(basic, 150.0, np.exp(rng.normal(np.log(7.0), 0.5, n_products)))  # weeks
-    pop = np.exp(rng.normal(0.0, 0.55, n_products))
+    if regime == "habitual":
+        tau = np.full(n_products, 150.0)
+    pop = np.exp(rng.normal(0.0, 1.0, n_products) * REGIMES[regime].popularity_sigma)
 
     # prices: the type's typical price, cheaper for children and Divided, snapped to x.99
     base_price = np.array([t[5] for t in PRODUCT_TYPES])[p_type]
@@ -925,7 +747,6 @@ def make_customers(rng: np.random.Generator, n: int, articles: pl.DataFrame, cal
 # The knobs of the purchase model. They were tuned on the demo scale so that, as on the real data,
 # last week's best sellers are a weak baseline, repurchases and tastes each beat it about 2-3x, and
 # only a blend of them reaches 3x and more (see the module docstring and the report in the issue).
-BASKET_MEAN_EXTRA = 1.7  # a visit buys 1 + Poisson(~1.7 on average) different articles
 COPY_TYPE = 0.3  # share of basket lines that take the (index, type) of the basket's first line
 SIBLING_IN_BASKET = 0.3  # of those, share that take another colourway of that line's product
 CANDIDATES = 4  # articles of a pair a customer weighs against each other
@@ -942,6 +763,17 @@ LAUNCH_BOOST = 1.0  # new articles sell (1 + this) times their later rate in the
 POPULARITY_POWER = 0.85  # articles are drawn by popularity to this power
 BASIC_TYPES = ("Socks", "Underwear bottom", "Underwear Tights", "Leggings/Tights", "Vest top", "T-shirt",
                "Bra", "Bodysuit")
+
+
+# The habitual regime: each customer has a repertoire of slots (needs: "my shampoo", "the kids'
+# socks"), each with a fixed liking; a slot holds the article the customer settled on for it.
+HABIT_MEAN = 0.5  # mean share of a customer's lines that go to their repertoire (the rest: browsing, one-offs)
+REPERTOIRE_SLOTS = 20  # mean slots per customer beyond the first (Poisson)
+MAX_SLOTS = 40
+SLOT_LIKING_SHAPE = 1.5  # gamma shape of the slot likings: some needs come back more often than others
+STAY = 0.92  # a slot line buys the held article again; otherwise the customer tries another of its type
+SWITCH = 0.3  # and keeps the one they tried instead from then on
+REFILL_WEEKS = 8.0  # mean weeks a purchase for a slot lasts at home before the need comes back in full
 
 
 def weekly_popularity(rng: np.random.Generator, articles: pl.DataFrame, cal: Calendar) -> np.ndarray:
@@ -961,8 +793,12 @@ def weekly_popularity(rng: np.random.Generator, articles: pl.DataFrame, cal: Cal
 
 
 def make_transactions(rng: np.random.Generator, articles: pl.DataFrame, tastes: dict, cal: Calendar,
-                      target_rows: int, show_progress: bool = True) -> dict[str, np.ndarray]:
-    """Rows of transactions_train as arrays (day, customer index, article index, price, channel)."""
+                      target_rows: int, show_progress: bool = True, regime: str = "fashion") -> dict[str, np.ndarray]:
+    """Rows of transactions_train as arrays (day, customer index, article index, price, channel).
+
+    Visits, baskets, repeats, units and prices are common to both regimes; what each basket line buys
+    is the regime's: fashion picks by taste among what sells now, habitual mostly buys the same again.
+    """
     n_c = len(tastes["join"])
     n_types = len(PRODUCT_TYPES)
     n_pairs = len(INDEXES) * n_types
@@ -999,7 +835,8 @@ def make_transactions(rng: np.random.Generator, articles: pl.DataFrame, tastes: 
     # visits: Poisson in the customer's active window, dates by daily traffic
     window = tastes["stop"] - tastes["join"] + 1
     expected_visits = tastes["activity"] * window / 365
-    rows_per_visit = (1 + BASKET_MEAN_EXTRA) * (1 + 1.3 * tastes["repeat"].mean()) * (1 + DUPLICATE * 1.6)
+    basket_extra = REGIMES[regime].basket_mean_extra
+    rows_per_visit = (1 + basket_extra) * (1 + 1.3 * tastes["repeat"].mean()) * (1 + DUPLICATE * 1.6)
     expected_visits *= target_rows / rows_per_visit / expected_visits.sum()
     n_visits = np.where(tastes["never"], 0, np.maximum(rng.poisson(expected_visits), 1))
     v_cust = np.repeat(np.arange(n_c, dtype=np.int32), n_visits)
@@ -1010,7 +847,7 @@ def make_transactions(rng: np.random.Generator, articles: pl.DataFrame, tastes: 
     v_order = np.lexsort((v_cust, v_day))
     v_cust, v_day = v_cust[v_order], v_day[v_order]
     v_channel = np.where(rng.random(len(v_cust)) < tastes["online"][v_cust], 2, 1).astype(np.int8)
-    basket = 1 + rng.poisson(np.exp(rng.normal(np.log(BASKET_MEAN_EXTRA) - 0.18, 0.6, len(v_cust))))
+    basket = 1 + rng.poisson(np.exp(rng.normal(np.log(basket_extra) - 0.18, 0.6, len(v_cust))))
 
     line_visit = np.repeat(np.arange(len(v_cust), dtype=np.int32), basket)
     line_first = np.repeat((np.cumsum(basket) - basket).astype(np.int32), basket)
@@ -1018,61 +855,65 @@ def make_transactions(rng: np.random.Generator, articles: pl.DataFrame, tastes: 
     line_day = v_day[line_visit]
     line_art = np.empty(len(line_visit), dtype=np.int32)
     week_bounds = np.searchsorted(cal.week(line_day), np.arange(cal.n_weeks + 1))
-    # what each customer bought lately: people rarely pick the very same article again by chance
-    # (repeat purchases are added on purpose below, at the real rates)
-    recent = np.full((n_c, RECENT_MEMORY), -1, dtype=np.int32)
-    recent_ptr = np.zeros(n_c, dtype=np.int64)
+    if regime == "habitual":
+        line_art[:] = _habitual_lines(rng, tastes, line_cust, week_bounds, pop, pair, pair_mass, pair_share,
+                                      order, pair_start, pair_len, show_progress)
+    else:
+        # what each customer bought lately: people rarely pick the very same article again by chance
+        # (repeat purchases are added on purpose below, at the real rates)
+        recent = np.full((n_c, RECENT_MEMORY), -1, dtype=np.int32)
+        recent_ptr = np.zeros(n_c, dtype=np.int64)
 
-    for w in tqdm(range(cal.n_weeks), desc="transactions", unit="week", disable=not show_progress):
-        s, e = week_bounds[w], week_bounds[w + 1]
-        if s == e:
-            continue
-        c, m = line_cust[s:e], e - s
-        # (index, type): a favourite pair or the assortment of an index from the customer's mix;
-        # a favourite with little on sale this week is used less (demand follows supply)
-        fav_w = tastes["fav_pair_w"][c] * pair_share[w][tastes["fav_pairs"][c]]
-        k, ok_fav = _draw_rows(fav_w, rng.random(m))
-        fav_supply = fav_w.sum(1)
-        use_fav = ok_fav & (rng.random(m) < tastes["loyalty"][c] * fav_supply / (fav_supply + 0.5))
-        idx = _draw_rows(tastes["mix"][c], rng.random(m))[0]
-        bg_pair, ok_bg = _draw_segments(pair_mass[w], idx * n_types, np.full(m, n_types), rng.random(m))
-        any_pair = _draw_segments(pair_mass[w], np.zeros(m, np.int64), np.full(m, n_pairs), rng.random(m))[0]
-        p = np.where(use_fav, tastes["fav_pairs"][c, k], np.where(ok_bg, bg_pair, any_pair))
-        # some lines of a basket take the pair of the basket's first line (two tops, ...)
-        pos = np.arange(s, e) - line_first[s:e]
-        copy = (pos > 0) & (rng.random(m) < COPY_TYPE)
-        leader = np.maximum.accumulate(np.where(copy, 0, np.arange(m)))
-        p = p[leader]
-        # candidates of the pair by current popularity; the one that best suits the customer's
-        # colours, price level and pattern taste (with noise), and that they did not just buy
-        best, best_score = np.zeros(m, dtype=np.int64), np.full(m, -np.inf)
-        best_is_recent = np.zeros(m, dtype=bool)
-        weights = pop[w][order]
-        mine = recent[c]
-        mine_products = np.where(mine >= 0, a_product[mine], -1)
-        for _ in range(CANDIDATES):
-            art = order[_draw_segments(weights, pair_start[p], pair_len[p], rng.random(m))[0]]
-            is_recent = (mine == art[:, None]).any(1)
-            score = (COLOUR_TASTE * (tastes["fav_masters"][c] == a_master[art][:, None]).any(1)
-                     - PRICE_TASTE * np.abs(a_rel_price[art] - tastes["price_level"][c])
-                     + PATTERN_TASTE * tastes["pattern_taste"][c] * np.where(a_patterned[art], 1.0, -1.0)
-                     - SAME_PRODUCT_PENALTY * (mine_products == a_product[art][:, None]).any(1)
-                     - 100.0 * is_recent + rng.gumbel(size=m))
-            better = score > best_score
-            best, best_score = np.where(better, art, best), np.where(better, score, best_score)
-            best_is_recent = np.where(better, is_recent, best_is_recent)
-        # another colourway of the first line's product: the same top in two colours
-        sib = sibling(best[leader], rng.random(m))
-        take_sib = copy & (rng.random(m) < SIBLING_IN_BASKET) & (pop[w][sib] > 0)
-        # nothing new for them in that pair this week: the customer leaves the line out
-        art = np.where(take_sib, sib, np.where(best_is_recent, -1, best))
-        line_art[s:e] = art
-        # remember this week's purchases (a ring buffer per customer)
-        by_c = np.argsort(c, kind="stable")
-        cs = c[by_c]
-        rank = np.arange(m) - np.searchsorted(cs, cs, side="left")
-        recent[cs, (recent_ptr[cs] + rank) % RECENT_MEMORY] = art[by_c]
-        np.add.at(recent_ptr, c, 1)
+        for w in tqdm(range(cal.n_weeks), desc="transactions", unit="week", disable=not show_progress):
+            s, e = week_bounds[w], week_bounds[w + 1]
+            if s == e:
+                continue
+            c, m = line_cust[s:e], e - s
+            # (index, type): a favourite pair or the assortment of an index from the customer's mix;
+            # a favourite with little on sale this week is used less (demand follows supply)
+            fav_w = tastes["fav_pair_w"][c] * pair_share[w][tastes["fav_pairs"][c]]
+            k, ok_fav = _draw_rows(fav_w, rng.random(m))
+            fav_supply = fav_w.sum(1)
+            use_fav = ok_fav & (rng.random(m) < tastes["loyalty"][c] * fav_supply / (fav_supply + 0.5))
+            idx = _draw_rows(tastes["mix"][c], rng.random(m))[0]
+            bg_pair, ok_bg = _draw_segments(pair_mass[w], idx * n_types, np.full(m, n_types), rng.random(m))
+            any_pair = _draw_segments(pair_mass[w], np.zeros(m, np.int64), np.full(m, n_pairs), rng.random(m))[0]
+            p = np.where(use_fav, tastes["fav_pairs"][c, k], np.where(ok_bg, bg_pair, any_pair))
+            # some lines of a basket take the pair of the basket's first line (two tops, ...)
+            pos = np.arange(s, e) - line_first[s:e]
+            copy = (pos > 0) & (rng.random(m) < COPY_TYPE)
+            leader = np.maximum.accumulate(np.where(copy, 0, np.arange(m)))
+            p = p[leader]
+            # candidates of the pair by current popularity; the one that best suits the customer's
+            # colours, price level and pattern taste (with noise), and that they did not just buy
+            best, best_score = np.zeros(m, dtype=np.int64), np.full(m, -np.inf)
+            best_is_recent = np.zeros(m, dtype=bool)
+            weights = pop[w][order]
+            mine = recent[c]
+            mine_products = np.where(mine >= 0, a_product[mine], -1)
+            for _ in range(CANDIDATES):
+                art = order[_draw_segments(weights, pair_start[p], pair_len[p], rng.random(m))[0]]
+                is_recent = (mine == art[:, None]).any(1)
+                score = (COLOUR_TASTE * (tastes["fav_masters"][c] == a_master[art][:, None]).any(1)
+                         - PRICE_TASTE * np.abs(a_rel_price[art] - tastes["price_level"][c])
+                         + PATTERN_TASTE * tastes["pattern_taste"][c] * np.where(a_patterned[art], 1.0, -1.0)
+                         - SAME_PRODUCT_PENALTY * (mine_products == a_product[art][:, None]).any(1)
+                         - 100.0 * is_recent + rng.gumbel(size=m))
+                better = score > best_score
+                best, best_score = np.where(better, art, best), np.where(better, score, best_score)
+                best_is_recent = np.where(better, is_recent, best_is_recent)
+            # another colourway of the first line's product: the same top in two colours
+            sib = sibling(best[leader], rng.random(m))
+            take_sib = copy & (rng.random(m) < SIBLING_IN_BASKET) & (pop[w][sib] > 0)
+            # nothing new for them in that pair this week: the customer leaves the line out
+            art = np.where(take_sib, sib, np.where(best_is_recent, -1, best))
+            line_art[s:e] = art
+            # remember this week's purchases (a ring buffer per customer)
+            by_c = np.argsort(c, kind="stable")
+            cs = c[by_c]
+            rank = np.arange(m) - np.searchsorted(cs, cs, side="left")
+            recent[cs, (recent_ptr[cs] + rank) % RECENT_MEMORY] = art[by_c]
+            np.add.at(recent_ptr, c, 1)
 
     # one row per article and customer-week; repeats and several units are added on purpose below
     first = np.zeros(len(line_art), dtype=bool)
@@ -1105,6 +946,58 @@ def make_transactions(rng: np.random.Generator, articles: pl.DataFrame, tastes: 
     keys = np.repeat(keys, units[keys])
     return {"day": day[keys], "customer": cust[keys], "article": art[keys], "price": price[keys],
             "channel": channel[keys], "repeat_rows": len(r_day)}
+
+
+def _habitual_lines(rng, tastes, line_cust, week_bounds, pop, pair, pair_mass, pair_share, order, pair_start,
+                    pair_len, show_progress) -> np.ndarray:
+    """The article of every basket line in the habitual regime (lines sorted by week).
+
+    A line either browses (an (index, type) pair from the customer's favourites or mix, an article
+    by popularity: a one-off) or serves a repertoire slot picked by liking. An empty slot is filled
+    with what the customer tries; a filled one is bought again, or now and then the customer tries
+    another article of the same type and may switch to it.
+    """
+    n_c = len(tastes["join"])
+    n_types = len(PRODUCT_TYPES)
+    n_pairs = pair_mass.shape[1]
+    habit = rng.beta(4 * HABIT_MEAN, 4 * (1 - HABIT_MEAN), n_c)
+    n_slots = np.minimum(1 + rng.poisson(REPERTOIRE_SLOTS, n_c), MAX_SLOTS)
+    liking = rng.gamma(SLOT_LIKING_SHAPE, size=(n_c, MAX_SLOTS)) * (np.arange(MAX_SLOTS)[None, :] < n_slots[:, None])
+    held = np.full((n_c, MAX_SLOTS), -1, dtype=np.int32)
+    refill = rng.gamma(2.0, REFILL_WEEKS / 2, (n_c, MAX_SLOTS))
+    served = np.full((n_c, MAX_SLOTS), -1e9)  # week a slot was last bought for
+    out = np.empty(len(line_cust), dtype=np.int32)
+    for w in tqdm(range(len(week_bounds) - 1), desc="transactions", unit="week", disable=not show_progress):
+        s, e = week_bounds[w], week_bounds[w + 1]
+        if s == e:
+            continue
+        c, m = line_cust[s:e], e - s
+        # a need just met weighs less until its stock runs out
+        slot = _draw_rows(liking[c] * np.clip((w - served[c]) / refill[c], 0.05, 1.0), rng.random(m))[0]
+        current = held[c, slot]
+        on_sale = (current >= 0) & (pop[w][np.maximum(current, 0)] > 0)
+        serves_slot = rng.random(m) < habit[c]
+        again = serves_slot & on_sale & (rng.random(m) < STAY)
+        # what the customer tries: for a filled slot another article of the held one's type, for an
+        # empty one a favourite (index, type) pair as much as it is on sale; browsing, a pair of their mix
+        fav_w = tastes["fav_pair_w"][c] * pair_share[w][tastes["fav_pairs"][c]]
+        k, ok_fav = _draw_rows(fav_w, rng.random(m))
+        idx = _draw_rows(tastes["mix"][c], rng.random(m))[0]
+        bg_pair, ok_bg = _draw_segments(pair_mass[w], idx * n_types, np.full(m, n_types), rng.random(m))
+        any_pair = _draw_segments(pair_mass[w], np.zeros(m, np.int64), np.full(m, n_pairs), rng.random(m))[0]
+        browse = np.where(ok_bg, bg_pair, any_pair)
+        p = np.where(serves_slot, np.where(current >= 0, pair[np.maximum(current, 0)],
+                                           np.where(ok_fav, tastes["fav_pairs"][c, k], browse)), browse)
+        tried, ok = _draw_segments(pop[w][order], pair_start[p], pair_len[p], rng.random(m))
+        tried = order[tried]
+        # a slot whose type has nothing on sale this week: the customer browses instead
+        tried = np.where(ok, tried, order[_draw_segments(pop[w][order], pair_start[any_pair], pair_len[any_pair],
+                                                         rng.random(m))[0]])
+        out[s:e] = np.where(again, current, tried)
+        take = serves_slot & ~again & ((current < 0) | ~on_sale | (rng.random(m) < SWITCH))
+        held[c[take], slot[take]] = tried[take]
+        served[c[serves_slot], slot[serves_slot]] = w
+    return out
 
 
 def _line_prices(rng, base: np.ndarray, age_weeks: np.ndarray) -> np.ndarray:
@@ -1169,12 +1062,31 @@ def articles_csv_frame(articles: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def without_colours_and_descriptions(articles: pl.DataFrame) -> pl.DataFrame:
+    """The catalogue as a retailer without that information converts it: Kaggle's unknown values."""
+    return articles.with_columns(
+        *(pl.lit(-1, dtype=articles[c].dtype).alias(c)
+          for c in ("colour_group_code", "perceived_colour_value_id", "perceived_colour_master_id")),
+        *(pl.lit("Unknown").alias(c)
+          for c in ("colour_group_name", "perceived_colour_value_name", "perceived_colour_master_name")),
+        detail_desc=pl.lit(""),
+    )
+
+
 def generate(artifacts: artifacts_mod.Artifacts, scale: str = "demo", seed: int = 42, force: bool = False,
-             images: bool = True, show_progress: bool = True, image_size: tuple[int, int] | None = None,
-             workers: int | None = None) -> dict:
-    """Write the three raw Kaggle CSVs (and images) for a scale; returns a summary dict."""
+             images: bool | None = None, show_progress: bool = True, image_size: tuple[int, int] | None = None,
+             workers: int | None = None, regime: str = "fashion") -> dict:
+    """Write the three raw Kaggle CSVs (and images) for a scale and regime; returns a summary dict.
+
+    images=None draws them where the scale and the regime have them by default (not at full scale,
+    not in the habitual regime).
+    """
     if scale not in SCALES:
         raise UserError(f"unknown scale {scale!r}: use one of {', '.join(SCALES)}")
+    if regime not in REGIMES:
+        raise UserError(f"unknown regime {regime!r}: use one of {', '.join(REGIMES)}")
+    if images is None:
+        images = SCALES[scale].images and REGIMES[regime].images
     clock = time.perf_counter()
     sc = SCALES[scale]
     art = artifacts
@@ -1183,29 +1095,29 @@ def generate(artifacts: artifacts_mod.Artifacts, scale: str = "demo", seed: int 
     # one generator per part, so the parts do not shift each other when one changes
     rng_art, rng_cust, rng_tx = (np.random.default_rng([seed, k]) for k in range(3))
 
-    articles = make_articles(rng_art, sc.articles, cal)
+    articles = make_articles(rng_art, sc.articles, cal, regime)
     n_images = 0
     if images:  # first, so that a clash with existing images stops the run before the long part
-        import sample_images  # here, not at the top: it draws with this module's colour tables
         n_images = sample_images.write_images(art, articles, image_size or sc.image_size, seed, force,
                                               show_progress, workers)
     customers, tastes = make_customers(rng_cust, sc.customers, articles, cal)
-    rows = make_transactions(rng_tx, articles, tastes, cal, sc.transactions, show_progress)
+    rows = make_transactions(rng_tx, articles, tastes, cal, sc.transactions, show_progress, regime)
+    public = articles if REGIMES[regime].colours_and_descriptions else without_colours_and_descriptions(articles)
     sizes = {
-        "articles": _write_csv(articles_csv_frame(articles), art.raw_articles),
+        "articles": _write_csv(articles_csv_frame(public), art.raw_articles),
         "customers": _write_csv(customers, art.raw_customers),
     }
     # transactions last: its presence means the set is complete (the Makefile checks it)
     sizes["transactions"] = _write_transactions(rows, articles, customers["customer_id"], cal,
                                                 art.raw_transactions, show_progress)
     result = {
-        "scale": scale, "seed": seed, "articles": articles.height, "customers": customers.height,
+        "scale": scale, "regime": regime, "seed": seed, "articles": articles.height, "customers": customers.height,
         "transactions": len(rows["day"]), "images": n_images,
         "first_day": str(cal.start), "last_day": str(END),
         "bytes": sizes, "seconds": round(time.perf_counter() - clock, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
         "raw_dir": str(art.raw_dir),
     }
-    result["summary"] = summary("sample_data", scale=scale, articles=result["articles"],
+    result["summary"] = summary("sample_data", scale=scale, regime=regime, articles=result["articles"],
                                 customers=result["customers"], transactions=result["transactions"],
                                 images=n_images, seconds=result["seconds"], peak_rss_mb=result["peak_rss_mb"],
                                 output=str(art.raw_dir))
@@ -1219,6 +1131,10 @@ def main() -> None:
     artifacts_mod.add_dir_args(parser, images=True)
     parser.add_argument("--scale", choices=list(SCALES), default="demo",
                         help="tiny (tests, seconds), demo (default), full (the real row counts)")
+    parser.add_argument("--regime", choices=list(REGIMES), default="fashion",
+                        help="fashion (default): launches every week, tastes, some repeats; habitual: the same "
+                             "shoppers buy the same articles again over months, few launches, no colours, "
+                             "descriptions or images (unless --images)")
     parser.add_argument("--full", action="store_true", help="shortcut for --scale full (no images unless --images)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="overwrite existing raw files and images")
@@ -1229,7 +1145,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="processes drawing images (default: up to 4)")
     args = parser.parse_args()
     scale = "full" if args.full else args.scale
-    images = not args.no_images and (SCALES[scale].images or args.images)
+    images = not args.no_images and ((SCALES[scale].images and REGIMES[args.regime].images) or args.images)
     size = None
     if args.image_size:
         try:
@@ -1240,7 +1156,7 @@ def main() -> None:
             raise UserError("--image-size: at least 32x32 pixels")
         size = (w, h)
     generate(artifacts_mod.from_args(args), scale=scale, seed=args.seed, force=args.force, images=images,
-             image_size=size, workers=args.workers)
+             image_size=size, workers=args.workers, regime=args.regime)
 
 
 if __name__ == "__main__":

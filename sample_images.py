@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import artifacts as artifacts_mod
 from common import UserError, atomic_path
-from sample_data import APPEARANCES, COLOURS
+from sample_taxonomy import APPEARANCES, COLOURS
 
 # ---------------------------------------------------------------------------------------------
 # Images: a packshot per article. A product's silhouette (from its type, with per-product

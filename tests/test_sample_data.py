@@ -210,3 +210,108 @@ def test_command_line(tmp_path, monkeypatch, capsys):
 def test_unknown_scale_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="tiny, demo, full"):
         sample_data.generate(Artifacts(tmp_path / "d", tmp_path / "i"), scale="huge")
+
+
+def test_no_import_cycle_between_the_generator_modules():
+    """sample_data, sample_images and sample_taxonomy import each other without a cycle, lazy imports included."""
+    import ast
+    from pathlib import Path
+
+    root = Path(sample_data.__file__).parent
+    local = {p.stem for p in root.glob("*.py")}
+    graph = {}
+    for name in ("sample_data", "sample_images", "sample_taxonomy"):
+        if not (root / f"{name}.py").exists():
+            continue
+        tree = ast.parse((root / f"{name}.py").read_text())
+        deps = set()
+        for node in ast.walk(tree):  # every import, at the top or inside a function
+            if isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                deps.add(node.module.split(".")[0])
+        graph[name] = deps & local - {name}
+
+    def reaches(start, target, seen=()):
+        return any(d == target or (d in graph and d not in seen and reaches(d, target, (*seen, d)))
+                   for d in graph.get(start, ()))
+
+    for name in graph:
+        assert not reaches(name, name), f"{name} imports itself through {graph}"
+    assert "sample_taxonomy" in graph["sample_images"]
+    assert sample_data.COLOURS is __import__("sample_images").COLOURS  # one table, shared
+
+
+@pytest.fixture(scope="module")
+def habitual(tmp_path_factory):
+    art = Artifacts(tmp_path_factory.mktemp("habitual") / "data", tmp_path_factory.mktemp("habitual") / "images")
+    result = sample_data.generate(art, scale="tiny", seed=0, regime="habitual", show_progress=False)
+    return art, result
+
+
+def test_habitual_regime_has_kaggles_schema_without_colours_descriptions_or_images(habitual, raw):
+    art, result = habitual
+    for path, header in ((art.raw_articles, KAGGLE_ARTICLES), (art.raw_customers, KAGGLE_CUSTOMERS),
+                         (art.raw_transactions, KAGGLE_TRANSACTIONS)):
+        with open(path) as fh:
+            assert fh.readline().rstrip("\n") == header
+    arts = read_text(art.raw_articles)
+    assert arts.schema == raw["articles"].schema and arts.height == raw["articles"].height
+    for col in ("colour_group_code", "perceived_colour_value_id", "perceived_colour_master_id"):
+        assert set(arts[col]) == {"-1"}, col
+    for col in ("colour_group_name", "perceived_colour_value_name", "perceived_colour_master_name"):
+        assert set(arts[col]) == {"Unknown"}, col
+    assert arts["detail_desc"].null_count() == arts.height  # empty in the CSV
+    assert arts["article_id"].str.contains(r"^0\d{9}$").all()
+    assert arts["product_type_name"].n_unique() >= 25  # the rest of the catalogue is still there
+    assert result["images"] == 0 and not art.images_dir.exists()
+    assert result["regime"] == "habitual"
+    tx = read_text(art.raw_transactions)
+    assert tx["article_id"].is_in(arts["article_id"].implode()).all()
+    assert 0.6 < (tx["sales_channel_id"] == "2").mean() < 0.8
+
+
+def long_repeat_share(path) -> float:
+    """Share of (customer, article, week) purchases in pairs bought in 3+ weeks spanning 8+ weeks."""
+    tx = (read_text(path).select("customer_id", "article_id", week=pl.col("t_dat").str.to_date().dt.truncate("1w"))
+          .unique())
+    pairs = tx.group_by("customer_id", "article_id").agg(
+        weeks=pl.len(), span=(pl.col("week").max() - pl.col("week").min()).dt.total_days())
+    return pairs.select(pl.col("weeks").filter((pl.col("weeks") >= 3) & (pl.col("span") >= 56)).sum()
+                        / pl.col("weeks").sum()).item()
+
+
+def test_habitual_shoppers_buy_the_same_articles_again(habitual, tiny_raw):
+    art, _ = habitual
+    habitual_share = long_repeat_share(art.raw_transactions)
+    fashion_share = long_repeat_share(tiny_raw.raw_transactions)  # same scale and seed, fashion regime
+    assert habitual_share > 2 * fashion_share and habitual_share > 0.3
+    # few launches: fewer articles first sell after the first month than in the fashion regime
+    assert late_first_sale_share(art.raw_transactions) < 0.6 * late_first_sale_share(tiny_raw.raw_transactions)
+
+
+def late_first_sale_share(path) -> float:
+    """Share of the articles sold whose first sale comes after the first 4 weeks of the history."""
+    first = read_text(path).group_by("article_id").agg(first=pl.col("t_dat").str.to_date().min())
+    return first.select((pl.col("first") > pl.col("first").min() + timedelta(days=28)).mean()).item()
+
+
+def test_habitual_regime_images_only_on_request(tmp_path):
+    art = Artifacts(tmp_path / "data", tmp_path / "images")
+    result = sample_data.generate(art, scale="tiny", regime="habitual", images=True, show_progress=False,
+                                  image_size=(32, 48))
+    assert result["images"] > 0 and any(art.images_dir.rglob("*.jpg"))
+
+
+def test_unknown_regime_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="fashion, habitual"):
+        sample_data.generate(Artifacts(tmp_path / "d", tmp_path / "i"), regime="grocery")
+
+
+def test_command_line_regime(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    monkeypatch.setattr("sys.argv", ["sample_data.py", "--data-dir", str(data), "--images-dir", str(tmp_path / "img"),
+                                     "--scale", "tiny", "--regime", "habitual"])
+    sample_data.main()
+    assert re.search(r"\[sample_data\] scale=tiny regime=habitual .*images=0", capsys.readouterr().out)
+    assert (data / "raw" / "transactions_train.csv").exists() and not (tmp_path / "img").exists()
