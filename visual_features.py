@@ -627,6 +627,7 @@ def embed_local(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device
 
 RAY_ROWS_PER_BLOCK = 256  # images per Ray Data input block: enough blocks to spread decoding over every core
 RAY_DECODE_BATCH = 32     # images per decoding task call
+RAY_ACTOR_MEMORY = 1 << 30  # host memory per embedding actor: the network, a batch's activations, torch's pools
 
 
 def ray_decode(batch: dict, fit: str) -> dict:
@@ -650,7 +651,7 @@ class RayEmbedder:
         self.model = make_embedder(weights, self.device, dtype)
 
     def __call__(self, batch: dict) -> dict:
-        pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"])).permute(0, 3, 1, 2).contiguous()
+        pixels = torch.from_numpy(np.array(batch["pixels"])).permute(0, 3, 1, 2).contiguous()  # a writable copy
         features = embed_batch(self.model, pixels, self.device)
         return {"chunk": batch["chunk"], "position": batch["position"], "features": features,
                 "ok": batch["ok"], "error": batch["error"],
@@ -680,16 +681,17 @@ def embed_ray(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device: 
           f"{gpus} GPUs): {actors} embedding actors{' with a GPU each' if gpus else ''}, batch {batch_size}",
           flush=True)
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar, ours
-    # Decoding is spread over every node's CPUs. Its remote args differ from the actors', which also
-    # keeps Ray Data from fusing it into them (fused, each actor would decode and embed in turn).
+    # The actors reserve memory for the network and its activations; that difference in resources
+    # also keeps Ray Data from fusing decoding into them (fused, each actor would decode and embed in
+    # turn instead of the CPUs decoding while the actors embed).
     dataset = (ray.data.from_arrow(blocks)
                .map_batches(ray_decode, fn_kwargs={"fit": fit}, batch_size=RAY_DECODE_BATCH,
-                            batch_format="numpy", num_cpus=1, scheduling_strategy="SPREAD")
+                            batch_format="numpy", num_cpus=1)
                .map_batches(RayEmbedder, fn_constructor_kwargs={
                                 "weights": weights, "device": "cuda" if gpus else "cpu" if device == "auto" else device,
                                 "precision": precision, "threads": 0 if gpus else actor_cpus},
-                            batch_size=batch_size, batch_format="numpy", concurrency=actors,
-                            num_gpus=1 if gpus else 0, num_cpus=actor_cpus))
+                            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                            num_gpus=1 if gpus else 0, num_cpus=actor_cpus, memory=RAY_ACTOR_MEMORY))
     with tqdm(total=len(paths), unit="img", desc=f"{weights.backbone} (ray)", disable=not show_progress,
               smoothing=0.05) as bar:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
