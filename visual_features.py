@@ -728,7 +728,11 @@ def embed_catalogue(artifacts: art.Artifacts, backbone: str = "auto", device: st
                         "sha256": found.sha256, "source": found.source},
             "fit": fit, "preprocess": FITS[fit], "dim": dim, "images": images.height, "ignored_files": ignored,
             "images_dir": str(artifacts.images_dir.resolve()), "chunks": [c.name for c in chunks]}
-    if not artifacts.visual_plan.exists() or json.loads(artifacts.visual_plan.read_text()) != plan:
+    try:
+        unchanged = json.loads(artifacts.visual_plan.read_text()) == plan
+    except (OSError, ValueError):  # absent, or damaged: it is ours to rewrite
+        unchanged = False
+    if not unchanged:
         write_json(plan, artifacts.visual_plan)
     fingerprint = plan_fingerprint(plan, artifacts)
     result = {"backbone": found.backbone, "images": images.height, "embedded": 0,
