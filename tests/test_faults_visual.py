@@ -141,3 +141,13 @@ def test_damaged_chunk_is_reported_and_recomputed(embedded, monkeypatch, capsys,
     assert np.load(artifacts.visual_article_ids).tolist() == ids
     np.testing.assert_allclose(np.load(artifacts.visual_features).astype(np.float32), features.astype(np.float32),
                                rtol=0.01, atol=0.01)
+
+
+def test_damaged_plan_is_rewritten_without_redoing_work(embedded, monkeypatch, capsys):
+    artifacts, ids = embedded
+    artifacts.visual_features.unlink()
+    text = artifacts.visual_plan.read_text()
+    artifacts.visual_plan.write_text(text[: len(text) // 2])  # cut mid-way, as by a full disk
+    code, out = stage(monkeypatch, capsys, artifacts)
+    assert code == 0, out
+    assert "embedded=0 " in out and np.load(artifacts.visual_article_ids).tolist() == ids

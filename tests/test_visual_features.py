@@ -159,7 +159,7 @@ def test_load_image_fits_the_whole_garment_on_white(tmp_path):
     with Image.open(path) as im:
         im.draft("RGB", (vf.INPUT_SIZE, vf.INPUT_SIZE))
         assert im.size == (292, 438)  # decoded at 1/4 scale, still above 224
-    pixels = vf.load_image(path)
+    pixels = vf.load_image(path, fit="pad")
     assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
     assert (pixels[:, :30] == 255).all() and (pixels[:, -30:] == 255).all()  # side bars, not a crop
     assert np.abs(pixels[112, 112].astype(int) - (200, 30, 40)).max() <= 6
@@ -280,7 +280,7 @@ def test_ray_engine_writes_the_local_vectors_and_resumes(offline, reference, loc
     assert got_ids.tolist() == ids and features.dtype == np.float16
     np.testing.assert_allclose(features.astype(np.float32), reference.astype(np.float32), rtol=0.01, atol=0.01)
     assert sorted(u["article_id"] for u in meta["unreadable"]) == sorted(broken.values())
-    assert meta["fit"] == "pad" and meta["count"] == len(ids)
+    assert meta["fit"] == vf.DEFAULT_FIT == "stretch" and meta["count"] == len(ids)
 
     # Resume: with two chunks gone (and the outputs), Ray embeds only their images.
     artifacts.visual_features.unlink()
@@ -318,7 +318,7 @@ def test_fit_decides_what_the_network_sees(tmp_path, fit):
 
 def test_changed_fit_reembeds_and_is_recorded(offline, tmp_path):
     artifacts, ids = draw_catalogue(tmp_path)
-    run(artifacts, chunk_size=4)
+    run(artifacts, chunk_size=4, fit="pad")
     padded, _, meta = outputs(artifacts)
     assert meta["fit"] == "pad" and json.loads(artifacts.visual_plan.read_text())["fit"] == "pad"
     result = run(artifacts, chunk_size=4, fit="stretch")
@@ -328,7 +328,7 @@ def test_changed_fit_reembeds_and_is_recorded(offline, tmp_path):
     assert json.loads(artifacts.visual_plan.read_text())["fit"] == "stretch"
     assert np.abs(stretched.astype(np.float32) - padded.astype(np.float32)).max() > 0.05
     # The padded chunks stay on disk: going back costs nothing.
-    assert run(artifacts, chunk_size=4)["embedded"] == 0
+    assert run(artifacts, chunk_size=4, fit="pad")["embedded"] == 0
     np.testing.assert_array_equal(outputs(artifacts)[0], padded)
     with pytest.raises(UserError, match="unknown fit"):
         run(artifacts, fit="zoom")
