@@ -180,20 +180,20 @@ def recommend_batch(recommender: Recommender, batch: pl.DataFrame) -> pl.DataFra
         ranked = recommender.recommend_explained(batch, K)
     else:
         ranked = recommender.explain(recommender.candidates(batch, K))
-    return ranked.with_columns(pl.col("article_id").cast(pl.Int32), pl.col("rank").cast(pl.UInt8),
-                               pl.col("score").cast(pl.Float32), pl.col("source_article_id").cast(pl.Int32))
+    columns = [pl.col(name).cast(dtype) for name, dtype in RECOMMENDATION_SCHEMA.items()]
+    return ranked.select(*columns, *(["explanation"] if "explanation" in ranked.columns else []))
 
 
 def recommend_everyone(recommender: Recommender, customers: pl.Series, show_progress: bool = True,
-                       chunk: int = CHUNK_CUSTOMERS) -> pl.DataFrame:
-    """The top 12 with reasons for every customer, computed in batches of customers."""
-    from tqdm.auto import tqdm
+                       chunk: int = CHUNK_CUSTOMERS, engine: str = "local", ray_address: str | None = None) -> pl.DataFrame:
+    """The top 12 with reasons for every customer, in batches of customers: here, or as Ray tasks (scale_out.py)."""
+    import scale_out
 
     frame = as_customer_frame(customers)
-    parts = [recommend_batch(recommender, frame.slice(start, chunk))
-             for start in tqdm(range(0, frame.height, chunk), desc="recommend", unit="batch",
-                               disable=not show_progress)]
-    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
+    if frame.height == 0:
+        return pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
+    return scale_out.score_batches(recommender, frame["customer_id"], recommend_batch, engine=engine,
+                                   batch_size=chunk, ray_address=ray_address, show_progress=show_progress)
 
 
 def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
@@ -211,7 +211,7 @@ def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: 
 
 
 def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inputs: dict | None = None,
-           outputs=lambda path: path) -> dict:
+           outputs=lambda path: path, engine: str = "local", ray_address: str | None = None) -> dict:
     """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every
     customer of customers.csv and every buyer (to `outputs(path)`: see common.atomic_outputs)."""
     clock = Stopwatch()
@@ -230,7 +230,8 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     del transactions
     # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
-    recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress)
+    recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress, engine=engine,
+                              ray_address=ray_address)
     submission = submission_frame(recs, customer_ids, customer_ids)
     check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))
     write_parquet(recs, outputs(artifacts.recommendations))
@@ -242,7 +243,8 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
             "submission": str(artifacts.submission), "recommendations_path": str(artifacts.recommendations)}
 
 
-def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool = True) -> dict:
+def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool = True, engine: str = "local",
+        ray_address: str | None = None) -> dict:
     """Evaluate (tune on validation, score the test week), then write the submission trained on all data;
     the results appear together or not at all."""
     check_writable(artifacts.results_dir)  # before minutes of work, not after
@@ -252,7 +254,7 @@ def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool =
     with atomic_outputs(artifacts.manifest("final.py"), built_from, artifacts.command("final.py"),
                         artifacts.data_dir) as outputs:
         meta = evaluate(artifacts, show_progress, inputs, use_ranker)
-        meta["submission"] = submit(artifacts, meta, show_progress, inputs, outputs)
+        meta["submission"] = submit(artifacts, meta, show_progress, inputs, outputs, engine, ray_address)
         write_json(meta, outputs(artifacts.metrics))
     return meta
 
@@ -262,8 +264,15 @@ def main(argv=None):
     art.add_dir_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--no-ranker", action="store_true", help="ignore a trained ranker: the hybrid alone")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="score the submission's customer batches here or as Ray tasks (default: %(default)s)")
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster to join (auto, or ray://HOST:10001); default: start Ray on this machine")
     args = parser.parse_args(argv)
-    run(art.from_args(args), show_progress=not args.no_progress, use_ranker=not args.no_ranker)
+    if args.ray_address and args.engine != "ray":
+        raise UserError("--ray-address needs --engine ray")
+    run(art.from_args(args), show_progress=not args.no_progress, use_ranker=not args.no_ranker, engine=args.engine,
+        ray_address=args.ray_address)
 
 
 if __name__ == "__main__":

@@ -43,14 +43,10 @@ def normalize(features: np.ndarray) -> np.ndarray:
 
 
 def load_features(artifacts: art.Artifacts) -> tuple[np.ndarray, np.ndarray]:
-    """(article_ids int32, features) of the last visual_features.py run, merging its chunks if needed."""
+    """(article_ids int32, features) of the last visual_features.py run."""
     if not artifacts.visual_features.exists() or not artifacts.visual_article_ids.exists():
-        import visual_features  # only for a run whose shards were never merged
-
-        if not artifacts.visual_plan.exists():
-            raise UserError(f"{artifacts.visual_features} not found: "
-                            f"run `{artifacts.command('visual_features.py', images=True)}` first")
-        visual_features.merge_chunks(artifacts, show_progress=False)
+        raise UserError(f"{artifacts.visual_features} not found: "
+                        f"run `{artifacts.command('visual_features.py', images=True)}` first")
     ids = np.load(artifacts.visual_article_ids).astype(np.int32)
     features = np.load(artifacts.visual_features)
     if features.ndim != 2 or features.shape[0] != ids.shape[0]:

@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/visual_quality.py --data-dir data --images-dir images
 
-Compares, on the same articles: each pretrained backbone whose weights are here (MobileNetV2 in
-float32 and in bf16; ResNet50 only if its weights are installed), raw pixels (the photo
-shrunk to 32x48 RGB, centred, as a vector), and random twins (the exact expectation, no sampling).
-Each is scored twice: all twins, and twins from other products only (colourways of one product
-share its type by construction, which flatters every method alike).
+Compares, on the same articles: each pretrained backbone whose weights are here (MobileNetV2;
+ResNet50 only if its weights are installed) with each way of fitting the photo into the square
+input (--fits: pad, crop, stretch) and each --precisions, raw pixels (the photo shrunk to 32x48
+RGB, centred, as a vector), and random twins (the exact expectation, no sampling). Each is scored
+twice: all twins, and twins from other products only (colourways of one product share its type by
+construction, which flatters every method alike). Also reported: the share of articles with another
+colourway whose single nearest twin is one (the measure of the real-photo table in the README).
 
 Embeddings are cached under bench/results/visual_quality/<method>/ (resumable, like the stage).
 Writes bench/results/visual_quality.{json,md}.
@@ -78,6 +80,17 @@ def twin_shares(ids: np.ndarray, vectors: np.ndarray, labels: pl.DataFrame, k: i
     return {"type": share(same_type), "colour": share(same_colour), "both": share(same_type & same_colour)}
 
 
+def colourway_share(ids: np.ndarray, vectors: np.ndarray) -> float:
+    """Share of articles that have another colourway whose nearest twin is another colourway of the same product."""
+    codes = vr.product_codes(ids)
+    _, counts = np.unique(codes, return_counts=True)
+    has_sibling = np.isin(codes, np.unique(codes)[counts > 1])
+    index, _ = vr.top_k_twins(vr.normalize(vectors), 1, None)
+    nearest = index[:, 0]
+    hit = (nearest >= 0) & (codes[np.maximum(nearest, 0)] == codes)
+    return float(hit[has_sibling].mean())
+
+
 def random_shares(ids: np.ndarray, labels: pl.DataFrame, exclude: bool) -> dict:
     """Expected shares for twins drawn uniformly from the other articles (other products if exclude)."""
     lab = (pl.DataFrame({"article_id": ids}).join(labels, on="article_id", how="left")
@@ -108,27 +121,30 @@ def main():
     parser.add_argument("--k", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--fits", default=",".join(vf.FITS), help="comma-separated fits to compare (default: %(default)s)")
+    parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16 (default: %(default)s)")
     parser.add_argument("--max-articles", type=int, default=None,
                         help="only the first N images (by id), for a quick look")
     args = parser.parse_args()
     source = Artifacts(Path(args.data_dir), Path(args.images_dir))
     labels = read_labels(source)
 
-    methods = []  # (name, backbone, precision)
+    methods = []  # (name, backbone, precision, fit)
     for backbone in vf.BACKBONES:
         try:
             vf.find_weights(backbone, download=False)
         except UserError as exc:
             print(f"skipping {backbone}: {exc}")
             continue
-        methods += [(f"{backbone} fp32", backbone, "fp32"), (f"{backbone} bf16", backbone, "bf16")]
+        methods += [(f"{backbone} {precision} {fit}", backbone, precision, fit)
+                    for fit in args.fits.split(",") for precision in args.precisions.split(",")]
 
     images, _ = vf.list_images(source.images_dir)
     if args.max_articles:
         images = images.head(args.max_articles)
     ids = images["article_id"].to_numpy()
     embeddings = {}
-    for name, backbone, precision in methods:
+    for name, backbone, precision, fit in methods:
         cache = RESULTS / "visual_quality" / name.replace(" ", "-")
         images_dir = source.images_dir
         if args.max_articles:  # a subset: link just those files into a folder of their own
@@ -140,7 +156,7 @@ def main():
                     link.symlink_to(source.image(aid).resolve())
         target = Artifacts(cache, images_dir)
         vf.embed_catalogue(target, backbone=backbone, batch_size=args.batch_size, num_workers=args.workers,
-                           precision=precision)
+                           precision=precision, fit=fit)
         got_ids = np.load(target.visual_article_ids)
         features = np.load(target.visual_features).astype(np.float32)
         keep = np.isin(got_ids, ids)
@@ -151,17 +167,21 @@ def main():
     for exclude in (False, True):
         for name, (method_ids, vectors) in embeddings.items():
             rows.append({"twins": "other products" if exclude else "all", "method": name,
-                         "articles": int(len(method_ids)), **twin_shares(method_ids, vectors, labels, args.k, exclude)})
+                         "articles": int(len(method_ids)), **twin_shares(method_ids, vectors, labels, args.k, exclude),
+                         "colourway_top1": colourway_share(method_ids, vectors)})
         rows.append({"twins": "other products" if exclude else "all", "method": "random",
-                     "articles": int(len(ids)), **random_shares(ids, labels, exclude)})
+                     "articles": int(len(ids)), **random_shares(ids, labels, exclude), "colourway_top1": None})
     table = pl.DataFrame(rows)
     print(table)
 
     lines = [f"# Visual twins quality: share of the top-{args.k} twins that match the query "
              f"({len(ids):,} articles with images in {source.images_dir})", "",
-             "| twins from | method | same product type | same colour group | both |", "|---|---|---|---|---|"]
+             "| twins from | method | same product type | same colour group | both | nearest twin is another colourway |",
+             "|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['twins']} | {row['method']} | {row['type']:.3f} | {row['colour']:.3f} | {row['both']:.3f} |")
+        top1 = "-" if row["colourway_top1"] is None or row["twins"] != "all" else f"{row['colourway_top1']:.3f}"
+        lines.append(f"| {row['twins']} | {row['method']} | {row['type']:.3f} | {row['colour']:.3f} | "
+                     f"{row['both']:.3f} | {top1} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "visual_quality.json").write_text(json.dumps({"k": args.k, "rows": rows}, indent=2) + "\n")
     (RESULTS / "visual_quality.md").write_text("\n".join(lines) + "\n")

@@ -1,4 +1,4 @@
-"""visual_features.py: offline weights, embeddings, reports, resume, shards (CPU, no network)."""
+"""visual_features.py: offline weights, embeddings, reports, resume, fits, the Ray engine (CPU, no network)."""
 import json
 import os
 import socket
@@ -159,7 +159,7 @@ def test_load_image_fits_the_whole_garment_on_white(tmp_path):
     with Image.open(path) as im:
         im.draft("RGB", (vf.INPUT_SIZE, vf.INPUT_SIZE))
         assert im.size == (292, 438)  # decoded at 1/4 scale, still above 224
-    pixels = vf.load_image(path)
+    pixels = vf.load_image(path, fit="pad")
     assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
     assert (pixels[:, :30] == 255).all() and (pixels[:, -30:] == 255).all()  # side bars, not a crop
     assert np.abs(pixels[112, 112].astype(int) - (200, 30, 40)).max() <= 6
@@ -259,26 +259,79 @@ def test_changed_image_redoes_only_its_chunk(offline, tmp_path):
     assert len(list(artifacts.visual_chunks_dir.glob("*.npz"))) == 6  # the stale chunk is gone
 
 
-def test_shards_then_merge_equal_one_run(offline, reference, tmp_path):
+@pytest.fixture(scope="module")
+def local_ray():
+    """A Ray on this machine only: 2 CPUs, no dashboard, listening on 127.0.0.1."""
+    import ray
+
+    import scale_out
+
+    scale_out.connect_ray(None, num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_engine_writes_the_local_vectors_and_resumes(offline, reference, local_ray, tmp_path):
     artifacts, ids = draw_catalogue(tmp_path)
-    first = run(artifacts, chunk_size=2, shard=0, num_shards=2)
-    assert first["output"] is None and first["embedded"] == 6
-    with pytest.raises(UserError, match=r"3 of 6 chunks are not done yet \(shards 1 of --num-shards 2\)"):
-        vf.merge_chunks(artifacts, show_progress=False)
-    second = run(artifacts, chunk_size=2, shard=1, num_shards=2)
-    assert second["embedded"] == 6 and second["output"] == str(artifacts.visual_features)
+    broken = add_broken_files(artifacts)
+    result = run(artifacts, chunk_size=2, engine="ray")
     features, got_ids, meta = outputs(artifacts)
-    assert got_ids.tolist() == ids and meta["count"] == 12
+    assert result["embedded"] == len(ids) and result["unreadable"] == 2
+    assert got_ids.tolist() == ids and features.dtype == np.float16
     np.testing.assert_allclose(features.astype(np.float32), reference.astype(np.float32), rtol=0.01, atol=0.01)
-    with pytest.raises(UserError, match="need 0 <= shard < num-shards"):
-        run(artifacts, shard=2, num_shards=2)
+    assert sorted(u["article_id"] for u in meta["unreadable"]) == sorted(broken.values())
+    assert meta["fit"] == vf.DEFAULT_FIT == "stretch" and meta["count"] == len(ids)
 
-    # Shards that were never merged: the next stage merges them itself.
-    import visual_reccs
-
+    # Resume: with two chunks gone (and the outputs), Ray embeds only their images.
     artifacts.visual_features.unlink()
-    merged_ids, merged = visual_reccs.load_features(artifacts)
-    assert merged_ids.tolist() == ids and np.array_equal(merged, features)
+    for chunk in sorted(artifacts.visual_chunks_dir.glob("*.npz"))[:2]:
+        chunk.unlink()
+    again = run(artifacts, chunk_size=2, engine="ray")
+    assert again["chunks_written"] == 2 and again["embedded"] <= 4
+    np.testing.assert_array_equal(outputs(artifacts)[0], features)
+    assert run(artifacts, chunk_size=2, engine="ray")["embedded"] == 0  # up to date: no Ray job at all
+
+
+def test_local_engine_never_imports_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, visual_features, scale_out, visual_reccs; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(vf.__file__).parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("fit", ["pad", "crop", "stretch"])
+def test_fit_decides_what_the_network_sees(tmp_path, fit):
+    path = tmp_path / "tall.jpg"
+    im = Image.new("RGB", (200, 400), (200, 30, 40))  # a red portrait photo with a navy top quarter
+    ImageDraw.Draw(im).rectangle([0, 0, 199, 99], fill=(20, 30, 110))
+    im.save(path, quality=95)
+    pixels = vf.load_image(path, fit=fit).astype(int)
+    assert pixels.shape == (224, 224, 3)
+    white_sides = (pixels[:, :40] >= 250).all()
+    navy_top = np.abs(pixels[5, 112] - (20, 30, 110)).max() <= 12
+    want = {"pad": (True, True), "crop": (False, False), "stretch": (False, True)}[fit]
+    assert (bool(white_sides), bool(navy_top)) == want  # crop keeps the centre: no navy, no white
+
+
+def test_changed_fit_reembeds_and_is_recorded(offline, tmp_path):
+    artifacts, ids = draw_catalogue(tmp_path)
+    run(artifacts, chunk_size=4, fit="pad")
+    padded, _, meta = outputs(artifacts)
+    assert meta["fit"] == "pad" and json.loads(artifacts.visual_plan.read_text())["fit"] == "pad"
+    result = run(artifacts, chunk_size=4, fit="stretch")
+    stretched, got_ids, meta = outputs(artifacts)
+    assert result["embedded"] == len(ids) and got_ids.tolist() == ids
+    assert meta["fit"] == "stretch" and meta["preprocess"] == vf.FITS["stretch"]
+    assert json.loads(artifacts.visual_plan.read_text())["fit"] == "stretch"
+    assert np.abs(stretched.astype(np.float32) - padded.astype(np.float32)).max() > 0.05
+    # The padded chunks stay on disk: going back costs nothing.
+    assert run(artifacts, chunk_size=4, fit="pad")["embedded"] == 0
+    np.testing.assert_array_equal(outputs(artifacts)[0], padded)
+    with pytest.raises(UserError, match="unknown fit"):
+        run(artifacts, fit="zoom")
 
 
 def test_no_images_is_a_user_error(offline, tmp_path):

@@ -1,0 +1,110 @@
+"""Scale-out: join (or start) a Ray cluster, and score customer batches locally or as Ray tasks.
+
+A library module, no stage: visual_features.py (--engine ray) and final.py use it. It imports Ray
+only when the Ray engine is asked for, so the local path never starts Ray.
+
+    from scale_out import score_batches
+    recs = score_batches(hybrid, customers["customer_id"], score_one_batch, engine="ray")
+
+On Ray the fitted model goes into the object store once (ray.put) and every task reads it from
+there; the batches' results come back in the customers' order, whatever order the tasks finish in.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from common import UserError
+
+ROOT = Path(__file__).resolve().parent
+BATCH_CUSTOMERS = 100_000  # customers per batch: bounds each task's memory (~1 GB for the hybrid at 100k)
+ENGINES = ("local", "ray")
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# What a cluster's workers need of this repo is its code: never upload data, images, results or venvs.
+RAY_EXCLUDES = [".git", ".venv", "data", "data_*", "images", "bench/results", "test-artifacts", "*.npy",
+                "*.npz", "*.parquet", "*.csv", "*.jpg"]
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None):
+    """The ray module, connected: to `address` (auto, ray://HOST:10001), or to a new Ray on this machine.
+
+    A new local Ray has no dashboard and binds to 127.0.0.1 only. On a cluster the repo's code is
+    shipped to the workers as the job's working_dir; image and data paths must be readable on every
+    node (shared storage), as they are named on the driver.
+    """
+    if address is None:
+        # A Ray started here serves this machine only: with "clusters disabled" Ray takes 127.0.0.1 as
+        # the node's address, so the GCS, raylet and workers listen on loopback, not on every interface.
+        os.environ[LOCAL_ONLY_ENV] = "0"
+    try:
+        import ray
+        import ray._private.ray_constants as ray_constants
+    except ImportError:
+        raise UserError("the Ray engine needs ray: `pip install 'ray[data]'` (it is in requirements.txt)") from None
+    if ray.is_initialized():
+        return ray
+    try:
+        if address is None:
+            ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: the flag above, if ray came first
+            pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+            ray.init(num_cpus=num_cpus, include_dashboard=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, log_to_driver=True)
+        else:
+            ray.init(address=address, runtime_env={"working_dir": str(ROOT), "excludes": RAY_EXCLUDES})
+    except ConnectionError as exc:
+        raise UserError(f"cannot reach a Ray cluster at {address!r} ({exc}): start one with "
+                        f"`ray start --head` or check --ray-address") from None
+    return ray
+
+
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Offsets of the customer batches."""
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    return list(range(0, n, batch_size))
+
+
+def _score(model: Any, score_batch: Callable, batch: pl.DataFrame) -> pl.DataFrame:
+    return score_batch(model, batch)
+
+
+def score_batches(model: Any, customers: pl.Series, score_batch: Callable[[Any, pl.DataFrame], pl.DataFrame],
+                  engine: str = "local", batch_size: int = BATCH_CUSTOMERS, ray_address: str | None = None,
+                  show_progress: bool = True) -> pl.DataFrame:
+    """score_batch(model, batch of customers as a one-column frame) over every batch, concatenated in order.
+
+    engine="local" loops here; engine="ray" runs one Ray task per batch, with the model put in the
+    object store once. Both return the same frame, batch after batch in the customers' order.
+    """
+    from tqdm.auto import tqdm
+
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}")
+    frame = customers.to_frame()
+    starts = batch_starts(frame.height, batch_size)
+    if not starts:
+        return score_batch(model, frame)  # no customers: the scorer's own empty frame, with its schema
+    bar = tqdm(total=len(starts), desc=f"score ({engine})", unit="batch", disable=not show_progress)
+    if engine == "local":
+        parts = []
+        for start in starts:
+            parts.append(score_batch(model, frame.slice(start, batch_size)))
+            bar.update(1)
+        bar.close()
+        return pl.concat(parts)
+
+    ray = connect_ray(ray_address)
+    model_ref = ray.put(model)  # once: every task gets the same object, read from its node's store
+    task = ray.remote(num_cpus=1)(_score)
+    pending = {task.remote(model_ref, score_batch, frame.slice(start, batch_size)): i for i, start in enumerate(starts)}
+    done = {}
+    waiting = list(pending)
+    while waiting:
+        ready, waiting = ray.wait(waiting, num_returns=1)
+        done[pending[ready[0]]] = ready[0]
+        bar.update(1)
+    bar.close()
+    return pl.concat(ray.get([done[i] for i in range(len(starts))]))  # the customers' order, not finishing order

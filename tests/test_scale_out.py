@@ -1,0 +1,89 @@
+"""scale_out.py: customer batches scored locally and as Ray tasks give the same frame (tiny sample, real fitted hybrid).
+
+final.py --engine ray goes through final.recommend_everyone(engine="ray"), whose batch function is
+final.recommend_batch (importable by the workers).
+"""
+import pickle
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+import candidates
+import final
+import hybrid as blend
+import scale_out
+from common import UserError
+from recommenders import K
+
+
+score_one_batch = final.recommend_batch  # what final.py scores each batch with
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny):
+    """final.py's hybrid (its strategies and default weights), fitted on the tiny sample's transactions."""
+    customers = pl.read_parquet(tiny.customers)
+    articles = pl.read_parquet(tiny.articles)
+    transactions = pl.read_parquet(tiny.transactions)
+    populars, personal = candidates.make_sources(customers)
+    hybrid = blend.make(populars, personal, {"purchase_history": 1.0, "co_purchase": 0.5, "popular_decayed": 0.25})
+    hybrid.fit(transactions, articles)
+    return hybrid, customers["customer_id"].sort()
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import sys
+
+    import ray
+    import ray.cloudpickle
+
+    scale_out.connect_ray(None, num_cpus=2)
+    # Workers import the repo's modules (final, recommenders) but not tests/: ship this module's
+    # score_one_batch by value, as a function defined in a script's __main__ would be.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray
+    ray.shutdown()
+
+
+def test_local_batches_equal_final_recommend_everyone(fitted, monkeypatch):
+    hybrid, customers = fitted
+    monkeypatch.setattr(scale_out, "connect_ray", lambda *a, **k: pytest.fail("the local engine started Ray"))
+    local = scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=128, show_progress=False)
+    reference = final.recommend_everyone(hybrid, customers, show_progress=False, chunk=128)
+    assert_frame_equal(local, reference)
+    assert local["customer_id"].n_unique() == customers.len() and local.height > 10 * customers.len()
+
+
+@pytest.mark.parametrize("batch_size", [128, 1000])  # several batches (order matters), and one
+def test_ray_tasks_give_the_local_frame(fitted, local_ray, batch_size):
+    hybrid, customers = fitted
+    local = scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=batch_size, show_progress=False)
+    on_ray = final.recommend_everyone(hybrid, customers, show_progress=False, chunk=batch_size, engine="ray")
+    assert_frame_equal(on_ray, local)  # same rows, same order, same scores and reasons
+
+
+def test_model_goes_to_the_object_store_once(fitted, local_ray, monkeypatch):
+    hybrid, customers = fitted
+    puts = []
+    real_put = local_ray.put
+
+    def counting_put(value, *args, **kwargs):
+        puts.append(type(value).__name__)
+        return real_put(value, *args, **kwargs)
+
+    monkeypatch.setattr(local_ray, "put", counting_put)
+    scale_out.score_batches(hybrid, customers, score_one_batch, engine="ray", batch_size=100, show_progress=False)
+    assert puts.count("Hybrid") == 1 and customers.len() > 3 * 100  # one put, several tasks
+    assert len(pickle.dumps(hybrid)) > 10_000  # a real fitted model travelled, not a stub
+
+
+def test_no_customers_and_bad_arguments(fitted):
+    hybrid, customers = fitted
+    empty = scale_out.score_batches(hybrid, customers.clear(), score_one_batch, show_progress=False)
+    assert empty.height == 0 and empty.columns[:3] == ["customer_id", "article_id", "rank"]
+    with pytest.raises(UserError, match="unknown engine"):
+        scale_out.score_batches(hybrid, customers, score_one_batch, engine="spark")
+    with pytest.raises(UserError, match="at least 1"):
+        scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=0)
