@@ -760,7 +760,7 @@ def launch_view(art: Artifacts) -> None:
 def bar_chart(table: pl.DataFrame, value: str, fmt: str, highlight: str | None) -> alt.Chart:
     """Horizontal bars by strategy, best on top, one strategy highlighted, values at the bar ends."""
     data = table.select("Strategy", value).drop_nulls().with_columns(
-        (pl.col("Strategy") == highlight).alias("highlight"))
+        (pl.col("Strategy") == (highlight or "")).alias("highlight"))
     base = alt.Chart(data).encode(
         y=alt.Y("Strategy:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
         x=alt.X(f"{value}:Q", title=value, axis=alt.Axis(format=fmt)))
