@@ -17,7 +17,8 @@ over the window's purchases (no loop over customers): one article takes ~0.1 s o
 Where final.py has scored the launches with the learned ranker (results/launch_audience.parquet),
 `LaunchAudience.audience` answers from that table, and from the similarity score otherwise.
 `VisualIndex` looks up one article's image neighbours from a memory-mapped feature matrix and the
-precomputed visual_twins.parquet, so that the first lookup reads no more than it needs.
+precomputed visual_twins.parquet, so that the first lookup reads no more than it needs; a query the
+table cannot answer scans the matrix once and keeps its unit rows for the next ones.
 
     python launch.py --data-dir data [--article 0XXXXXXXXX] [--top 20]
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 from datetime import date, timedelta
 
 import numpy as np
@@ -44,7 +46,7 @@ CONTENT_COLUMNS = ("product_type_name", "colour_group_name", "graphical_appearan
 AUDIENCE_SCHEMA = {"article_id": pl.Int32, "customer_id": pl.UInt64, "rank": pl.UInt16, "score": pl.Float32,
                    "reason": pl.String, "source_article_id": pl.Int32}
 TWIN_SCHEMA = {"twin_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32}
-SCAN_BLOCK = 8192      # feature rows converted to float32 at a time in a full scan (40 MB at 1280 dims)
+SCAN_BLOCK = 8192      # feature rows read and converted to float32 at a time in the one full scan
 AGE_BANDS = (16, 25, 35, 45, 55, 65)  # band edges: 16-24, 25-34, ..., 65+
 
 
@@ -65,7 +67,8 @@ class VisualIndex:
         self.codes = self.article_ids.astype(np.int64) // 1000  # Kaggle: product_code * 1000 + colourway
         self.twins_path = twins_path
         self.no_image = no_image or {}
-        self._norms = None
+        self._unit = None
+        self._lock = threading.Lock()  # the app shares one index between sessions (threads)
 
     @classmethod
     def load(cls, artifacts: art.Artifacts) -> "VisualIndex":
@@ -113,22 +116,26 @@ class VisualIndex:
                             f"an image feature: check the id, or rerun visual_features.py if it is new")
         return row
 
+    def unit_vectors(self) -> np.ndarray:
+        """The features as unit float32 rows, made by the first query that needs a full scan and then kept.
+
+        One pass over the mapped file in float32 blocks (it may be float16); an all-zero row stays zero.
+        """
+        with self._lock:
+            if self._unit is None:
+                unit = np.empty(self.features.shape, dtype=np.float32)
+                for start in range(0, len(self), SCAN_BLOCK):
+                    block = np.asarray(self.features[start:start + SCAN_BLOCK], dtype=np.float32)
+                    norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+                    unit[start:start + block.shape[0]] = block / np.maximum(norms, 1e-12)[:, None]
+                self._unit = unit
+        return self._unit
+
     def similarities(self, article_id) -> np.ndarray:
         """Cosine similarity of every article (in self.article_ids order) to this one; itself -inf."""
         row = self._require_row(article_id)
-        query = np.asarray(self.features[row], dtype=np.float32)
-        dots = np.empty(len(self), dtype=np.float32)
-        norms = np.empty(len(self), dtype=np.float32) if self._norms is None else None
-        for start in range(0, len(self), SCAN_BLOCK):  # float32 blocks: the file may be float16, and is mapped
-            block = np.asarray(self.features[start:start + SCAN_BLOCK], dtype=np.float32)
-            dots[start:start + block.shape[0]] = block @ query
-            if norms is not None:
-                norms[start:start + block.shape[0]] = np.sqrt(np.einsum("ij,ij->i", block, block))
-        if norms is not None:  # kept for every later query
-            self._norms = np.maximum(norms, 1e-12)
-        scores = dots / (self._norms * self._norms[row])
-        if not np.any(query):  # an all-zero row matches nothing, as in visual_reccs.normalize
-            scores[:] = 0
+        unit = self.unit_vectors()
+        scores = unit @ unit[row]
         scores[row] = -np.inf
         return scores
 

@@ -12,7 +12,7 @@ module that answers until the answer:
 - after: `launch.VisualIndex.load(...).twins(aid)`, the app's path now (maps the matrix, reads
   that one article's rows of visual_twins.parquet);
 - after, uncovered: the same for a query the twins table cannot answer (k=48: a scan of the mapped
-  matrix).
+  matrix), and the next such query in the same process (the scan's unit rows are kept).
 
 The catalogue is synthetic: 105,542 articles x 1,280 float16 features (mobilenet_v2's output, as
 visual_features.py saves it) and a twins table of k=12 per article with random twins (the lookup
@@ -61,9 +61,14 @@ if {path!r} == "before":
     found = visual_reccs.VisualTwins.load(art).twins({aid}, k={k})
 else:
     import launch
-    found = launch.VisualIndex.load(art).twins({aid}, k={k})
+    index = launch.VisualIndex.load(art)
+    found = index.twins({aid}, k={k})
 seconds = time.perf_counter() - start
 assert found.height == {k}, found
+if {path!r} == "after" and {k} > 12:  # the next such query in the same process reuses the scan
+    start = time.perf_counter()
+    index.twins(index.article_ids[0], k={k})
+    print(time.perf_counter() - start)
 print(seconds)
 """
 
@@ -90,11 +95,12 @@ def make_catalogue(data_dir: Path, n: int, dim: int, seed: int = 0) -> Artifacts
     return art
 
 
-def first_lookup(data_dir: Path, path: str, aid: int, k: int) -> float:
-    """Seconds of one first lookup in a fresh process."""
+def first_lookup(data_dir: Path, path: str, aid: int, k: int) -> list[float]:
+    """Seconds of one first lookup in a fresh process (and of the next one, for a query that scans)."""
     code = FIRST_LOOKUP.format(root=str(ROOT), data=str(data_dir), path=path, aid=aid, k=k)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    lines = [float(line) for line in out.stdout.split()]
+    return lines[-1:] + lines[:-1]
 
 
 def reruns(data_dir: Path, images_dir: Path, repeats: int) -> dict:
@@ -148,12 +154,14 @@ def main():
               f"{time.perf_counter() - started:.1f}s", flush=True)
         ids = np.load(art.visual_article_ids)
         rng = np.random.default_rng(1)
-        times = {"before": [], "after": [], "after_uncovered": []}
+        times = {"before": [], "after": [], "after_uncovered": [], "after_uncovered_next": []}
         for i in range(args.repeats):
             aid = int(rng.choice(ids))  # a different article each time: nothing is cached per article
-            times["before"].append(first_lookup(art.data_dir, "before", aid, 12))
-            times["after"].append(first_lookup(art.data_dir, "after", aid, 12))
-            times["after_uncovered"].append(first_lookup(art.data_dir, "after", aid, 48))
+            times["before"] += first_lookup(art.data_dir, "before", aid, 12)
+            times["after"] += first_lookup(art.data_dir, "after", aid, 12)
+            first, following = first_lookup(art.data_dir, "after", aid, 48)
+            times["after_uncovered"].append(first)
+            times["after_uncovered_next"].append(following)
             print(f"repeat {i + 1}: " + ", ".join(f"{name} {values[-1]:.3f}s" for name, values in times.items()),
                   flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
@@ -161,7 +169,8 @@ def main():
     report["speedup"] = medians["before"] / medians["after"]
     report["speedup_uncovered"] = medians["before"] / medians["after_uncovered"]
     print(f"first lookup on {args.n:,} articles: before {medians['before']:.2f}s, after {medians['after']:.3f}s "
-          f"({report['speedup']:.0f}x), a query the table cannot answer {medians['after_uncovered']:.2f}s", flush=True)
+          f"({report['speedup']:.0f}x); a query the table cannot answer {medians['after_uncovered']:.2f}s, the next one "
+          f"{medians['after_uncovered_next']:.2f}s", flush=True)
     if args.data_dir:
         report["reruns"] = reruns(Path(args.data_dir), Path(args.images_dir), args.repeats)
 
