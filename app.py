@@ -23,7 +23,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import altair as alt
 import numpy as np
 import polars as pl
 import streamlit as st
@@ -196,15 +195,17 @@ def launch_ids(_scorer: launch.LaunchAudience, stamp: tuple, transactions: str) 
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def customer_details(ids_path: str, customers_path: str, stamp: tuple, keys: tuple[int, ...]) -> pl.DataFrame:
-    """customer_id, customer_id_hex (the original 64-hex id) and age of some customers."""
-    wanted = pl.Series("customer_id", keys, dtype=pl.UInt64).implode()
+def listed_audience(_scorer: launch.LaunchAudience, stamp: tuple, aid: int, top: int, ids_path: str,
+                    customers_path: str) -> pl.DataFrame:
+    """The top customers of an article with customer_id_hex (the original 64-hex id) and age."""
+    listed = audience_of(_scorer, stamp, aid)[0].head(top)
+    wanted = listed["customer_id"].implode()
     found = pl.scan_parquet(ids_path).filter(pl.col("customer_id").is_in(wanted)).collect()
     if Path(customers_path).exists():
         ages = pl.scan_parquet(customers_path).filter(pl.col("customer_id").is_in(wanted)).select(
             "customer_id", "age").collect()
         found = found.join(ages, on="customer_id", how="left")
-    return found
+    return listed.join(found, on="customer_id", how="left", maintain_order="left")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -642,13 +643,17 @@ def pick_launch() -> None:
         st.session_state["article"] = format_article_id(st.session_state["launch_pick"])
 
 
-def small_bars(data: pl.DataFrame, label: str, value: str, title: str, order: list[str] | None = None) -> alt.Chart:
+def small_bars(target, data: pl.DataFrame, label: str, value: str, title: str,
+               order: list[str] | None = None) -> None:
     """A compact horizontal bar chart of counts."""
-    y = alt.Y(f"{label}:N", sort=order or "-x", title=None, axis=alt.Axis(labelLimit=180))
-    base = alt.Chart(data).encode(y=y, x=alt.X(f"{value}:Q", title=title))
-    bars = base.mark_bar(cornerRadiusEnd=3, color=HIGHLIGHT).encode(tooltip=[label, value])
-    labels = base.mark_text(align="left", dx=3, color="#2f2d2b").encode(text=f"{value}:Q")
-    return (bars + labels).properties(height=24 * max(data.height, 1) + 40)
+    y = {"field": label, "type": "nominal", "sort": order or "-x", "title": None, "axis": {"labelLimit": 180}}
+    x = {"field": value, "type": "quantitative", "title": title}
+    spec = {"height": 24 * max(data.height, 1) + 40, "encoding": {"y": y, "x": x}, "layer": [
+        {"mark": {"type": "bar", "cornerRadiusEnd": 3, "color": HIGHLIGHT},
+         "encoding": {"tooltip": [{"field": label}, {"field": value}]}},
+        {"mark": {"type": "text", "align": "left", "dx": 3, "color": "#2f2d2b"},
+         "encoding": {"text": {"field": value, "type": "quantitative"}}}]}
+    target.vega_lite_chart(data, spec, width="stretch")
 
 
 def launch_view(art: Artifacts) -> None:
@@ -693,7 +698,9 @@ def launch_view(art: Artifacts) -> None:
 
     started = time.perf_counter()
     everyone, source = audience_of(scorer, stamp, aid)
-    listed = everyone.head(top)
+    stamp += (mtime(ids_path), mtime(art.customers))
+    table = listed_audience(scorer, stamp, aid, top, str(ids_path), str(art.customers))
+    listed = table.select(everyone.columns)
     seconds = time.perf_counter() - started
     cutoff = f"{scorer.cutoff:%d %b %Y}"
     if source == "ranker":
@@ -714,10 +721,7 @@ def launch_view(art: Artifacts) -> None:
                 f"before {cutoff}, so there is no evidence for an audience yet.", icon=":material/group_off:")
         return
 
-    details = customer_details(str(ids_path), str(art.customers), (mtime(ids_path), mtime(art.customers)),
-                               tuple(listed["customer_id"].to_list()))
-    table = listed.join(details, on="customer_id", how="left", maintain_order="left")
-    ages, groups = launch.audience_profile(listed, details if "age" in details.columns else None,
+    ages, groups = launch.audience_profile(listed, table if "age" in table.columns else None,
                                            scorer.purchases, articles, by="department_name")
     facts = [("Customers with evidence", f"{everyone.height:,}"), ("Listed", f"{listed.height:,}"),
              ("Median age", "–" if "age" not in table.columns or table["age"].drop_nulls().is_empty()
@@ -730,11 +734,10 @@ def launch_view(art: Artifacts) -> None:
     with chart_ages:
         st.markdown(f"##### Age of the top {listed.height:,}")
         order = sorted(ages["band"].to_list(), key=lambda band: (band == "unknown", not band.startswith("under"), band))
-        st.altair_chart(small_bars(ages, "band", "customers", "customers", order), width="stretch")
+        small_bars(st, ages, "band", "customers", "customers", order)
     with chart_departments:
         st.markdown(f"##### What they bought in the last {launch.WINDOW_DAYS // 7} weeks")
-        st.altair_chart(small_bars(groups.head(8), "group", "purchases", "purchases by department"),
-                        width="stretch")
+        small_bars(st, groups.head(8), "group", "purchases", "purchases by department")
 
     shown = table.select(
         pl.col("rank").alias("Rank"),
@@ -757,18 +760,23 @@ def launch_view(art: Artifacts) -> None:
 
 # ---------------------------------------------------------------- evaluation
 
-def bar_chart(table: pl.DataFrame, value: str, fmt: str, highlight: str | None) -> alt.Chart:
-    """Horizontal bars by strategy, best on top, one strategy highlighted, values at the bar ends."""
+def bar_chart(table: pl.DataFrame, value: str, fmt: str, highlight: str | None) -> None:
+    """Horizontal bars by strategy, best on top, one strategy highlighted, values at the bar ends.
+
+    A plain Vega-Lite spec: building it through altair validates it against the schema on every
+    rerun (~0.1 s a chart).
+    """
     data = table.select("Strategy", value).drop_nulls().with_columns(
         (pl.col("Strategy") == (highlight or "")).alias("highlight"))
-    base = alt.Chart(data).encode(
-        y=alt.Y("Strategy:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
-        x=alt.X(f"{value}:Q", title=value, axis=alt.Axis(format=fmt)))
-    bars = base.mark_bar(cornerRadiusEnd=3).encode(
-        color=alt.condition(alt.datum.highlight, alt.value(HIGHLIGHT), alt.value(MUTED)),
-        tooltip=["Strategy", alt.Tooltip(f"{value}:Q", format=fmt)])
-    labels = base.mark_text(align="left", dx=4, color="#2f2d2b").encode(text=alt.Text(f"{value}:Q", format=fmt))
-    return (bars + labels).properties(height=34 * data.height + 30)
+    x = {"field": value, "type": "quantitative", "title": value, "axis": {"format": fmt}}
+    y = {"field": "Strategy", "type": "nominal", "sort": "-x", "title": None, "axis": {"labelLimit": 220}}
+    spec = {"height": 34 * data.height + 30, "encoding": {"y": y, "x": x}, "layer": [
+        {"mark": {"type": "bar", "cornerRadiusEnd": 3},
+         "encoding": {"color": {"condition": {"test": "datum.highlight", "value": HIGHLIGHT}, "value": MUTED},
+                      "tooltip": [{"field": "Strategy"}, {"field": value, "type": "quantitative", "format": fmt}]}},
+        {"mark": {"type": "text", "align": "left", "dx": 4, "color": "#2f2d2b"},
+         "encoding": {"text": {"field": value, "type": "quantitative", "format": fmt}}}]}
+    st.vega_lite_chart(data, spec, width="stretch")
 
 
 def evaluation_view(art: Artifacts) -> None:
@@ -804,7 +812,7 @@ def evaluation_view(art: Artifacts) -> None:
     chart, numbers = st.columns([2, 3], gap="large")
     with chart:
         st.markdown("##### MAP@12 by strategy")
-        st.altair_chart(bar_chart(table, "MAP@12", ".4f", hybrid), width="stretch")
+        bar_chart(table, "MAP@12", ".4f", hybrid)
     with numbers:
         st.markdown("##### Every strategy on the test week")
         st.dataframe(table, hide_index=True, width="stretch", column_config={
@@ -827,7 +835,7 @@ def evaluation_view(art: Artifacts) -> None:
             st.caption("No sales history exists for these articles, so only content and image similarity can "
                        "reach them. Hits = how many of them each strategy put in that customer's top 12.")
         with right:
-            st.altair_chart(bar_chart(table, "Cold-start hits", "d", hybrid), width="stretch")
+            bar_chart(table, "Cold-start hits", "d", hybrid)
     else:
         st.caption("No test-week purchase was of an article without earlier sales.")
     weights = {name: value for name, value in (metrics.get("weights") or {}).items()
@@ -870,8 +878,7 @@ def ranker_panel(art: Artifacts, metrics: dict) -> None:
         if pool:
             table = pl.DataFrame({"Source": [pretty_strategy(n) for n in pool], "Recall": list(pool.values())},
                                  schema={"Source": pl.String, "Recall": pl.Float64})
-            st.altair_chart(bar_chart(table.rename({"Source": "Strategy"}), "Recall", ".1%", "pool"),
-                            width="stretch")
+            bar_chart(table.rename({"Source": "Strategy"}), "Recall", ".1%", "pool")
             st.caption("Recall of each candidate source alone and of the whole pool: the ranker can only put "
                        "in the top 12 what the pool holds.")
         else:
@@ -882,7 +889,7 @@ def ranker_panel(art: Artifacts, metrics: dict) -> None:
         if rows:
             table = pl.DataFrame({"Strategy": [str(row["feature"]) for row in rows],
                                   "Gain": [float(row.get("gain") or 0) for row in rows]})
-            st.altair_chart(bar_chart(table, "Gain", ",.0f", None), width="stretch")
+            bar_chart(table, "Gain", ",.0f", None)
         else:
             st.caption(f"No feature importance saved: rerun `{art.command('final.py')}`.")
 
