@@ -47,7 +47,7 @@ SAMPLE_CUSTOMERS = 24
 SAMPLE_WINDOW_DAYS = 28     # sample customers bought something in the last four weeks
 DEFAULT_TOP, MAX_TOP = 100, 1000   # launch audience listed and exported
 VIEWS = ("Visual twins", "Customers", "Launch audience", "Evaluation")
-VIEW_NAMES = {"twins": VIEWS[0], "customers": VIEWS[1], "launch": VIEWS[2], "evaluation": VIEWS[3]}  # ?view=launch
+VIEW_SLUGS = dict(zip(VIEWS, ("twins", "customers", "launch", "evaluation")))  # what ?view= says
 URL_PARAMETERS = {  # every input a link carries (README: "Share a page")
     "view": "the tab: twins, customers, launch or evaluation (or its label, e.g. Launch+audience)",
     "article": "an article id, 0108775015 or 108775015 (Visual twins and Launch audience)",
@@ -124,6 +124,12 @@ def week_label(week) -> str:
     if start.year == end.year and start.month == end.month:
         return f"{start.day}–{end.day} {end:%b %Y}"
     return f"{start:%d %b} – {end:%d %b %Y}"
+
+
+def view_label(text: str | None) -> str | None:
+    """The tab of a ?view= value: its short name ('launch') or its label ('Launch audience'), any case."""
+    wanted = re.sub(r"[\s+_]+", " ", str(text or "")).strip().lower()
+    return next((label for label, slug in VIEW_SLUGS.items() if wanted in (slug, label.lower())), None)
 
 
 def visual_stamp(art: Artifacts) -> tuple:
@@ -646,9 +652,10 @@ def pick_launch() -> None:
 def small_bars(target, data: pl.DataFrame, label: str, value: str, title: str,
                order: list[str] | None = None) -> None:
     """A compact horizontal bar chart of counts."""
-    y = {"field": label, "type": "nominal", "sort": order or "-x", "title": None, "axis": {"labelLimit": 180}}
+    y = {"field": label, "type": "nominal", "sort": order or "-x", "title": None,
+         "axis": {"labelLimit": 180, "labelOverlap": False}}
     x = {"field": value, "type": "quantitative", "title": title}
-    spec = {"height": 24 * max(data.height, 1) + 40, "encoding": {"y": y, "x": x}, "layer": [
+    spec = {"height": 26 * max(data.height, 1) + 40, "encoding": {"y": y, "x": x}, "layer": [
         {"mark": {"type": "bar", "cornerRadiusEnd": 3, "color": HIGHLIGHT},
          "encoding": {"tooltip": [{"field": label}, {"field": value}]}},
         {"mark": {"type": "text", "align": "left", "dx": 3, "color": "#2f2d2b"},
@@ -916,11 +923,14 @@ def main() -> None:
     st.title("Fashion discovery", anchor=False)
     st.caption("Find products that look alike, see what a customer is likely to buy next and why, "
                "and how well the engine predicted the last week of sales.")
-    asked = (st.query_params.get("view") or "").strip().lower()
-    if asked in VIEW_NAMES and "view" not in st.session_state:  # ?view=launch is short for ?view=Launch+audience
-        st.session_state["view"] = VIEW_NAMES[asked]
-    tabs = st.tabs(list(VIEWS), key="view", bind="query-params")
+    # The tab is kept in ?view= by hand rather than with bind="query-params", which would put the tab's
+    # label in the URL: the link says view=launch, and view=Launch+audience (the label) works too.
+    # The default must not change within a session (it is part of the tabs' identity): the link's view.
+    opened = st.session_state.setdefault("opened_view", view_label(st.query_params.get("view")) or VIEWS[0])
+    tabs = st.tabs(list(VIEWS), key="view", default=opened, on_change="rerun")
     shown = st.session_state.get("view") or VIEWS[0]
+    if st.query_params.get("view") != VIEW_SLUGS[shown]:
+        st.query_params["view"] = VIEW_SLUGS[shown]
     for tab, name, view in zip(tabs, VIEWS, (twins_view, customers_view, launch_view, evaluation_view)):
         with tab:
             if tab.open is False:  # a hidden view's work is skipped, its inputs are kept

@@ -143,7 +143,7 @@ def test_twins_render_as_real_images(server, browser, page, pipeline):
     assert all(image["w"] > 0 and image["h"] > 0 for image in images)
     page.get_by_text(f"{app.DEFAULT_K} visual twins").wait_for()
     assert_no_traceback(page)
-    assert f"article={query}" in page.url  # the state is in the URL ...
+    assert f"article={query}" in page.url and "view=twins" in page.url  # the state is in the URL ...
     print("screenshot:", screenshot(page, "app_twins.png"))
 
     shared = browser.new_page(viewport={"width": 1440, "height": 1000})  # ... so a link opens the same article
@@ -198,8 +198,12 @@ def test_shared_launch_link(server, browser, page, pipeline):
     print("screenshot:", screenshot(page, "app_launch.png"))
 
     # switching tabs keeps this view's inputs in the URL, so the link still opens this audience later
+    assert "view=launch" in page.url
     page.get_by_role("tab", name="Customers").click()
-    page.wait_for_url(lambda url: "Customers" in url, timeout=RENDER_TIMEOUT)
+    page.wait_for_url(lambda url: "view=customers" in url, timeout=RENDER_TIMEOUT)
     time.sleep(1)
     assert f"article={format_article_id(aid)}" in page.url and "top=20" in page.url
+    page.get_by_role("tab", name="Launch audience").click()  # and back: the same audience
+    page.wait_for_url(lambda url: "view=launch" in url, timeout=RENDER_TIMEOUT)
+    page.get_by_text(f"{count:,} customers to show it to").wait_for(timeout=RENDER_TIMEOUT)
     assert_no_traceback(page)
