@@ -6,8 +6,8 @@ recent purchases (the WINDOW_DAYS before the cut-off), each weighted by recency 
 HALF_LIFE_DAYS):
 
 - similarity: purchases of the NEIGHBOURS articles most like the launch count by how alike they
-  are: cosine of the image features when the launch has one (visual_features.py), else the share
-  of metadata fields (product type, colour, department, ...) it shares with the launch;
+  are: the share of metadata fields (product type, colour, department, ...) they share with it,
+  averaged with the cosine of their image features when the launch has one (visual_features.py);
 - affinity: purchases of the launch's product type in its colour count fully.
 
 score = similarity + affinity; the reason names the larger part: "bought 0568601006 last week,
@@ -38,7 +38,7 @@ from common import Stopwatch, UserError, format_article_id, parse_article_id, ru
 WINDOW_DAYS = 91        # purchases of the last 13 weeks before the cut-off are evidence
 HALF_LIFE_DAYS = 28     # a purchase four weeks old counts half as much as one from last week
 NEIGHBOURS = 50         # articles most like the launch whose buyers are candidates
-MIN_CONTENT_SIMILARITY = 0.5  # without images: a neighbour shares at least half the metadata fields
+MIN_SIMILARITY = 0.5    # a neighbour is at least half alike (e.g. shares half the metadata fields)
 OFTEN = 2               # "often buys" from this many recent purchases of the type in the colour
 DEFAULT_TOP = 100
 CONTENT_COLUMNS = ("product_type_name", "colour_group_name", "graphical_appearance_name", "department_name",
@@ -290,27 +290,31 @@ class LaunchAudience:
     def neighbours(self, article_id) -> pl.DataFrame:
         """article_id, similarity, likeness (reason text), same_type_colour of the articles whose buyers count.
 
-        The NEIGHBOURS most alike (by image when the launch has one, else by metadata), plus every
+        The NEIGHBOURS most alike (by metadata, and image when the launch has one), plus every
         article of the launch's product type in its colour (the affinity evidence, similarity 0 unless
         it is also a neighbour).
         """
         launch = self.launch(article_id)
         key = launch["article_id"]
         catalogue = self.articles
+        near = catalogue.filter(pl.col("article_id") != key).select(
+            "article_id", content=content_similarity(catalogue, launch), likeness=_likeness(catalogue, launch))
         if self.visual is not None and self.visual.has(key):
             scores = self.visual.similarities(key)
-            n = min(NEIGHBOURS, int(np.isfinite(scores).sum()))
-            top = np.argpartition(-scores, n - 1)[:n] if n else np.array([], dtype=np.int64)
-            near = (pl.DataFrame({"article_id": self.visual.article_ids[top], "similarity": scores[top]},
-                                 schema={"article_id": pl.Int32, "similarity": pl.Float64})
-                    .with_columns(pl.col("similarity").clip(lower_bound=0.0), likeness=pl.lit("which looks like it"))
-                    .filter(pl.col("similarity") > 0))  # an unlike photo is no evidence either way
+            finite = np.isfinite(scores)
+            looks = pl.DataFrame({"article_id": self.visual.article_ids[finite], "look": scores[finite]},
+                                 schema={"article_id": pl.Int32, "look": pl.Float64})
+            near = (near.join(looks, on="article_id", how="left")
+                    # an unlike photo (cosine <= 0) is no evidence either way; no photo counts as unlike
+                    .with_columns(pl.col("look").clip(lower_bound=0.0).fill_null(0.0))
+                    .with_columns(similarity=(pl.col("content") + pl.col("look")) / 2,
+                                  likeness=pl.when(pl.col("look") >= pl.col("content"))
+                                  .then(pl.lit("which looks like it")).otherwise("likeness")))
         else:
-            near = (catalogue.filter(pl.col("article_id") != key)
-                    .select("article_id", similarity=content_similarity(catalogue, launch),
-                            likeness=_likeness(catalogue, launch))
-                    .filter(pl.col("similarity") >= MIN_CONTENT_SIMILARITY)
-                    .sort(["similarity", "article_id"], descending=[True, False]).head(NEIGHBOURS))
+            near = near.with_columns(similarity=pl.col("content"))
+        near = (near.filter(pl.col("similarity") >= MIN_SIMILARITY)
+                .sort(["similarity", "article_id"], descending=[True, False]).head(NEIGHBOURS)
+                .select("article_id", "similarity", "likeness"))
         type_, colour = launch.get("product_type_name"), launch.get("colour_group_name")
         if type_ is not None and colour is not None:
             matching = catalogue.filter((pl.col("product_type_name").cast(pl.String) == type_)

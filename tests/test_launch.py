@@ -10,21 +10,22 @@ from artifacts import Artifacts
 from common import UserError, write_parquet
 
 CUTOFF = date(2020, 9, 23)
-L, A, B, C, D = 1001001, 1002001, 1003001, 1004001, 1005001  # L is the launch
+L, A, B, C, D, E = 1001001, 1002001, 1003001, 1004001, 1005001, 1006001  # L is the launch
 ARTICLES = pl.DataFrame({
-    "article_id": [L, A, B, C, D],
-    "product_type_name": ["Trousers", "Trousers", "Trousers", "Sweater", "Top"],
-    "colour_group_name": ["Dark Blue", "Dark Blue", "Black", "Red", "Dark Blue"],
-    "department_name": ["Trousers", "Trousers", "Trousers", "Knitwear", "Jersey"],
-    "index_group_name": ["Ladieswear", "Ladieswear", "Ladieswear", "Menswear", "Ladieswear"],
+    "article_id": [L, A, B, C, D, E],
+    "product_type_name": ["Trousers", "Trousers", "Trousers", "Sweater", "Top", "Sweater"],
+    "colour_group_name": ["Dark Blue", "Dark Blue", "Black", "Red", "Dark Blue", "Red"],
+    "department_name": ["Trousers", "Trousers", "Trousers", "Knitwear", "Jersey", "Knitwear"],
+    "index_group_name": ["Ladieswear", "Ladieswear", "Ladieswear", "Menswear", "Ladieswear", "Menswear"],
 }, schema_overrides={"article_id": pl.Int32}).with_columns(pl.exclude("article_id").cast(pl.Categorical))
 # customer, article, day: 1 buys A twice (last week and 4 weeks earlier), 2 buys B 8 days before the
-# cut-off, 3 buys only the unrelated C, 4 buys D last week, 5 bought A too long ago; L sells after the cut-off.
+# cut-off, 3 buys only the unrelated C, 4 buys D last week, 5 bought A too long ago, 7 buys E (nothing
+# like L but for its photo) 3 days before; L sells after the cut-off.
 TRANSACTIONS = pl.DataFrame({
     "t_dat": [date(2020, 9, 22), date(2020, 8, 25), date(2020, 9, 15), date(2020, 9, 20), date(2020, 9, 22),
-              date(2020, 6, 1), date(2020, 9, 25), date(2020, 9, 22)],
-    "customer_id": [1, 1, 2, 3, 4, 5, 6, 1],
-    "article_id": [A, A, B, C, D, A, L, A],  # the last row: a second unit of the same purchase
+              date(2020, 6, 1), date(2020, 9, 25), date(2020, 9, 22), date(2020, 9, 20)],
+    "customer_id": [1, 1, 2, 3, 4, 5, 6, 1, 7],
+    "article_id": [A, A, B, C, D, A, L, A, E],  # row 8: a second unit of the same purchase
 }, schema={"t_dat": pl.Date, "customer_id": pl.UInt64, "article_id": pl.Int32})
 WEEK = 0.5 ** (7 / launch.HALF_LIFE_DAYS)  # weight of a purchase 8 days before the cut-off (days_ago 7)
 
@@ -34,9 +35,9 @@ def scorer(visual=None, ranked=None) -> launch.LaunchAudience:
 
 
 def visual_index(twins_path=None) -> launch.VisualIndex:
-    """L and A look the same, B is at cosine 0.6, C at 0, D opposite; stored in a shuffled order."""
-    ids = np.array([C, L, D, A, B], dtype=np.int32)
-    features = np.array([[0, 5], [2, 0], [-1, 0], [3, 0], [0.6, 0.8]], dtype=np.float32)
+    """L, A and E look the same, B is at cosine 0.6, C at 0, D opposite; stored in a shuffled order."""
+    ids = np.array([C, L, D, A, B, E], dtype=np.int32)
+    features = np.array([[0, 5], [2, 0], [-1, 0], [3, 0], [0.6, 0.8], [1, 0]], dtype=np.float32)
     return launch.VisualIndex(ids, features, twins_path)
 
 
@@ -44,12 +45,13 @@ def test_launches_are_articles_without_sales_before_the_cutoff():
     assert launch.launches(ARTICLES, TRANSACTIONS, CUTOFF).to_list() == [L]
     assert launch.launches(ARTICLES, TRANSACTIONS).to_list() == []  # L sold after the cut-off
     assert launch.launches(ARTICLES, TRANSACTIONS, date(2020, 9, 21)).to_list() == [D, L]
+    assert launch.launches(ARTICLES, TRANSACTIONS, date(2020, 9, 20)).to_list() == [E, D, C, L]
     assert launch.default_cutoff(TRANSACTIONS) == date(2020, 9, 26)
 
 
 def test_recent_purchases_window_and_duplicates():
     recent = launch.recent_purchases(TRANSACTIONS, CUTOFF).sort("customer_id", "days_ago")
-    assert recent.rows() == [(1, A, 0), (1, A, 28), (2, B, 7), (3, C, 2), (4, D, 0)]
+    assert recent.rows() == [(1, A, 0), (1, A, 28), (2, B, 7), (3, C, 2), (4, D, 0), (7, E, 2)]
 
 
 def test_content_audience_exact_scores_and_reasons():
@@ -68,12 +70,15 @@ def test_content_audience_exact_scores_and_reasons():
     assert dict(found.schema) | launch.AUDIENCE_SCHEMA == dict(found.schema)  # the contract's columns and types
 
 
-def test_visual_audience_uses_cosine_and_ignores_unlike_photos():
+def test_visual_audience_averages_photo_and_metadata():
+    """similarity = (metadata share + photo cosine, clipped at 0) / 2, neighbours from 0.5 up."""
     found = scorer(visual_index()).score(L)
-    assert found["customer_id"].to_list() == [1, 2]  # D's photo is opposite, C's orthogonal: no evidence
-    assert found["score"].to_list() == pytest.approx([3.0, 0.6 * WEEK], rel=1e-6)
+    # A: (1 + 1) / 2; B: (0.75 + 0.6) / 2; E: (0 + 1) / 2; D: (0.5 + 0) / 2 = 0.25 is too far, C (0 + 0) too
+    assert found["customer_id"].to_list() == [1, 2, 7]
+    assert found["similarity"].to_list() == pytest.approx([1.5, 0.675 * WEEK, 0.5 * 0.5 ** (2 / 28)])
     assert found["reason"].to_list() == ["often buys Trousers in Dark Blue",
-                                         "bought 0001003001 2 weeks ago, which looks like it"]
+                                         "bought 0001003001 2 weeks ago, also Trousers",  # metadata is closer
+                                         "bought 0001006001 last week, which looks like it"]  # the photo is
 
 
 def test_a_launch_without_similar_buyers_has_an_empty_audience():
@@ -121,9 +126,9 @@ def test_visual_index_similarities_and_twins(tmp_path):
     scores = dict(zip(index.article_ids.tolist(), index.similarities(L).tolist()))
     assert scores[A] == pytest.approx(1) and scores[B] == pytest.approx(0.6) and scores[C] == pytest.approx(0)
     assert scores[D] == pytest.approx(-1) and scores[L] == -np.inf
-    assert index.twins(L, k=3)["twin_id"].to_list() == [A, B, C]
-    assert index.twins(L, k=9)["twin_id"].to_list() == [A, B, C, D]
-    with pytest.raises(UserError, match="not among the 5 articles"):
+    assert index.twins(L, k=4)["twin_id"].to_list() == [A, E, B, C]  # A and E tie: by id
+    assert index.twins(L, k=9)["twin_id"].to_list() == [A, E, B, C, D]
+    with pytest.raises(UserError, match="not among the 6 articles"):
         index.twins(1234567)
 
 
@@ -137,8 +142,8 @@ def test_twins_table_answers_when_it_can(tmp_path):
     index = visual_index(path)
     assert index.twins(L, k=2)["twin_id"].to_list() == [D, 1001002]
     assert index.twins(L, k=1, exclude_same_product=True)["twin_id"].to_list() == [D]
-    assert index.twins(L, k=2, exclude_same_product=True)["twin_id"].to_list() == [A, B]  # table too short
-    assert index.twins(L, k=3)["twin_id"].to_list() == [A, B, C]
+    assert index.twins(L, k=2, exclude_same_product=True)["twin_id"].to_list() == [A, E]  # table too short
+    assert index.twins(L, k=3)["twin_id"].to_list() == [A, E, B]
 
 
 def test_visual_index_load_says_what_to_run(tmp_path):
