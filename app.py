@@ -714,7 +714,8 @@ def launch_view(art: Artifacts) -> None:
         how = (f"Scored by the learned ranker (`{art.launch_audience.name}`) on the customers proposed by "
                "image and content similarity.")
     else:
-        kind = "photo" if scorer.visual is not None and scorer.visual.has(aid) else "product type, colour, department…"
+        kind = "product type, colour, department…" + (
+            " and photo" if scorer.visual is not None and scorer.visual.has(aid) else "")
         how = (f"Scored by similarity ({kind}) to each customer's purchases in the {launch.WINDOW_DAYS // 7} "
                f"weeks before {cutoff}, recent ones counting more, plus their purchases of "
                f"{meta.get('product_type_name')} in {meta.get('colour_group_name')}.")
@@ -863,8 +864,7 @@ def ranker_panel(art: Artifacts, metrics: dict) -> None:
             if isinstance(value, (int, float))}
     if "ranker" not in (metrics.get("strategies") or {}) and not importance and not pool:
         missing("The learned ranker is not trained yet.",
-                UserError(f"{art.ranker_meta} not found: run `{art.command('final.py')}` to produce it "
-                          "(it trains the ranker on the weeks before the validation week)"))
+                UserError(f"{art.ranker_meta} not found: run `{art.command('final.py')}` to produce it"))
         return
     weeks = metrics.get("training_weeks") or meta.get("training_weeks") or []
     used = metrics.get("recommender_used")
