@@ -864,7 +864,8 @@ def ranker_panel(art: Artifacts, metrics: dict) -> None:
             if isinstance(value, (int, float))}
     if "ranker" not in (metrics.get("strategies") or {}) and not importance and not pool:
         missing("The learned ranker is not trained yet.",
-                UserError(f"{art.ranker_meta} not found: run `{art.command('final.py')}` to produce it"))
+                UserError(f"{art.ranker_meta} not found: run `{art.command('ranker.py')}` to train it, then "
+                          f"`{art.command('final.py')}` to evaluate it"))
         return
     weeks = metrics.get("training_weeks") or meta.get("training_weeks") or []
     used = metrics.get("recommender_used")
