@@ -1,11 +1,13 @@
-"""Fashion discovery app: an article's visual twins, a customer's recommendations and why, the evaluation.
+"""Fashion discovery app: an article's visual twins, a customer's recommendations and why, who to show a
+new launch to, and the evaluation.
 
     python -m streamlit run app.py -- --data-dir data --images-dir images
 
 The folders can also be given as FDE_DATA_DIR / FDE_IMAGES_DIR (the command line wins).
 The app only reads what the pipeline saved (artifacts.py names every file) and recomputes
 nothing; a missing piece is named in the page together with the command that writes it.
-The page state (view, article, customer, options) lives in the URL, so a link can be shared.
+The page state (view, article, customer, options) lives in the URL, so a link can be shared, e.g.
+`?view=launch&article=0108775015` (URL_PARAMETERS lists them; the README too).
 """
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ import time
 from datetime import date
 from pathlib import Path
 
-import altair as alt
 import numpy as np
 import polars as pl
 import streamlit as st
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+import launch
 from artifacts import DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR, Artifacts, require
 from common import UserError, format_article_id, parse_article_id
 
@@ -43,7 +45,20 @@ FETCH_MAX = 255             # VisualTwins.twins answers up to 255 (its rank is a
 RECENT_PURCHASES = 8
 SAMPLE_CUSTOMERS = 24
 SAMPLE_WINDOW_DAYS = 28     # sample customers bought something in the last four weeks
-VIEWS = ("Visual twins", "Customers", "Evaluation")
+DEFAULT_TOP, MAX_TOP = 100, 1000   # launch audience listed and exported
+VIEWS = ("Visual twins", "Customers", "Launch audience", "Evaluation")
+VIEW_SLUGS = dict(zip(VIEWS, ("twins", "customers", "launch", "evaluation")))  # what ?view= says
+URL_PARAMETERS = {  # every input a link carries (README: "Share a page")
+    "view": "the tab: twins, customers, launch or evaluation (or its label, e.g. Launch+audience)",
+    "article": "an article id, 0108775015 or 108775015 (Visual twins and Launch audience)",
+    "k": f"twins to show, 4-{MAX_K} (Visual twins)",
+    "hide_colourways": "true: leave out the other colours of the same product (Visual twins)",
+    "same_group": "true: only twins from the article's index group (Visual twins)",
+    "customer": "a 64-hex customer_id or its last 16 hex digits (Customers)",
+    "top": f"customers listed and exported, 10-{MAX_TOP} (Launch audience)",
+}
+TOP_FEATURES = 15                  # the ranker's features shown by gain
+MAX_PICKER = 500                   # launches offered in the picker (any other can be typed)
 META_COLUMNS = ("article_id", "product_code", "prod_name", "product_type_name", "product_group_name",
                 "colour_group_name", "graphical_appearance_name", "department_name", "index_group_name")
 REASON_COLOURS = (("bought before", "green"), ("colourway", "blue"), ("looks like", "violet"),
@@ -111,6 +126,17 @@ def week_label(week) -> str:
     return f"{start:%d %b} – {end:%d %b %Y}"
 
 
+def view_label(text: str | None) -> str | None:
+    """The tab of a ?view= value: its short name ('launch') or its label ('Launch audience'), any case."""
+    wanted = re.sub(r"[\s+_]+", " ", str(text or "")).strip().lower()
+    return next((label for label, slug in VIEW_SLUGS.items() if wanted in (slug, label.lower())), None)
+
+
+def visual_stamp(art: Artifacts) -> tuple:
+    """Cache key of the visual artifacts."""
+    return mtime(art.visual_features), mtime(art.visual_article_ids), mtime(art.visual_twins), mtime(art.visual_meta)
+
+
 def mtime(path: Path) -> int | None:
     """Modification time of a file, part of cache keys so that rerunning a stage refreshes the app."""
     try:
@@ -145,14 +171,47 @@ def load_image_ids(path: str, stamp: int | None) -> np.ndarray:
     return np.load(path).astype(np.int64)
 
 
-@st.cache_resource(show_spinner="Loading image embeddings…", max_entries=2)
-def load_visual_twins(data_dir: str, images_dir: str, stamp: tuple):
-    """visual_reccs.VisualTwins, loaded once per artifact version and shared by every session."""
-    try:
-        import visual_reccs
-    except ImportError as exc:
-        raise UserError(f"visual_reccs.py cannot be imported ({exc}): the app needs it beside app.py") from exc
-    return visual_reccs.VisualTwins.load(Artifacts(Path(data_dir), Path(images_dir)))
+@st.cache_resource(show_spinner=False, max_entries=2)
+def load_visual_index(data_dir: str, images_dir: str, stamp: tuple) -> launch.VisualIndex:
+    """The memory-mapped image features and the twins table, opened once per artifact version for every session.
+
+    Opening reads only the id list: one article's twins come from visual_twins.parquet, and the
+    feature matrix is scanned (through the page cache) only for options the table cannot answer.
+    """
+    return launch.VisualIndex.load(Artifacts(Path(data_dir), Path(images_dir)))
+
+
+@st.cache_resource(show_spinner="Reading the purchase history…", max_entries=2)
+def load_launch_audience(data_dir: str, images_dir: str, stamp: tuple) -> launch.LaunchAudience:
+    """launch.LaunchAudience on these artifacts (the recent purchases, the image index), shared by every session."""
+    return launch.LaunchAudience.from_artifacts(Artifacts(Path(data_dir), Path(images_dir)))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def audience_of(_scorer: launch.LaunchAudience, stamp: tuple, aid: int) -> tuple[pl.DataFrame, str]:
+    """Every customer with evidence for an article, best first, and where the scores come from."""
+    ranked = _scorer.ranked_audience(aid)
+    return (ranked, "ranker") if ranked is not None else (_scorer.score(aid), "similarity")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def launch_ids(_scorer: launch.LaunchAudience, stamp: tuple, transactions: str) -> list[int]:
+    """Articles with no sale in processed/transactions, newest id first (the launch picker)."""
+    return launch.launches(_scorer.articles, pl.scan_parquet(transactions)).to_list()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def listed_audience(_scorer: launch.LaunchAudience, stamp: tuple, aid: int, top: int, ids_path: str,
+                    customers_path: str) -> pl.DataFrame:
+    """The top customers of an article with customer_id_hex (the original 64-hex id) and age."""
+    listed = audience_of(_scorer, stamp, aid)[0].head(top)
+    wanted = listed["customer_id"].implode()
+    found = pl.scan_parquet(ids_path).filter(pl.col("customer_id").is_in(wanted)).collect()
+    if Path(customers_path).exists():
+        ages = pl.scan_parquet(customers_path).filter(pl.col("customer_id").is_in(wanted)).select(
+            "customer_id", "age").collect()
+        found = found.join(ages, on="customer_id", how="left")
+    return listed.join(found, on="customer_id", how="left", maintain_order="left")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -271,8 +330,9 @@ def describe(articles: pl.DataFrame, ids) -> dict[int, dict]:
 
 
 def card(art: Artifacts, aid: int, meta: dict | None, *, key: str, note: str | None = None,
-         badge: str | None = None, because: str | None = None, compact: bool = False) -> None:
-    """One product card: photo, name, type and colour, department, a note, a reason and a button."""
+         badge: str | None = None, because: str | None = None, compact: bool = False,
+         explanation: list[dict] | None = None) -> None:
+    """One product card: photo, name, type and colour, department, a note, a reason, its breakdown and a button."""
     meta = meta or {}
     name = meta.get("prod_name") or "Unknown article"
     show_image(st, image_of(art, aid))
@@ -285,9 +345,26 @@ def card(art: Artifacts, aid: int, meta: dict | None, *, key: str, note: str | N
         st.badge(badge, color=reason_colour(badge))
     if because:
         st.caption(because)
+    if explanation:
+        with st.popover("Why", icon=":material/analytics:", width="stretch"):
+            explain(explanation)
     if not compact:
         st.button("More like this", key=key, type="tertiary", icon=":material/style:",
                   on_click=show_article, args=(aid,))
+
+
+def explain(explanation: list[dict]) -> None:
+    """The ranker's largest feature contributions to one item (LightGBM pred_contrib), largest first."""
+    st.markdown("**What moved this item up**")
+    lines = []
+    for part in explanation:
+        contribution = part.get("contribution")
+        value = "–" if contribution is None else f"{contribution:+.3f}"
+        words = part.get("text") or pretty_strategy(str(part.get("feature") or ""))
+        lines.append(f"`{value}` {words}" + (f" · *{part['feature']}*" if part.get("text") and part.get("feature")
+                                             else ""))
+    st.markdown("  \n".join(lines))
+    st.caption("Contributions to the ranker's score (log-odds scale); positive ones push the item up.")
 
 
 def card_grid(art: Artifacts, items: list[dict], articles: pl.DataFrame, key: str,
@@ -298,7 +375,8 @@ def card_grid(art: Artifacts, items: list[dict], articles: pl.DataFrame, key: st
     for i, item in enumerate(items):
         with grid.cell():
             card(art, item["article_id"], meta.get(item["article_id"]), key=f"{key}-{i}", note=item.get("note"),
-                 badge=item.get("badge"), because=item.get("because"), compact=compact)
+                 badge=item.get("badge"), because=item.get("because"), compact=compact,
+                 explanation=item.get("explanation"))
 
 
 def query_card(art: Artifacts, aid: int, meta: dict) -> None:
@@ -338,6 +416,51 @@ def browse(art: Artifacts, articles: pl.DataFrame, with_image: np.ndarray) -> No
         card_grid(art, [{"article_id": int(aid)} for aid in pick], articles, key="browse")
 
 
+# ---------------------------------------------------------------- inputs kept in the URL
+# A view's inputs are made by these functions, also in the tabs not shown (see keep_inputs): a bound
+# widget that is not drawn in a run loses its URL parameter, and switching tabs would drop them.
+
+def article_box(target, label: str = "Article id") -> None:
+    """The article id box (?article=), shared by Visual twins and Launch audience."""
+    target.text_input(label, key="article", placeholder="e.g. 0108775015", bind="query-params",
+                      icon=":material/search:")
+
+
+def twin_options(size, colourways, group) -> tuple[int, bool, bool]:
+    """The twins' options (?k=, ?hide_colourways=, ?same_group=)."""
+    k = size.slider("Twins to show", 4, MAX_K, DEFAULT_K, key="k", bind="query-params")
+    hide = colourways.toggle("Hide colourways", key="hide_colourways", bind="query-params",
+                             help="Leave out the other colours of the same product (same product_code): "
+                                  "they are the obvious twins")
+    same_group = group.toggle("Same index group", key="same_group", bind="query-params",
+                              help="Only twins from the query's index group (Ladieswear, Menswear, Divided, …)")
+    return k, hide, same_group
+
+
+def customer_box(target) -> None:
+    """The customer id box (?customer=)."""
+    target.text_input("Customer id", key="customer", bind="query-params", on_change=clear_pick,
+                      placeholder="64-character customer_id, or its last 16 hex digits", icon=":material/person:")
+
+
+def top_slider(target) -> int:
+    """How many of a launch's customers to list and export (?top=)."""
+    return target.slider("Customers to list and export", 10, MAX_TOP, DEFAULT_TOP, step=10, key="top",
+                         bind="query-params")
+
+
+def keep_inputs(view: str, shown: str) -> None:
+    """Draw the URL-bound inputs of a view that is not shown (in its hidden tab), so the URL keeps them."""
+    if view == VIEWS[0]:
+        if shown != VIEWS[2]:  # the Launch audience view draws the shared article box itself
+            article_box(st)
+        twin_options(st, st, st)
+    elif view == VIEWS[1]:
+        customer_box(st)
+    elif view == VIEWS[2]:
+        top_slider(st)
+
+
 def twins_view(art: Artifacts) -> None:
     """Article id in: the article and its visual twins."""
     articles = load_articles(str(require(art.articles, art.command("data_optim.py"))), mtime(art.articles))
@@ -345,16 +468,10 @@ def twins_view(art: Artifacts) -> None:
                   if art.visual_article_ids.exists() else articles["article_id"].to_numpy())
 
     search, dice, size, colourways, group = st.columns([2.4, 1.3, 2, 1.5, 1.6], vertical_alignment="bottom")
-    search.text_input("Article id", key="article", placeholder="e.g. 0108775015", bind="query-params",
-                      icon=":material/search:")
+    article_box(search)
     dice.button("Random article", icon=":material/shuffle:", on_click=random_article, args=(with_image,),
                 width="stretch")
-    k = size.slider("Twins to show", 4, MAX_K, DEFAULT_K, key="k", bind="query-params")
-    hide = colourways.toggle("Hide colourways", key="hide_colourways", bind="query-params",
-                             help="Leave out the other colours of the same product (same product_code): "
-                                  "they are the obvious twins")
-    same_group = group.toggle("Same index group", key="same_group", bind="query-params",
-                              help="Only twins from the query's index group (Ladieswear, Menswear, Divided, …)")
+    k, hide, same_group = twin_options(size, colourways, group)
 
     text = (st.session_state.get("article") or "").strip()
     if not text:
@@ -375,14 +492,12 @@ def twins_view(art: Artifacts) -> None:
         return
 
     query_card(art, aid, meta)
+    started = time.perf_counter()
     try:
-        require(art.visual_features, art.command("visual_features.py", images=True))
-        twins = load_visual_twins(str(art.data_dir), str(art.images_dir),
-                                  (mtime(art.visual_features), mtime(art.visual_twins), mtime(art.articles)))
+        twins = load_visual_index(str(art.data_dir), str(art.images_dir), visual_stamp(art))
     except UserError as exc:
         missing("Visual twins need the image embeddings.", exc)
         return
-    started = time.perf_counter()
     fetch = min(k * SAME_GROUP_FETCH, FETCH_MAX) if same_group else k
     try:
         found = twins.twins(aid, k=fetch, exclude_same_product=hide)
@@ -442,8 +557,7 @@ def customers_view(art: Artifacts) -> None:
               for row in sample.iter_rows(named=True)}
 
     typed, picked = st.columns([3, 2], vertical_alignment="bottom")
-    typed.text_input("Customer id", key="customer", bind="query-params", on_change=clear_pick,
-                     placeholder="64-character customer_id, or its last 16 hex digits", icon=":material/person:")
+    customer_box(typed)
     picked.selectbox("…or pick a recently active customer", list(labels), index=None, key="customer_pick",
                      format_func=labels.get, on_change=pick_customer, placeholder="Sample customers")
 
@@ -505,6 +619,11 @@ def customers_view(art: Artifacts) -> None:
         return
     splits = [split_reason(str(reason or "recommended")) for reason in recommended["reason"].to_list()] \
         if "reason" in recommended.columns else [("recommended", None)] * recommended.height
+    explained = "explanation" in recommended.columns
+    if "source_article_id" in recommended.columns:  # the reason's article, where its text names none
+        splits = [(label, source or (None if row["source_article_id"] is None
+                                     else format_article_id(row["source_article_id"])))
+                  for row, (label, source) in zip(recommended.iter_rows(named=True), splits)]
     sources = describe(articles, [int(source) for _, source in splits if source])
     items = []
     for row, (label, source) in zip(recommended.iter_rows(named=True), splits):
@@ -512,25 +631,160 @@ def customers_view(art: Artifacts) -> None:
         if source:
             name = sources.get(int(source), {}).get("prod_name") or "an article"
             because = f"{name} · `{source}`"
-        items.append({"article_id": row["article_id"], "badge": label, "because": because})
-    st.caption("The hybrid's top 12 for next week, trained on all purchases, with the signal behind each.")
+        items.append({"article_id": row["article_id"], "badge": label, "because": because,
+                      "explanation": row.get("explanation") if explained else None})
+    if explained:
+        st.caption("The learned ranker's top 12 for next week, trained on all purchases: each with the feature "
+                   "that lifted it most, and the full breakdown under **Why**.")
+    else:
+        st.caption("The hybrid's top 12 for next week, trained on all purchases, with the signal behind each.")
     card_grid(art, items, articles, key="rec")
+
+
+# ---------------------------------------------------------------- launch audience
+
+def pick_launch() -> None:
+    """Callback: copy the launch picker's choice into the article box."""
+    if st.session_state.get("launch_pick"):
+        st.session_state["article"] = format_article_id(st.session_state["launch_pick"])
+
+
+def small_bars(target, data: pl.DataFrame, label: str, value: str, title: str,
+               order: list[str] | None = None) -> None:
+    """A compact horizontal bar chart of counts."""
+    y = {"field": label, "type": "nominal", "sort": order or "-x", "title": None,
+         "axis": {"labelLimit": 180, "labelOverlap": False}}
+    x = {"field": value, "type": "quantitative", "title": title}
+    spec = {"height": 26 * max(data.height, 1) + 40, "encoding": {"y": y, "x": x}, "layer": [
+        {"mark": {"type": "bar", "cornerRadiusEnd": 3, "color": HIGHLIGHT},
+         "encoding": {"tooltip": [{"field": label}, {"field": value}]}},
+        {"mark": {"type": "text", "align": "left", "dx": 3, "color": "#2f2d2b"},
+         "encoding": {"text": {"field": value, "type": "quantitative"}}}]}
+    target.vega_lite_chart(data, spec, width="stretch")
+
+
+def launch_view(art: Artifacts) -> None:
+    """Article in (by default a launch: no sales yet): the customers to show it to, why, and who they are."""
+    articles = load_articles(str(require(art.articles, art.command("data_optim.py"))), mtime(art.articles))
+    transactions = require(art.transactions, art.command("data_optim.py"))
+    ids_path = require(art.customer_ids, art.command("data_optim.py"))
+    stamp = (mtime(art.articles), mtime(transactions), mtime(art.launch_audience)) + visual_stamp(art)
+    scorer = load_launch_audience(str(art.data_dir), str(art.images_dir), stamp)
+    new = launch_ids(scorer, stamp, str(transactions))
+    meta_of = describe(articles, new[:MAX_PICKER])
+    labels = {aid: " · ".join([format_article_id(aid)] + [str(meta_of.get(aid, {}).get(c) or "")
+                                                         for c in ("prod_name", "product_type_name", "colour_group_name")])
+              for aid in new[:MAX_PICKER]}
+
+    typed, picked, size = st.columns([2, 3, 2], vertical_alignment="bottom")
+    article_box(typed, "Article id")
+    picked.selectbox(f"…or pick one of the {len(new):,} launches (no sales yet)", list(labels), index=None,
+                     key="launch_pick", format_func=labels.get, on_change=pick_launch,
+                     placeholder="Launches, newest first")
+    top = top_slider(size)
+
+    text = (st.session_state.get("article") or "").strip()
+    if not text:
+        if not new:
+            st.info("Every article of the catalogue has sales. Type an article id to see who is most likely to "
+                    "buy it.", icon=":material/rocket_launch:")
+            return
+        text = format_article_id(new[0])
+        st.caption(f"Showing the newest launch, {text}. Type an article id or pick another launch.")
+    try:
+        aid = parse_article_id(text)
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    meta = describe(articles, [aid]).get(aid)
+    if meta is None:
+        st.error(f"Article {format_article_id(aid)} is not in the catalogue ({articles.height:,} articles). "
+                 "Check the id, or pick a launch.", icon=":material/search_off:")
+        return
+    query_card(art, aid, meta)
+
+    started = time.perf_counter()
+    everyone, source = audience_of(scorer, stamp, aid)
+    stamp += (mtime(ids_path), mtime(art.customers))
+    table = listed_audience(scorer, stamp, aid, top, str(ids_path), str(art.customers))
+    listed = table.select(everyone.columns)
+    seconds = time.perf_counter() - started
+    cutoff = f"{scorer.cutoff:%d %b %Y}"
+    if source == "ranker":
+        how = (f"Scored by the learned ranker (`{art.launch_audience.name}`) on the customers proposed by "
+               "image and content similarity.")
+    else:
+        kind = "product type, colour, department…" + (
+            " and photo" if scorer.visual is not None and scorer.visual.has(aid) else "")
+        how = (f"Scored by similarity ({kind}) to each customer's purchases in the {launch.WINDOW_DAYS // 7} "
+               f"weeks before {cutoff}, recent ones counting more, plus their purchases of "
+               f"{meta.get('product_type_name')} in {meta.get('colour_group_name')}.")
+        if not art.launch_audience.exists():
+            how += f" The ranker's audience is not computed yet: run `{art.command('final.py')}` to produce it."
+    sold = aid not in set(new)
+    st.subheader(f"{everyone.height:,} customers to show it to", anchor=False)
+    st.caption(f"{how} {'This article has sales already. ' if sold else ''}Looked up in {seconds * 1000:.0f} ms.")
+    if everyone.is_empty():
+        st.info(f"No customer bought anything like {format_article_id(aid)} in the {launch.WINDOW_DAYS // 7} weeks "
+                f"before {cutoff}, so there is no evidence for an audience yet.", icon=":material/group_off:")
+        return
+
+    ages, groups = launch.audience_profile(listed, table if "age" in table.columns else None,
+                                           scorer.purchases, articles, by="department_name")
+    facts = [("Customers with evidence", f"{everyone.height:,}"), ("Listed", f"{listed.height:,}"),
+             ("Median age", "–" if "age" not in table.columns or table["age"].drop_nulls().is_empty()
+              else f"{table['age'].median():.0f}"),
+             ("Top department", str(groups["group"][0]) if groups.height else "–")]
+    for column, (label, value) in zip(st.columns(len(facts)), facts):
+        column.metric(label, value)
+
+    chart_ages, chart_departments = st.columns(2, gap="large")
+    with chart_ages:
+        st.markdown(f"##### Age of the top {listed.height:,}")
+        order = sorted(ages["band"].to_list(), key=lambda band: (band == "unknown", not band.startswith("under"), band))
+        small_bars(st, ages, "band", "customers", "customers", order)
+    with chart_departments:
+        st.markdown(f"##### What they bought in the last {launch.WINDOW_DAYS // 7} weeks")
+        small_bars(st, groups.head(8), "group", "purchases", "purchases by department")
+
+    shown = table.select(
+        pl.col("rank").alias("Rank"),
+        pl.col("customer_id_hex").fill_null("?").alias("Customer"),
+        pl.col("age").alias("Age") if "age" in table.columns else pl.lit(None, dtype=pl.UInt8).alias("Age"),
+        pl.col("score").alias("Score"),
+        pl.col("reason").alias("Why"),
+        pl.col("source_article_id").cast(pl.String).str.zfill(10).alias("Because of"))
+    st.markdown("##### Who, and why")
+    st.dataframe(shown, hide_index=True, width="stretch", height=min(35 * shown.height + 38, 460), column_config={
+        "Customer": st.column_config.TextColumn(help="the original 64-hex customer_id", width="medium"),
+        "Score": st.column_config.NumberColumn(format="%.3f"),
+        "Why": st.column_config.TextColumn(width="large"),
+    })
+    export = table.select(pl.col("customer_id_hex").alias("customer_id"), "rank", "score", "reason")
+    st.download_button(f"Download the top {listed.height:,} customer ids (CSV)", export.write_csv(),
+                       file_name=f"launch_audience_{format_article_id(aid)}.csv", mime="text/csv",
+                       icon=":material/download:", key="launch_csv")
 
 
 # ---------------------------------------------------------------- evaluation
 
-def bar_chart(table: pl.DataFrame, value: str, fmt: str, highlight: str | None) -> alt.Chart:
-    """Horizontal bars by strategy, best on top, one strategy highlighted, values at the bar ends."""
+def bar_chart(table: pl.DataFrame, value: str, fmt: str, highlight: str | None) -> None:
+    """Horizontal bars by strategy, best on top, one strategy highlighted, values at the bar ends.
+
+    A plain Vega-Lite spec: building it through altair validates it against the schema on every
+    rerun (~0.1 s a chart).
+    """
     data = table.select("Strategy", value).drop_nulls().with_columns(
-        (pl.col("Strategy") == highlight).alias("highlight"))
-    base = alt.Chart(data).encode(
-        y=alt.Y("Strategy:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
-        x=alt.X(f"{value}:Q", title=value, axis=alt.Axis(format=fmt)))
-    bars = base.mark_bar(cornerRadiusEnd=3).encode(
-        color=alt.condition(alt.datum.highlight, alt.value(HIGHLIGHT), alt.value(MUTED)),
-        tooltip=["Strategy", alt.Tooltip(f"{value}:Q", format=fmt)])
-    labels = base.mark_text(align="left", dx=4, color="#2f2d2b").encode(text=alt.Text(f"{value}:Q", format=fmt))
-    return (bars + labels).properties(height=34 * data.height + 30)
+        (pl.col("Strategy") == (highlight or "")).alias("highlight"))
+    x = {"field": value, "type": "quantitative", "title": value, "axis": {"format": fmt}}
+    y = {"field": "Strategy", "type": "nominal", "sort": "-x", "title": None, "axis": {"labelLimit": 220}}
+    spec = {"height": 34 * data.height + 30, "encoding": {"y": y, "x": x}, "layer": [
+        {"mark": {"type": "bar", "cornerRadiusEnd": 3},
+         "encoding": {"color": {"condition": {"test": "datum.highlight", "value": HIGHLIGHT}, "value": MUTED},
+                      "tooltip": [{"field": "Strategy"}, {"field": value, "type": "quantitative", "format": fmt}]}},
+        {"mark": {"type": "text", "align": "left", "dx": 4, "color": "#2f2d2b"},
+         "encoding": {"text": {"field": value, "type": "quantitative", "format": fmt}}}]}
+    st.vega_lite_chart(data, spec, width="stretch")
 
 
 def evaluation_view(art: Artifacts) -> None:
@@ -551,7 +805,9 @@ def evaluation_view(art: Artifacts) -> None:
     ).sort("MAP@12", descending=True, nulls_last=True)
     if not validation:
         table = table.drop("Validation MAP@12")
-    hybrid = next((name for name in table["Strategy"] if "hybrid" in name.lower()), table["Strategy"][0])
+    used = pretty_strategy(str(metrics.get("recommender_used") or ""))  # "ranker" or "hybrid", once the ranker exists
+    hybrid = used if used in table["Strategy"].to_list() else \
+        next((name for name in table["Strategy"] if "hybrid" in name.lower()), table["Strategy"][0])
     best = table.filter(pl.col("Strategy") == hybrid).row(0, named=True)
     cold = metrics.get("cold_start_purchases")
 
@@ -564,7 +820,7 @@ def evaluation_view(art: Artifacts) -> None:
     chart, numbers = st.columns([2, 3], gap="large")
     with chart:
         st.markdown("##### MAP@12 by strategy")
-        st.altair_chart(bar_chart(table, "MAP@12", ".4f", hybrid), width="stretch")
+        bar_chart(table, "MAP@12", ".4f", hybrid)
     with numbers:
         st.markdown("##### Every strategy on the test week")
         st.dataframe(table, hide_index=True, width="stretch", column_config={
@@ -587,7 +843,7 @@ def evaluation_view(art: Artifacts) -> None:
             st.caption("No sales history exists for these articles, so only content and image similarity can "
                        "reach them. Hits = how many of them each strategy put in that customer's top 12.")
         with right:
-            st.altair_chart(bar_chart(table, "Cold-start hits", "d", hybrid), width="stretch")
+            bar_chart(table, "Cold-start hits", "d", hybrid)
     else:
         st.caption("No test-week purchase was of an article without earlier sales.")
     weights = {name: value for name, value in (metrics.get("weights") or {}).items()
@@ -596,6 +852,54 @@ def evaluation_view(art: Artifacts) -> None:
         with st.expander("Blend weights chosen on the validation week"):
             st.dataframe(pl.DataFrame({"Signal": [pretty_strategy(n) for n in weights],
                                        "Weight": [float(v) for v in weights.values()]}), hide_index=True)
+    ranker_panel(art, metrics)
+
+
+def ranker_panel(art: Artifacts, metrics: dict) -> None:
+    """The learned ranker: its candidate pool's recall per source and its features by gain."""
+    st.markdown("##### The learned ranker")
+    meta = load_json(str(art.ranker_meta), mtime(art.ranker_meta)) if art.ranker_meta.exists() else {}
+    importance = metrics.get("feature_importance") or meta.get("feature_importance") or []
+    pool = {name: value for name, value in (metrics.get("pool_recall") or {}).items()
+            if isinstance(value, (int, float))}
+    if "ranker" not in (metrics.get("strategies") or {}) and not importance and not pool:
+        missing("The learned ranker is not trained yet.",
+                UserError(f"{art.ranker_meta} not found: run `{art.command('ranker.py')}` to train it, then "
+                          f"`{art.command('final.py')}` to evaluate it"))
+        return
+    weeks = metrics.get("training_weeks") or meta.get("training_weeks") or []
+    used = metrics.get("recommender_used")
+    notes = []
+    if weeks:
+        notes.append(f"trained on {len(weeks)} week{'s' if len(weeks) != 1 else ''} "
+                     f"({week_label(weeks[0])} to {week_label(weeks[-1])})")
+    if meta.get("best_iteration"):
+        notes.append(f"{meta['best_iteration']} trees")
+    if used:
+        notes.append(f"the saved recommendations come from the {pretty_strategy(str(used))}")
+    if notes:
+        text = "; ".join(notes)
+        st.caption(text[:1].upper() + text[1:] + ".")
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        st.markdown("###### Candidate pool: share of the test week's purchases it holds")
+        if pool:
+            table = pl.DataFrame({"Source": [pretty_strategy(n) for n in pool], "Recall": list(pool.values())},
+                                 schema={"Source": pl.String, "Recall": pl.Float64})
+            bar_chart(table.rename({"Source": "Strategy"}), "Recall", ".1%", "pool")
+            st.caption("Recall of each candidate source alone and of the whole pool: the ranker can only put "
+                       "in the top 12 what the pool holds.")
+        else:
+            st.caption(f"No pool recall in {art.metrics.name}: rerun `{art.command('final.py')}`.")
+    with right:
+        st.markdown(f"###### Top {TOP_FEATURES} features by gain")
+        rows = [row for row in importance if isinstance(row, dict) and "feature" in row][:TOP_FEATURES]
+        if rows:
+            table = pl.DataFrame({"Strategy": [str(row["feature"]) for row in rows],
+                                  "Gain": [float(row.get("gain") or 0) for row in rows]})
+            bar_chart(table, "Gain", ",.0f", None)
+        else:
+            st.caption(f"No feature importance saved: rerun `{art.command('final.py')}`.")
 
 
 # ---------------------------------------------------------------- page
@@ -614,16 +918,25 @@ def guarded(view, art: Artifacts) -> None:
 
 
 def main() -> None:
-    """The page: three views in tabs; the chosen tab, like every input, is kept in the URL."""
+    """The page: four views in tabs; the chosen tab, like every input, is kept in the URL."""
     art = artifacts_from_args()
     st.set_page_config(page_title="Fashion discovery", page_icon=":material/checkroom:", layout="wide")
     st.title("Fashion discovery", anchor=False)
     st.caption("Find products that look alike, see what a customer is likely to buy next and why, "
                "and how well the engine predicted the last week of sales.")
-    tabs = st.tabs(list(VIEWS), key="view", bind="query-params")
-    for tab, view in zip(tabs, (twins_view, customers_view, evaluation_view)):
-        if tab.open is not False:  # a hidden view's work is skipped
-            with tab:
+    # The tab is kept in ?view= by hand rather than with bind="query-params", which would put the tab's
+    # label in the URL: the link says view=launch, and view=Launch+audience (the label) works too.
+    # The default must not change within a session (it is part of the tabs' identity): the link's view.
+    opened = st.session_state.setdefault("opened_view", view_label(st.query_params.get("view")) or VIEWS[0])
+    tabs = st.tabs(list(VIEWS), key="view", default=opened, on_change="rerun")
+    shown = st.session_state.get("view") or VIEWS[0]
+    if st.query_params.get("view") != VIEW_SLUGS[shown]:
+        st.query_params["view"] = VIEW_SLUGS[shown]
+    for tab, name, view in zip(tabs, VIEWS, (twins_view, customers_view, launch_view, evaluation_view)):
+        with tab:
+            if tab.open is False:  # a hidden view's work is skipped, its inputs are kept
+                keep_inputs(name, shown)
+            else:
                 guarded(view, art)
     st.divider()
     st.caption(f"Artifacts from `{art.data_dir}`, images from `{art.images_dir}`.")

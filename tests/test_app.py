@@ -218,7 +218,7 @@ def test_missing_visual_features_names_the_command(monkeypatch, pipeline, with_i
 def test_empty_data_dir_names_the_first_command(monkeypatch, tmp_path):
     art = Artifacts(tmp_path / "data", tmp_path / "images")
     for view, command in [("Visual twins", "data_optim.py"), ("Customers", "data_optim.py"),
-                          ("Evaluation", "final.py")]:
+                          ("launch", "data_optim.py"), ("Evaluation", "final.py")]:
         at = run_app(monkeypatch, art, view=view)
         assert not at.exception
         assert any(command in w.value and "not found" in w.value for w in at.warning), view
@@ -300,3 +300,161 @@ def test_corrupt_metrics_is_a_message_not_a_traceback(monkeypatch, pipeline, tmp
     at = run_app(monkeypatch, art, view="Evaluation")
     assert not at.exception
     assert "could not be shown" in at.error[0].value
+
+
+def test_evaluation_without_the_ranker_says_how_to_produce_it(monkeypatch, pipeline):
+    metrics = json.loads(pipeline.metrics.read_text())
+    if "ranker" in metrics.get("strategies", {}):
+        pytest.skip("final.py trains the ranker here: see test_evaluation_shows_the_ranker")
+    at = run_app(monkeypatch, pipeline, view="evaluation")
+    assert_clean(at)
+    assert any("ranker" in w.value and "final.py" in w.value for w in at.warning)
+
+
+def test_evaluation_shows_the_ranker(monkeypatch, pipeline, tmp_path):
+    """The ranker's contract (metrics.json gains ranker, pool_recall, feature_importance): a stand-in file."""
+    art = copy_artifacts(pipeline, tmp_path)
+    metrics = json.loads(pipeline.metrics.read_text())
+    metrics["strategies"]["ranker"] = {**metrics["strategies"]["hybrid"], "map12": 0.5}
+    metrics["validation_map12"] = {**metrics.get("validation_map12", {}), "ranker": 0.4}
+    metrics["pool_recall"] = {"co_purchase": 0.2, "visual_twins": 0.1, "pool": 0.35}
+    metrics["feature_importance"] = [{"feature": f"feature_{i}", "gain": 100.0 - i} for i in range(20)]
+    metrics["training_weeks"] = [["2020-08-26", "2020-09-01"], ["2020-09-02", "2020-09-08"]]
+    metrics["recommender_used"] = "ranker"
+    art.metrics.write_text(json.dumps(metrics))
+    at = run_app(monkeypatch, art, view="evaluation")
+    assert_clean(at)
+    assert at.metric[0].label == "MAP@12 · ranker" and at.metric[0].value == "0.5000"
+    assert "ranker" in at.dataframe[0].value["Strategy"].to_list()
+    assert not any("ranker" in w.value for w in at.warning)
+    assert any("Trained on 2 weeks" in c.value for c in at.caption)
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 4  # MAP@12, cold start (or none), pool recall, features
+    features = json.loads(charts[-1].proto.spec)
+    assert features["height"] == 34 * app.TOP_FEATURES + 30 and "Gain" in json.dumps(features)  # the top 15 bars
+
+
+# ---------------------------------------------------------------- launch audience
+
+def copy_artifacts(pipeline: Artifacts, tmp_path: Path) -> Artifacts:
+    """A writable copy of the pipeline's processed/, visual/ and results/ (images shared)."""
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)
+    for part in ("processed_dir", "visual_dir", "results_dir"):
+        shutil.copytree(getattr(pipeline, part), getattr(art, part))
+    return art
+
+
+def launch_table(at: AppTest):
+    tables = [d.value for d in at.dataframe if "Why" in d.value.columns]
+    assert len(tables) == 1
+    return tables[0]
+
+
+def test_launch_from_a_shared_link(monkeypatch, pipeline):
+    import launch
+
+    scorer = launch.LaunchAudience.from_artifacts(pipeline)
+    new = launch.launches(scorer.articles, pl.scan_parquet(pipeline.transactions))
+    aid = next(a for a in new if scorer.score(a).height)  # a launch with an audience
+    expected = scorer.score(aid)
+    at = run_app(monkeypatch, pipeline, view="launch", article=format_article_id(aid), top=10)
+    assert_clean(at)
+    assert at.tabs[2].label == "Launch audience"
+    assert f"{expected.height:,} customers to show it to" in [s.value for s in at.subheader]
+    table = launch_table(at)
+    hexes = pl.read_parquet(pipeline.customer_ids)
+    want = expected.head(10).join(hexes, on="customer_id", how="left", maintain_order="left")
+    assert table["Customer"].to_list() == want["customer_id_hex"].to_list()
+    assert all(len(h) == 64 for h in table["Customer"])
+    assert table["Why"].to_list() == want["reason"].to_list()
+    assert len(at.get("vega_lite_chart")) == 2  # age bands, departments
+    assert at.metric[0].value == f"{expected.height:,}" and at.metric[1].value == f"{min(10, expected.height)}"
+    csv = at.get("download_button")[0].proto
+    assert "launch_audience_" in csv.label or "Download" in csv.label
+
+
+def test_launch_view_defaults_to_the_newest_launch(monkeypatch, pipeline):
+    import launch
+
+    new = launch.launches(pl.read_parquet(pipeline.articles), pl.scan_parquet(pipeline.transactions))
+    at = run_app(monkeypatch, pipeline, view="launch")
+    assert_clean(at)
+    if new.len():
+        assert any(f"Showing the newest launch, {format_article_id(new[0])}" in c.value for c in at.caption)
+        assert len(at.selectbox(key="launch_pick").options) == new.len()
+        at.selectbox(key="launch_pick").select(new[-1]).run()
+        assert_clean(at)
+        assert at.text_input(key="article").value == format_article_id(new[-1])
+
+
+def test_launch_without_similar_customers(monkeypatch, pipeline, tmp_path):
+    art = copy_artifacts(pipeline, tmp_path)
+    articles = pl.read_parquet(art.articles)
+    odd = articles.head(1).with_columns(
+        pl.lit(999999001, dtype=pl.Int32).alias("article_id"), pl.lit(999999, dtype=pl.Int32).alias("product_code"),
+        *[pl.lit(f"Nothing like it {c}").cast(articles.schema[c]).alias(c)
+          for c in ("product_type_name", "colour_group_name", "graphical_appearance_name", "department_name",
+                    "index_group_name", "section_name", "garment_group_name", "perceived_colour_master_name")])
+    pl.concat([articles, odd]).write_parquet(art.articles)
+    at = run_app(monkeypatch, art, view="launch", article="0999999001")
+    assert_clean(at)
+    assert "0 customers to show it to" in [s.value for s in at.subheader]
+    assert any("No customer bought anything like 0999999001" in i.value for i in at.info)
+
+
+def test_launch_unknown_and_malformed_ids(monkeypatch, pipeline):
+    at = run_app(monkeypatch, pipeline, view="launch", article="0999999999")
+    assert not at.exception
+    assert "not in the catalogue" in at.error[0].value
+    at.text_input(key="article").input("abc").run()
+    assert not at.exception
+    assert "is not an article id" in at.error[0].value
+
+
+def test_launch_from_the_ranker_table(monkeypatch, pipeline, tmp_path):
+    art = copy_artifacts(pipeline, tmp_path)
+    articles = pl.read_parquet(art.articles)
+    aid = int(articles["article_id"][0])
+    customers = pl.read_parquet(art.customer_ids).head(3)
+    ranked = pl.DataFrame({"article_id": [aid] * 3, "customer_id": customers["customer_id"], "rank": [1, 2, 3],
+                           "score": [0.9, 0.5, 0.1], "reason": ["ranker says a", "ranker says b", "ranker says c"],
+                           "source_article_id": [None, None, None]},
+                          schema={"article_id": pl.Int32, "customer_id": pl.UInt64, "rank": pl.UInt16,
+                                  "score": pl.Float32, "reason": pl.String, "source_article_id": pl.Int32})
+    ranked.write_parquet(art.launch_audience)
+    at = run_app(monkeypatch, art, view="launch", article=aid)
+    assert_clean(at)
+    assert "3 customers to show it to" in [s.value for s in at.subheader]
+    assert any("learned ranker" in c.value for c in at.caption)
+    assert launch_table(at)["Customer"].to_list() == customers["customer_id_hex"].to_list()
+
+
+def test_customer_view_shows_the_rankers_breakdown(monkeypatch, pipeline, tmp_path):
+    """recommendations.parquet from the ranker carries `explanation`: its contributions per item."""
+    art = copy_artifacts(pipeline, tmp_path)
+    recs = pl.read_parquet(art.recommendations)
+    parts = [{"feature": "days_since_bought_type", "contribution": 0.75, "text": "bought this type last week"},
+             {"feature": "score__popular", "contribution": -0.25, "text": "less popular than most"}]
+    kind = pl.List(pl.Struct({"feature": pl.String, "contribution": pl.Float32, "text": pl.String}))
+    recs.with_columns(explanation=pl.Series([parts] * recs.height, dtype=kind)).write_parquet(art.recommendations)
+    customer = pl.read_parquet(art.customer_ids).filter(
+        pl.col("customer_id").is_in(recs["customer_id"].implode()))["customer_id_hex"][0]
+    at = run_app(monkeypatch, art, view="customers", customer=customer)
+    assert_clean(at)
+    lines = [m.value for m in at.markdown if "bought this type last week" in m.value]
+    assert len(lines) == 12
+    assert "`+0.750` bought this type last week" in lines[0] and "`-0.250` less popular than most" in lines[0]
+
+
+def test_switching_tabs_keeps_the_other_tabs_inputs(monkeypatch, pipeline, with_image):
+    query = format_article_id(int(with_image[0]))
+    customer = pl.read_parquet(pipeline.customer_ids)["customer_id_hex"][0]
+    at = run_app(monkeypatch, pipeline, article=query, k=6, customer=customer)
+    assert_clean(at)
+    for view in ["Customers", "Launch audience", "Evaluation", "Visual twins"]:
+        at.session_state["view"] = view
+        at.run()
+        assert_clean(at)
+        assert at.query_params["article"] == query, view
+        assert at.query_params["k"] == "6", view
+        assert at.query_params["customer"] == customer, view

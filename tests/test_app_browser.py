@@ -143,7 +143,7 @@ def test_twins_render_as_real_images(server, browser, page, pipeline):
     assert all(image["w"] > 0 and image["h"] > 0 for image in images)
     page.get_by_text(f"{app.DEFAULT_K} visual twins").wait_for()
     assert_no_traceback(page)
-    assert f"article={query}" in page.url  # the state is in the URL ...
+    assert f"article={query}" in page.url and "view=twins" in page.url  # the state is in the URL ...
     print("screenshot:", screenshot(page, "app_twins.png"))
 
     shared = browser.new_page(viewport={"width": 1440, "height": 1000})  # ... so a link opens the same article
@@ -172,3 +172,38 @@ def test_customer_and_evaluation_views(server, page, pipeline):
     assert page.get_by_text("MAP@12 by strategy").count() == 1
     assert_no_traceback(page)
     print("screenshot:", screenshot(page, "app_evaluation.png"))
+
+
+def test_shared_launch_link(server, browser, page, pipeline):
+    """A merchandiser's link to a launch's audience: the customer list and both charts render."""
+    import launch
+    import polars as pl
+
+    scorer = launch.LaunchAudience.from_artifacts(pipeline)
+    new = launch.launches(scorer.articles, pl.scan_parquet(pipeline.transactions))
+    aid = next((a for a in new if scorer.score(a).height), None) or \
+        next(a for a in scorer.articles["article_id"] if scorer.score(a).height)
+    count = scorer.score(aid).height
+    page.goto(f"{server}/?view=launch&article={format_article_id(aid)}&top=20")
+    page.get_by_text(f"{count:,} customers to show it to").wait_for(timeout=RENDER_TIMEOUT)
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=RENDER_TIMEOUT)
+    charts = page.locator('[data-testid="stVegaLiteChart"]')
+    charts.nth(1).wait_for(timeout=RENDER_TIMEOUT)
+    page.wait_for_function(  # both charts have drawn their marks
+        """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+                 .filter(c => c.querySelector('canvas, svg')).length >= 2""", timeout=RENDER_TIMEOUT)
+    assert page.get_by_text("Who, and why").count() == 1
+    assert page.get_by_text("Download the top 20 customer ids (CSV)").count() == 1
+    assert_no_traceback(page)
+    print("screenshot:", screenshot(page, "app_launch.png"))
+
+    # switching tabs keeps this view's inputs in the URL, so the link still opens this audience later
+    assert "view=launch" in page.url
+    page.get_by_role("tab", name="Customers").click()
+    page.wait_for_url(lambda url: "view=customers" in url, timeout=RENDER_TIMEOUT)
+    time.sleep(1)
+    assert f"article={format_article_id(aid)}" in page.url and "top=20" in page.url
+    page.get_by_role("tab", name="Launch audience").click()  # and back: the same audience
+    page.wait_for_url(lambda url: "view=launch" in url, timeout=RENDER_TIMEOUT)
+    page.get_by_text(f"{count:,} customers to show it to").wait_for(timeout=RENDER_TIMEOUT)
+    assert_no_traceback(page)
