@@ -52,7 +52,16 @@ def build(personal: list[Recommender], popular: list[Popularity], customers: pl.
     if popular:
         parts.append(popular[0].candidates(customers, n_popular).select(KEYS))
     pool = pl.concat(parts).unique() if parts else pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": ARTICLE})
-    pool = pool.with_columns(pl.col("article_id").cast(ARTICLE)).sort(KEYS)
+    return annotate(pool, proposed, popular)
+
+
+def annotate(pairs: pl.DataFrame, proposed: dict[str, pl.DataFrame], popular: list[Popularity]) -> pl.DataFrame:
+    """Given (customer_id, article_id) pairs with every source's evidence: score__, rank__, source__ columns.
+
+    proposed: each personal source's candidates for (at least) these customers; a pair a source did
+    not propose gets score 0 and no rank.
+    """
+    pool = pairs.select(KEYS).with_columns(pl.col("article_id").cast(ARTICLE)).unique().sort(KEYS)
     for name, frame in proposed.items():
         pool = pool.join(frame.select(
             *KEYS,

@@ -30,6 +30,7 @@ from evaluation import BASELINE, load_inputs
 from ranker import LearnedRanker, Model, load_vectors
 from recommenders import K, Recommender, as_customer_frame
 
+LAUNCH_AUDIENCE = 500     # customers scored by the ranker for each launch (the app shows the best of them)
 TUNING_CUSTOMERS = 50_000  # validation customers the weights are tuned on (a seeded sample above this)
 CHUNK_CUSTOMERS = 100_000  # customers per batch when recommending for everyone (bounds memory)
 RECOMMENDATION_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32,
@@ -196,6 +197,37 @@ def recommend_everyone(recommender: Recommender, customers: pl.Series, show_prog
                                    batch_size=chunk, ray_address=ray_address, show_progress=show_progress)
 
 
+def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactions: pl.DataFrame,
+                     show_progress: bool = True) -> pl.DataFrame:
+    """For every launch (no sales before the cut-off), its likeliest customers by the ranker, with reasons.
+
+    launch.py proposes each launch's candidate customers (buyers of look-alikes, of its type in its
+    colour); the ranker scores them with the same features as any pooled candidate.
+    """
+    import launch
+    from tqdm.auto import tqdm
+
+    articles = ranker.articles
+    visual = launch.VisualIndex.load(artifacts) if artifacts.visual_features.exists() else None
+    scorer = launch.LaunchAudience(articles, transactions, ranker.cutoff, visual=visual)
+    ids = launch.launches(articles, transactions, ranker.cutoff)
+    pairs = [scorer.candidates(aid, LAUNCH_AUDIENCE).select("customer_id", article_id=pl.lit(aid, dtype=pl.Int32))
+             for aid in tqdm(ids.to_list(), desc="launch audiences", unit="launch", disable=not show_progress)]
+    pairs = pl.concat(pairs) if pairs else pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": pl.Int32})
+    if pairs.height == 0:
+        return pl.DataFrame(schema=launch.AUDIENCE_SCHEMA)
+    scored = ranker.score_pairs(pairs)
+    return (scored.sort(["article_id", "score", "customer_id"], descending=[False, True, False])
+            .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over("article_id"))
+            .select([pl.col(name).cast(dtype) for name, dtype in launch.AUDIENCE_SCHEMA.items()]))
+
+
+def launch_schema() -> dict:
+    import launch
+
+    return launch.AUDIENCE_SCHEMA
+
+
 def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
     """Kaggle's customer_id,prediction: original 64-hex ids, 12 space-separated 10-digit article ids."""
     lists = (recs.sort("customer_id", "rank")
@@ -227,6 +259,8 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     else:
         recommender = blend.make(populars, personal, weights, rank_weight)
     recommender.fit(transactions, articles)
+    audiences = (launch_audiences(recommender, artifacts, transactions, show_progress)
+                 if isinstance(recommender, LearnedRanker) else None)
     del transactions
     # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
@@ -237,6 +271,9 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     write_parquet(recs, outputs(artifacts.recommendations))
     with atomic_path(outputs(artifacts.submission)) as tmp:
         submission.write_csv(tmp)
+    # always written, empty without the ranker, so an older ranker's audiences never outlive these results
+    write_parquet(audiences if audiences is not None else pl.DataFrame(schema=launch_schema()),
+                  outputs(artifacts.launch_audience))
     summary("final.submit", recommender=meta["recommender_used"], customers=submission.height, rows=recs.height,
             seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.submission))
     return {"customers": submission.height, "recommendations": recs.height, "seconds": clock.seconds,

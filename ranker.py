@@ -268,6 +268,18 @@ class LearnedRanker(Recommender):
         ranked = self.scored(customers, n)
         return ranked.select("customer_id", "article_id", "score", source_article_id=source_of(ranked))
 
+    def score_pairs(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """Given (customer_id, article_id) pairs scored and explained: score, reason, source_article_id, explanation.
+
+        Each pair gets every source's evidence, as a pooled candidate would (candidates.annotate).
+        """
+        customers = pairs.select(pl.col("customer_id").cast(pl.UInt64)).unique().sort("customer_id")
+        proposed = candidates.proposals(self.personal, customers, self.n_candidates)
+        frame = self.context.features(candidates.annotate(pairs, proposed, self.popular))
+        frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32),
+                                   rank=pl.lit(0, dtype=pl.UInt16))
+        return explain(frame, self.model, self.articles).drop("rank")
+
     def recommend_explained(self, customers: pl.DataFrame, k: int = K) -> pl.DataFrame:
         """Top k with reason (words) and explanation (the largest feature-family contributions)."""
         ranked = self.scored(customers, k)
@@ -325,7 +337,19 @@ def when_text(days: pl.Expr) -> pl.Expr:
             .otherwise(pl.format("{} days ago", days.cast(pl.Int32))))
 
 
-def family_texts(articles: pl.DataFrame) -> dict[str, pl.Expr]:
+def new_text(columns: list[str]) -> pl.Expr:
+    """A launch's words: the purchase it looks most like, when one is known."""
+    text = pl.lit("new arrival")
+    for kind, verb in (("content", "similar to"), ("visual", "looks like")):  # visual, when present, wins
+        source = f"sim_{kind}_source"
+        if source in columns:
+            text = pl.when(pl.col(source).is_not_null()).then(pl.format(
+                f"new arrival, {verb} {{}} you bought {{}}", article_id_text(pl.col(source)),
+                when_text(pl.col(f"sim_{kind}_days")))).otherwise(text)
+    return text
+
+
+def family_texts(articles: pl.DataFrame, columns: list[str]) -> dict[str, pl.Expr]:
     """Each family's sentence for a ranked row (its columns hold the evidence)."""
     def name_of(column: str, fallback: str) -> pl.Expr:
         if column not in articles.columns:
@@ -343,7 +367,7 @@ def family_texts(articles: pl.DataFrame) -> dict[str, pl.Expr]:
                             when_text(pl.col("sim_visual_days"))),
         "content": pl.format("similar to {}, bought {}", article_id_text(pl.col("sim_content_source")),
                              when_text(pl.col("sim_content_days"))),
-        "new": pl.lit("new arrival like what you buy"),
+        "new": new_text(columns),
         "type": pl.format("often buys {}", name_of("product_type_name", "this type")),
         "department": pl.format("often buys from {}", name_of("department_name", "this department")),
         "colour": pl.format("often buys {}", name_of("colour_group_name", "this colour")),
@@ -358,6 +382,9 @@ def family_sources(ranked: pl.DataFrame) -> dict[str, pl.Expr]:
     columns = {"colourway": "source__colourways", "co_purchase": "source__co_purchase",
                "visual": "sim_visual_source", "content": "sim_content_source"}
     out = {"bought": pl.col("article_id").cast(ARTICLE)}
+    look_alike = [pl.col(c) for c in ("sim_visual_source", "sim_content_source") if c in ranked.columns]
+    if look_alike:
+        out["new"] = pl.coalesce(look_alike).cast(ARTICLE)
     out.update({family: pl.col(column).cast(ARTICLE) for family, column in columns.items() if column in ranked.columns})
     return out
 
@@ -374,14 +401,15 @@ def explain(ranked: pl.DataFrame, model: Model, articles: pl.DataFrame) -> pl.Da
     for column, family in enumerate(families):
         if family is not None:
             by_family[:, names.index(family)] += contrib[:, column]
-    texts = family_texts(articles)
+    texts = family_texts(articles, ranked.columns)
     available = {
         "bought": pl.col("times_bought") > 0,
         "colourway": pl.col("source__colourways").is_not_null() if "source__colourways" in ranked.columns else pl.lit(False),
         "co_purchase": pl.col("source__co_purchase").is_not_null() if "source__co_purchase" in ranked.columns else pl.lit(False),
         "visual": pl.col("sim_visual_source").is_not_null() if "sim_visual_source" in ranked.columns else pl.lit(False),
         "content": pl.col("sim_content_source").is_not_null() if "sim_content_source" in ranked.columns else pl.lit(False),
-        "new": pl.col("sales_12w") == 0,
+        "new": pl.col("days_since_first_sale").is_null(),
+        "price": pl.col("price").is_not_null(),
     }
     mask = ranked.select([available.get(n, pl.lit(True)).fill_null(False).alias(n) for n in names]).to_numpy()
     by_family = np.where(mask, by_family, -np.inf)
@@ -404,6 +432,8 @@ def explain(ranked: pl.DataFrame, model: Model, articles: pl.DataFrame) -> pl.Da
         slots[f"_family{j}"] = pl.Series(np.where(ok, order[:, j], -1).astype(np.int32))
         slots[f"_contribution{j}"] = pl.Series(np.where(ok, top_values[:, j], 0).astype(np.float32))
     names_series = pl.Series(names, dtype=pl.String)
+    # nothing raised the score: a launch is still a new arrival, anything else is on the popular lists
+    fallback = pl.when(pl.col("days_since_first_sale").is_null()).then(texts["new"]).otherwise(pl.lit("trending"))
     entries = [pl.when(pl.col(f"_family{j}") >= 0).then(pl.struct(
         feature=pl.col(f"_family{j}").replace_strict(list(range(len(names))), names_series, default=None),
         contribution=pl.col(f"_contribution{j}"),
@@ -411,8 +441,7 @@ def explain(ranked: pl.DataFrame, model: Model, articles: pl.DataFrame) -> pl.Da
         for j in range(order.shape[1])]
     return (ranked.with_columns(**slots)
             .with_columns(
-                reason=pl.when(pl.col("_family0") >= 0).then(pick(texts, "_family0", pl.lit("trending")))
-                .otherwise(pl.lit("trending")),
+                reason=pl.when(pl.col("_family0") >= 0).then(pick(texts, "_family0", fallback)).otherwise(fallback),
                 source_article_id=pl.when(pl.col("_family0") >= 0)
                 .then(pick(sources, "_family0", source_of(ranked))).otherwise(source_of(ranked)),
                 explanation=pl.concat_list(entries).list.drop_nulls())

@@ -174,7 +174,8 @@ def test_every_customer_and_every_buyer_gets_a_submission_row(raw, capsys):
     assert {odd_age, stranger} <= set(submission["customer_id"])
     assert submission["prediction"].str.count_matches(" ").eq(11).all()
     assert json.loads(raw.manifest("final.py").read_text())["outputs"].keys() == {
-        "results/metrics.json", "results/recommendations.parquet", "results/submission.csv"}
+        "results/metrics.json", "results/recommendations.parquet", "results/submission.csv",
+        "results/launch_audience.parquet"}
 
 
 def test_submission_check_stops_before_writing(tiny, tmp_path, monkeypatch):
