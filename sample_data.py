@@ -998,10 +998,12 @@ def _habitual_lines(rng, tastes, line_cust, week_bounds, pop, pair, pair_mass, p
     n_pairs = pair_mass.shape[1]
     habit = rng.beta(4 * HABIT_MEAN, 4 * (1 - HABIT_MEAN), n_c)
     n_slots = np.minimum(1 + rng.poisson(REPERTOIRE_SLOTS, n_c), MAX_SLOTS)
-    liking = rng.gamma(SLOT_LIKING_SHAPE, size=(n_c, MAX_SLOTS)) * (np.arange(MAX_SLOTS)[None, :] < n_slots[:, None])
+    # float32: at the full scale these are 1.37M x MAX_SLOTS
+    liking = (rng.gamma(SLOT_LIKING_SHAPE, size=(n_c, MAX_SLOTS)) * (np.arange(MAX_SLOTS)[None, :] < n_slots[:, None])
+              ).astype(np.float32)
     held = np.full((n_c, MAX_SLOTS), -1, dtype=np.int32)
-    refill = rng.gamma(2.0, REFILL_WEEKS / 2, (n_c, MAX_SLOTS))
-    served = np.full((n_c, MAX_SLOTS), -1e9)  # week a slot was last bought for
+    refill = rng.gamma(2.0, REFILL_WEEKS / 2, (n_c, MAX_SLOTS)).astype(np.float32)
+    served = np.full((n_c, MAX_SLOTS), -1e6, dtype=np.float32)  # week a slot was last bought for
     out = np.empty(len(line_cust), dtype=np.int32)
     for w in tqdm(range(len(week_bounds) - 1), desc="transactions", unit="week", disable=not show_progress):
         s, e = week_bounds[w], week_bounds[w + 1]
