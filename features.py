@@ -116,28 +116,55 @@ class Context:
 
     def similarity(self, pool: pl.DataFrame, kind: str) -> pl.DataFrame:
         """KEYS + sim_<kind>: the highest cosine between the article and the customer's recent purchases,
-        plus sim_<kind>_source and sim_<kind>_days (which purchase, how long before the cut-off)."""
+        plus sim_<kind>_source and sim_<kind>_days (which purchase, how long before the cut-off).
+
+        Vectorised: each customer's last RECENT_ITEMS purchases form a (RECENT_ITEMS x dims) block,
+        and every pooled row takes the max of its article vector against its customer's block.
+        """
         ids, vectors = self.vectors[kind]
-        index = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int32)})
-        rows = (pool.select(KEYS).join(self.recent.rename({"article_id": "bought_id"}), on="customer_id", how="inner")
-                .filter(pl.col("bought_id") != pl.col("article_id"))
-                .join(index, on="article_id", how="inner")
-                .join(index.rename({"article_id": "bought_id", "row": "bought_row"}), on="bought_id", how="inner"))
         name = f"sim_{kind}"
-        if rows.height == 0:
-            return pool.select(KEYS).clear().with_columns(**{name: pl.lit(None, pl.Float32),
-                                                             f"{name}_source": pl.lit(None, ARTICLE),
-                                                             f"{name}_days": pl.lit(None, pl.Float32)})
-        a, b = rows["row"].to_numpy(), rows["bought_row"].to_numpy()
-        sims = np.empty(len(a), dtype=np.float32)
-        for start in range(0, len(a), SIMILARITY_BLOCK):
-            stop = start + SIMILARITY_BLOCK
-            sims[start:stop] = np.einsum("ij,ij->i", vectors[a[start:stop]], vectors[b[start:stop]])
-        return (rows.with_columns(sim=pl.Series(sims))
-                .sort(["customer_id", "article_id", "sim", "last"], descending=[False, False, True, True])
-                .unique(KEYS, keep="first", maintain_order=True)
-                .select(*KEYS, pl.col("sim").alias(name), pl.col("bought_id").alias(f"{name}_source"),
-                        (pl.lit(self.cutoff) - pl.col("last")).dt.total_days().cast(pl.Float32).alias(f"{name}_days")))
+        keys = pool.select(KEYS)
+        row_of = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int32)})
+        recent = (self.recent.join(keys.select("customer_id").unique(), on="customer_id", how="semi")
+                  .join(row_of, on="article_id", how="inner")
+                  .sort(["customer_id", "last", "article_id"], descending=[False, True, False])  # slot 0: latest
+                  .with_columns(slot=pl.int_range(pl.len()).over("customer_id"),
+                                days=(pl.lit(self.cutoff) - pl.col("last")).dt.total_days().cast(pl.Float32)))
+        customers = recent.select("customer_id").unique().sort("customer_id").with_row_index("c")
+        recent = recent.join(customers, on="customer_id")
+        n = customers.height
+        block_rows = np.full((n, RECENT_ITEMS), -1, dtype=np.int64)
+        block_ids = np.full((n, RECENT_ITEMS), -1, dtype=np.int64)
+        block_days = np.zeros((n, RECENT_ITEMS), dtype=np.float32)
+        c, slot = recent["c"].to_numpy(), recent["slot"].to_numpy()
+        block_rows[c, slot] = recent["row"].to_numpy()
+        block_ids[c, slot] = recent["article_id"].to_numpy()
+        block_days[c, slot] = recent["days"].to_numpy()
+        rows = (keys.with_row_index("i").join(customers, on="customer_id", how="inner")
+                .join(row_of, on="article_id", how="inner"))
+        out = np.full(keys.height, np.nan, dtype=np.float32)
+        source = np.full(keys.height, -1, dtype=np.int64)
+        days = np.full(keys.height, np.nan, dtype=np.float32)
+        padded = np.vstack([vectors, np.zeros((1, vectors.shape[1]), dtype=vectors.dtype)])  # row -1: no purchase
+        i, cc, a = rows["i"].to_numpy(), rows["c"].to_numpy(), rows["row"].to_numpy()
+        article_ids = rows["article_id"].to_numpy()
+        step = max(1, SIMILARITY_BLOCK // RECENT_ITEMS)
+        for start in range(0, len(i), step):
+            part = slice(start, start + step)
+            bought = block_rows[cc[part]]                                   # (rows, RECENT_ITEMS)
+            sims = np.einsum("rd,rkd->rk", padded[a[part]], padded[bought])
+            # no purchase in a slot, or the article itself: never the most similar
+            sims[(bought < 0) | (block_ids[cc[part]] == article_ids[part][:, None])] = -np.inf
+            best = sims.argmax(axis=1)
+            value = sims[np.arange(len(best)), best]
+            found = np.isfinite(value)
+            out[i[part][found]] = value[found]
+            source[i[part][found]] = block_ids[cc[part]][np.arange(len(best)), best][found]
+            days[i[part][found]] = block_days[cc[part]][np.arange(len(best)), best][found]
+        return keys.with_columns(**{
+            name: pl.Series(out).fill_nan(None),
+            f"{name}_source": pl.Series(source).cast(ARTICLE).replace(-1, None),
+            f"{name}_days": pl.Series(days).fill_nan(None)})
 
     def features(self, pool: pl.DataFrame) -> pl.DataFrame:
         """The pool with every feature column added (rows and their order unchanged)."""
