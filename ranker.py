@@ -482,8 +482,9 @@ def explain(ranked: pl.DataFrame, model: Model, articles: pl.DataFrame) -> pl.Da
     names_series = pl.Series(names, dtype=pl.String)
     # nothing raised the score: a launch is still a new arrival, anything else is on the popular lists
     fallback = pl.when(pl.col("days_since_first_sale").is_null()).then(texts["new"]).otherwise(pl.lit("trending"))
-    fallback_source = (pl.when(pl.col("days_since_first_sale").is_null()).then(sources.get("new", source_of(ranked)))
-                       .otherwise(source_of(ranked)))
+    # a reason that names no purchase (trending, often buys a type, ...) has no source either
+    fallback_source = pl.when(pl.col("days_since_first_sale").is_null()).then(
+        sources.get("new", pl.lit(None, dtype=ARTICLE))).otherwise(pl.lit(None, dtype=ARTICLE))
     entries = [pl.when(pl.col(f"_family{j}") >= 0).then(pl.struct(
         feature=pl.col(f"_family{j}").replace_strict(list(range(len(names))), names_series, default=None),
         contribution=pl.col(f"_contribution{j}"),
@@ -493,7 +494,7 @@ def explain(ranked: pl.DataFrame, model: Model, articles: pl.DataFrame) -> pl.Da
             .with_columns(
                 reason=pl.when(pl.col("_family0") >= 0).then(pick(texts, "_family0", fallback)).otherwise(fallback),
                 source_article_id=pl.when(pl.col("_family0") >= 0)
-                .then(pick(sources, "_family0", source_of(ranked))).otherwise(fallback_source),
+                .then(pick(sources, "_family0", pl.lit(None, dtype=ARTICLE))).otherwise(fallback_source),
                 explanation=pl.concat_list(entries).list.drop_nulls())
             .select("customer_id", "article_id", "score", "rank", "source_article_id", "reason", "explanation"))
 
