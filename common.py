@@ -333,3 +333,12 @@ def check_submission(submission: pl.DataFrame, customers: pl.Series, command: st
     if problems:
         raise UserError(f"submission has {submission.height:,} rows for {expected.len():,} customers: "
                         f"{'; '.join(problems)}; nothing was written: rerun `{command}`")
+
+
+def no_image_feature(article_id: int, no_image: dict, n_features: int) -> UserError:
+    """The error for an article without an image feature: why (missing or unreadable image) when known."""
+    reason = no_image.get(article_id)
+    if reason:
+        return UserError(f"article {format_article_id(article_id)} {reason}, so it has no visual twins")
+    return UserError(f"article {format_article_id(article_id)} is not among the {n_features:,} articles with "
+                     f"an image feature: check the id, or rerun visual_features.py if it is new")

@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 
 import artifacts as art
-from common import Stopwatch, UserError, format_article_id, parse_article_id, run_main, summary
+from common import Stopwatch, UserError, format_article_id, no_image_feature, parse_article_id, run_main, summary
 
 WINDOW_DAYS = 91        # purchases of the last 13 weeks before the cut-off are evidence
 HALF_LIFE_DAYS = 28     # a purchase four weeks old counts half as much as one from last week
@@ -108,12 +108,7 @@ class VisualIndex:
     def _require_row(self, article_id) -> int:
         row = self.row(article_id)
         if row is None:
-            key = parse_article_id(article_id)
-            reason = self.no_image.get(key)
-            if reason:
-                raise UserError(f"article {format_article_id(key)} {reason}, so it has no visual twins")
-            raise UserError(f"article {format_article_id(key)} is not among the {len(self):,} articles with "
-                            f"an image feature: check the id, or rerun visual_features.py if it is new")
+            raise no_image_feature(parse_article_id(article_id), self.no_image, len(self))
         return row
 
     def unit_vectors(self) -> np.ndarray:

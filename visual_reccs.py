@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 import artifacts as art
-from common import Stopwatch, UserError, check_writable, format_article_id, parse_article_id, run_main, summary, write_parquet
+from common import (Stopwatch, UserError, check_writable, format_article_id, no_image_feature, parse_article_id, run_main,
+                    summary, write_parquet)
 
 DEFAULT_K = 12
 BLOCK = 1024  # 1024 x 1024 float32 scores = 4 MB per block; large enough for full BLAS speed
@@ -182,12 +183,7 @@ class VisualTwins:
         check_k(k)
         row = self._row(article_id)
         if row is None:
-            key = parse_article_id(article_id)
-            reason = self.no_image.get(key)
-            if reason:
-                raise UserError(f"article {format_article_id(key)} {reason}, so it has no visual twins")
-            raise UserError(f"article {format_article_id(key)} is not among the {len(self):,} articles with "
-                            f"an image feature: check the id, or rerun visual_features.py if it is new")
+            raise no_image_feature(parse_article_id(article_id), self.no_image, len(self))
         with torch.inference_mode():
             scores = (self.vectors @ self.vectors[row]).numpy()
         scores[row] = -np.inf
