@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from candidates import KEYS
-from recommenders import ARTICLE, age_days, decay
+from recommenders import ARTICLE, decay
 
 HALF_LIVES = (7.0, 30.0, 180.0)  # decayed purchase counts at three scales: a week, a month, a season
 SALES_WEEKS = (1, 2, 4, 12)

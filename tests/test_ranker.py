@@ -7,14 +7,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-import candidates
 import evaluation
 import final
 import metrics
 import ranker
 from artifacts import Artifacts
 from common import UserError
-from features import Context, feature_columns
+from features import Context
 from test_recommenders import AGES, TX, VISUAL
 
 CUTOFF = date(2020, 9, 16)

@@ -14,7 +14,6 @@ import final
 import hybrid as blend
 import scale_out
 from common import UserError
-from recommenders import K
 
 
 score_one_batch = final.recommend_batch  # what final.py scores each batch with
