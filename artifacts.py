@@ -205,6 +205,19 @@ def require_fresh(artifacts: Artifacts, *scripts: str) -> None:
         common.require_fresh(manifest, artifacts.command(script), artifacts.data_dir)
 
 
+def images_without_features(artifacts: Artifacts) -> dict[int, str]:
+    """article_id -> why it has no image feature (no image file, or an unreadable one), from visual_meta.json."""
+    import json
+
+    if not artifacts.visual_meta.exists():
+        return {}
+    meta = json.loads(artifacts.visual_meta.read_text())
+    reasons = {int(a): "has no image file" for a in meta.get("missing_article_ids", [])}
+    reasons.update({int(u["article_id"]): f"has an unreadable image ({u['error']})"
+                    for u in meta.get("unreadable", [])})
+    return reasons
+
+
 def read_parquet(path: Path, command: str) -> pl.DataFrame:
     """Read an artifact, or say which command writes it."""
     return pl.read_parquet(require(path, command))

@@ -25,7 +25,6 @@ table cannot answer scans the matrix once and keeps its unit rows for the next o
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 from datetime import date, timedelta
 
@@ -81,12 +80,7 @@ class VisualIndex:
         if features.ndim != 2 or features.shape[0] != ids.shape[0]:
             raise UserError(f"{artifacts.visual_features} ({features.shape}) and {artifacts.visual_article_ids} "
                             f"({ids.shape}) do not match: rerun `{command}`")
-        no_image = {}
-        if artifacts.visual_meta.exists():
-            meta = json.loads(artifacts.visual_meta.read_text())
-            no_image.update({int(a): "has no image file" for a in meta.get("missing_article_ids", [])})
-            no_image.update({int(u["article_id"]): f"has an unreadable image ({u['error']})"
-                             for u in meta.get("unreadable", [])})
+        no_image = art.images_without_features(artifacts)
         twins = artifacts.visual_twins if artifacts.visual_twins.exists() else None
         return cls(ids, features, twins, no_image)
 

@@ -14,7 +14,6 @@ feature matrix, for the app and the hybrid recommender.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import polars as pl
@@ -155,12 +154,7 @@ class VisualTwins:
     def load(cls, artifacts: art.Artifacts) -> "VisualTwins":
         """The features written by visual_features.py (metadata supplies missing/unreadable ids)."""
         ids, features = load_features(artifacts)
-        no_image = {}
-        if artifacts.visual_meta.exists():
-            meta = json.loads(artifacts.visual_meta.read_text())
-            no_image.update({int(a): "has no image file" for a in meta.get("missing_article_ids", [])})
-            no_image.update({int(u["article_id"]): f"has an unreadable image ({u['error']})"
-                             for u in meta.get("unreadable", [])})
+        no_image = art.images_without_features(artifacts)
         return cls(ids, features, no_image)
 
     def __len__(self) -> int:
