@@ -329,6 +329,21 @@ def describe(articles: pl.DataFrame, ids) -> dict[int, dict]:
     return {row["article_id"]: row for row in rows}
 
 
+def catalogue_article(articles: pl.DataFrame, text: str, other_way: str) -> tuple[int, dict] | None:
+    """The typed article id and its catalogue details, or None after showing what is wrong with it."""
+    try:
+        aid = parse_article_id(text)
+    except UserError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return None
+    meta = describe(articles, [aid]).get(aid)
+    if meta is None:
+        st.error(f"Article {format_article_id(aid)} is not in the catalogue ({articles.height:,} articles). "
+                 f"Check the id, or {other_way}.", icon=":material/search_off:")
+        return None
+    return aid, meta
+
+
 def card(art: Artifacts, aid: int, meta: dict | None, *, key: str, note: str | None = None,
          badge: str | None = None, because: str | None = None, compact: bool = False,
          explanation: list[dict] | None = None) -> None:
@@ -480,16 +495,10 @@ def twins_view(art: Artifacts) -> None:
                 icon=":material/checkroom:")
         browse(art, articles, with_image)
         return
-    try:
-        aid = parse_article_id(text)
-    except UserError as exc:
-        st.error(str(exc), icon=":material/error:")
+    found = catalogue_article(articles, text, "press **Random article**")
+    if found is None:
         return
-    meta = describe(articles, [aid]).get(aid)
-    if meta is None:
-        st.error(f"Article {format_article_id(aid)} is not in the catalogue ({articles.height:,} articles). "
-                 "Check the id, or press **Random article**.", icon=":material/search_off:")
-        return
+    aid, meta = found
 
     query_card(art, aid, meta)
     started = time.perf_counter()
@@ -691,16 +700,10 @@ def launch_view(art: Artifacts) -> None:
             return
         text = format_article_id(new[0])
         st.caption(f"Showing the newest launch, {text}. Type an article id or pick another launch.")
-    try:
-        aid = parse_article_id(text)
-    except UserError as exc:
-        st.error(str(exc), icon=":material/error:")
+    found = catalogue_article(articles, text, "pick a launch")
+    if found is None:
         return
-    meta = describe(articles, [aid]).get(aid)
-    if meta is None:
-        st.error(f"Article {format_article_id(aid)} is not in the catalogue ({articles.height:,} articles). "
-                 "Check the id, or pick a launch.", icon=":material/search_off:")
-        return
+    aid, meta = found
     query_card(art, aid, meta)
 
     started = time.perf_counter()
