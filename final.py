@@ -23,6 +23,7 @@ import artifacts as art
 import candidates
 import evaluation
 import hybrid as blend
+import launch
 from common import (Stopwatch, UserError, article_id_text, atomic_outputs, atomic_path, check_submission, check_writable,
                     peak_rss_mb, run_main, summary, write_json, write_parquet)
 from evaluation import BASELINE, load_inputs
@@ -203,7 +204,6 @@ def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactio
     launch.py proposes each launch's candidate customers (buyers of look-alikes, of its type in its
     colour); the ranker scores them with the same features as any pooled candidate.
     """
-    import launch
     from tqdm.auto import tqdm
 
     articles = ranker.articles
@@ -219,12 +219,6 @@ def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactio
     return (scored.sort(["article_id", "score", "customer_id"], descending=[False, True, False])
             .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over("article_id"))
             .select([pl.col(name).cast(dtype) for name, dtype in launch.AUDIENCE_SCHEMA.items()]))
-
-
-def launch_schema() -> dict:
-    import launch
-
-    return launch.AUDIENCE_SCHEMA
 
 
 def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
@@ -271,7 +265,7 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     with atomic_path(outputs(artifacts.submission)) as tmp:
         submission.write_csv(tmp)
     # always written, empty without the ranker, so an older ranker's audiences never outlive these results
-    write_parquet(audiences if audiences is not None else pl.DataFrame(schema=launch_schema()),
+    write_parquet(audiences if audiences is not None else pl.DataFrame(schema=launch.AUDIENCE_SCHEMA),
                   outputs(artifacts.launch_audience))
     summary("final.submit", recommender=meta["recommender_used"], customers=submission.height, rows=recs.height,
             seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.submission))

@@ -24,7 +24,7 @@ import polars as pl
 import artifacts as art
 import candidates
 import evaluation
-from common import Stopwatch, UserError, article_id_text, check_writable, peak_rss_mb, run_main, summary, write_json
+from common import Stopwatch, UserError, article_id_text, atomic_path, check_writable, peak_rss_mb, run_main, summary, write_json
 from features import Context, feature_columns, reduce_vectors
 from recommenders import ARTICLE, K, Popularity, Recommender, before, load_visual_vectors, top_k
 
@@ -196,8 +196,6 @@ class Model:
 
     def save(self, artifacts: art.Artifacts) -> None:
         """model.txt and ranker.json, each written atomically."""
-        from common import atomic_path
-
         with atomic_path(artifacts.ranker_model) as tmp:
             self.booster.save_model(str(tmp))
         write_json({**self.meta, "features": self.features, "feature_importance": self.importance()},
