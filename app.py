@@ -28,9 +28,11 @@ import polars as pl
 import streamlit as st
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-import launch
-from artifacts import DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR, Artifacts, require
-from common import UserError, format_article_id, parse_article_id
+from fde import launch
+from fde.artifacts import DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR, Artifacts, require
+from fde.errors import UserError
+from fde.ids import format_article_id, parse_article_id
+from fde.visual_index import VisualIndex
 
 START = "python -m streamlit run app.py -- --data-dir data --images-dir images"
 if __name__ == "__main__" and not st.runtime.exists():  # `python app.py`: say how to start it instead
@@ -41,7 +43,7 @@ MAX_K = 48
 GRID_COLUMNS = 6            # cards per row on a wide screen (the grid wraps on narrow ones)
 THUMB_SIZE = (300, 450)     # product photos are 2:3 portrait; thumbnails keep that shape
 SAME_GROUP_FETCH = 8        # fetch k x this many twins before keeping those of the query's index group
-FETCH_MAX = 255             # VisualTwins.twins answers up to 255 (its rank is a UInt8)
+FETCH_MAX = 255             # VisualIndex.twins answers up to 255 (its rank is a UInt8)
 RECENT_PURCHASES = 8
 SAMPLE_CUSTOMERS = 24
 SAMPLE_WINDOW_DAYS = 28     # sample customers bought something in the last four weeks
@@ -172,13 +174,13 @@ def load_image_ids(path: str, stamp: int | None) -> np.ndarray:
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def load_visual_index(data_dir: str, images_dir: str, stamp: tuple) -> launch.VisualIndex:
+def load_visual_index(data_dir: str, images_dir: str, stamp: tuple) -> VisualIndex:
     """The memory-mapped image features and the twins table, opened once per artifact version for every session.
 
     Opening reads only the id list: one article's twins come from visual_twins.parquet, and the
     feature matrix is scanned (through the page cache) only for options the table cannot answer.
     """
-    return launch.VisualIndex.load(Artifacts(Path(data_dir), Path(images_dir)))
+    return VisualIndex.load(Artifacts(Path(data_dir), Path(images_dir)))
 
 
 @st.cache_resource(show_spinner="Reading the purchase history…", max_entries=2)

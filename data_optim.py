@@ -33,9 +33,11 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from artifacts import Artifacts, add_dir_args, from_args
-from common import (Outputs, UserError, atomic_outputs, check_writable, customer_key_expr, environment_problem,
-                    peak_rss_mb, run_main, summary)
+from fde.artifacts import Artifacts, add_dir_args, from_args
+from fde.cli import peak_rss_mb, run_main, summary
+from fde.errors import check_writable, environment_problem, UserError
+from fde.files import atomic_outputs, Outputs
+from fde.ids import customer_key_expr
 
 ROW_GROUP_SIZE = 1_000_000  # ~5 MB per transactions row group: fast to skip, cheap to read
 GAP_DAYS = 28  # sales days further than this from all the others are flagged (a typo'd year, a stray row)

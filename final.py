@@ -19,16 +19,18 @@ import argparse
 
 import polars as pl
 
-import artifacts as art
-import candidates
-import evaluation
-import hybrid as blend
-import launch
-from common import (Stopwatch, UserError, article_id_text, atomic_outputs, atomic_path, check_submission, check_writable,
-                    peak_rss_mb, run_main, summary, write_json, write_parquet)
-from evaluation import BASELINE, load_inputs
-from ranker import LearnedRanker, Model, load_vectors
-from recommenders import K, Recommender, as_customer_frame
+from fde import artifacts as art
+from fde import candidates, evaluation, launch
+from fde import hybrid as blend
+from fde.cli import Stopwatch, peak_rss_mb, run_main, summary
+from fde.errors import UserError, check_writable
+from fde.evaluation import BASELINE, Inputs, load_inputs
+from fde.files import atomic_outputs, atomic_path, write_json, write_parquet
+from fde.ranking import LearnedRanker, Model
+from fde.strategies import K, Recommender, as_customer_frame
+from fde.submission import check_submission, submission_frame
+from fde.training import load_vectors
+from fde.visual_index import VisualIndex
 
 LAUNCH_AUDIENCE = 500     # customers scored by the ranker for each launch (the app shows the best of them)
 TUNING_CUSTOMERS = 50_000  # validation customers the weights are tuned on (a seeded sample above this)
@@ -58,20 +60,20 @@ def load_ranker(artifacts: art.Artifacts, quiet: bool = False) -> Model | None:
     return Model.load(artifacts)
 
 
-def scales_of(model: Model | None, inputs: dict, progress=None) -> dict:
+def scales_of(model: Model | None, inputs: Inputs, progress=None) -> dict:
     """The time scales the ranker chose on validation, or chosen here the same way without a ranker."""
     if model is not None and "scales" in model.meta:
         return model.meta["scales"]
-    scales, _ = evaluation.choose_scales(inputs["train"], inputs["articles"], inputs["validation_truth"],
-                                         inputs["validation"]["t_dat"].min(), progress)
+    scales, _ = evaluation.choose_scales(inputs.train, inputs.articles, inputs.validation_truth,
+                                         inputs.validation["t_dat"].min(), progress)
     return scales
 
 
-def make_ranker(model: Model | None, populars, personal, inputs: dict, vectors) -> LearnedRanker | None:
+def make_ranker(model: Model | None, populars, personal, inputs: Inputs, vectors) -> LearnedRanker | None:
     """The ranker over already made strategies (its features must match the model's)."""
     if model is None:
         return None
-    return LearnedRanker(model, populars, personal, inputs["customers"], vectors)
+    return LearnedRanker(model, populars, personal, inputs.customers, vectors)
 
 
 def print_report(table: pl.DataFrame, meta: dict) -> None:
@@ -99,45 +101,45 @@ def print_report(table: pl.DataFrame, meta: dict) -> None:
     print(f"recommendations and submission come from: {meta['recommender_used']}")
 
 
-def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: dict | None = None,
+def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Inputs | None = None,
              use_ranker: bool = True) -> dict:
     """Tune on validation, score every strategy, the hybrid and the ranker once on the test week."""
     from tqdm.auto import tqdm
 
     clock = Stopwatch()
     inputs = inputs or load_inputs(artifacts)
-    articles = inputs["articles"]
+    articles = inputs.articles
     model = load_ranker(artifacts) if use_ranker else None
     scales = scales_of(model, inputs)
-    populars, personal = candidates.make_sources(inputs["customers"], inputs["twins"], inputs["visual_vectors"], scales)
+    populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors, scales)
     strategies = [*populars, *personal]
     hybrid = blend.make(populars, personal)
     progress = tqdm(total=2 * len(strategies) + blend.tuning_steps(len(hybrid.components)), desc="evaluate",
                     unit="step", disable=not show_progress)
 
     # 1. validation: fit before the validation week, choose the weights
-    val_start = inputs["validation"]["t_dat"].min()
-    fit_all(strategies, inputs["train"], articles, val_start, progress)
-    val_truth = inputs["validation_truth"]
+    val_start = inputs.validation["t_dat"].min()
+    fit_all(strategies, inputs.train, articles, val_start, progress)
+    val_truth = inputs.validation_truth
     tune_truth = evaluation.sample_customers(val_truth, TUNING_CUSTOMERS)
     progress.set_postfix_str("tune hybrid")
     pool = hybrid.pool(as_customer_frame(tune_truth["customer_id"]))
     weights, rank_weight, _ = blend.tune(hybrid, pool, tune_truth, progress)
     del pool
     hybrid.weights, hybrid.rank_weight = weights, rank_weight
-    validation, _ = evaluation.score_week([*strategies, hybrid], val_truth, inputs["train"]["article_id"].unique(),
+    validation, _ = evaluation.score_week([*strategies, hybrid], val_truth, inputs.train["article_id"].unique(),
                                           articles.height)
     if model is not None:  # early-stopped on this week: optimistic, like the hybrid's tuned value
         validation["ranker"] = {"map12": model.meta["validation_map12"]}
 
     # 2. test: refit before the test week, score once with the chosen settings
-    before_test = pl.concat([inputs["train"], inputs["validation"]])
-    test_start = inputs["test"]["t_dat"].min()
+    before_test = pl.concat([inputs.train, inputs.validation])
+    test_start = inputs.test["t_dat"].min()
     fit_all(strategies, before_test, articles, test_start, progress)
     vectors = load_vectors(artifacts, articles) if model is not None else None
     ranker = make_ranker(model, populars, personal, inputs, vectors)
     scored = [*strategies, hybrid]
-    test_truth = inputs["test_truth"]
+    test_truth = inputs.test_truth
     pool_recall = {}
     if ranker is not None:
         progress.set_postfix_str("ranker features")
@@ -150,8 +152,8 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: dict 
     evaluation.add_lift(results)
     used = "ranker" if model is not None and validation["ranker"]["map12"] > validation["hybrid"]["map12"] else "hybrid"
     meta = {
-        "test_week": evaluation.week_of(inputs["test"]),
-        "validation_week": evaluation.week_of(inputs["validation"]),
+        "test_week": evaluation.week_of(inputs.test),
+        "validation_week": evaluation.week_of(inputs.validation),
         "customers_evaluated": test_truth.filter(pl.col("article_ids").list.len() > 0).height,
         "cold_start_purchases": int(cold),
         "weights": {**weights, "rank_weight": rank_weight},
@@ -188,7 +190,7 @@ def recommend_batch(recommender: Recommender, batch: pl.DataFrame) -> pl.DataFra
 def recommend_everyone(recommender: Recommender, customers: pl.Series, show_progress: bool = True,
                        chunk: int = CHUNK_CUSTOMERS, engine: str = "local", ray_address: str | None = None) -> pl.DataFrame:
     """The top 12 with reasons for every customer, in batches of customers: here, or as Ray tasks (scale_out.py)."""
-    import scale_out
+    from fde import scale_out
 
     frame = as_customer_frame(customers)
     if frame.height == 0:
@@ -207,7 +209,7 @@ def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactio
     from tqdm.auto import tqdm
 
     articles = ranker.articles
-    visual = launch.VisualIndex.load(artifacts) if artifacts.visual_features.exists() else None
+    visual = VisualIndex.load(artifacts) if artifacts.visual_features.exists() else None
     scorer = launch.LaunchAudience(articles, transactions, ranker.cutoff, visual=visual)
     ids = launch.launches(articles, transactions, ranker.cutoff)
     pairs = [scorer.candidates(aid, LAUNCH_AUDIENCE).select("customer_id", article_id=pl.lit(aid, dtype=pl.Int32))
@@ -221,31 +223,17 @@ def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactio
             .select([pl.col(name).cast(dtype) for name, dtype in launch.AUDIENCE_SCHEMA.items()]))
 
 
-def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
-    """Kaggle's customer_id,prediction: original 64-hex ids, 12 space-separated 10-digit article ids."""
-    lists = (recs.sort("customer_id", "rank")
-             .group_by("customer_id", maintain_order=True)
-             .agg(prediction=article_id_text(pl.col("article_id")).str.join(" ")))
-    out = (customers.select("customer_id").join(customer_ids, on="customer_id", how="left", maintain_order="left")
-           .join(lists, on="customer_id", how="left", maintain_order="left"))
-    missing = out.filter(pl.col("customer_id_hex").is_null()).height
-    if missing:
-        raise UserError(f"{missing:,} customers have no original id in processed/customer_ids.parquet: "
-                        "rerun data_optim.py")
-    return out.select(customer_id="customer_id_hex", prediction=pl.col("prediction").fill_null(""))
-
-
-def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inputs: dict | None = None,
+def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inputs: Inputs | None = None,
            outputs=lambda path: path, engine: str = "local", ray_address: str | None = None) -> dict:
     """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every
-    customer of customers.csv and every buyer (to `outputs(path)`: see common.atomic_outputs)."""
+    customer of customers.csv and every buyer (to `outputs(path)`: see files.atomic_outputs)."""
     clock = Stopwatch()
     inputs = inputs or load_inputs(artifacts, quiet=True)
-    articles, customers = inputs["articles"], inputs["customers"]
-    transactions = pl.concat([inputs[p] for p in ("train", "validation", "test")])
+    articles, customers = inputs.articles, inputs.customers
+    transactions = pl.concat([getattr(inputs, p) for p in ("train", "validation", "test")])
     weights = dict(meta["weights"])
     rank_weight = float(weights.pop("rank_weight", blend.DEFAULT_RANK_WEIGHT))
-    populars, personal = candidates.make_sources(customers, inputs["twins"], inputs["visual_vectors"], meta["scales"])
+    populars, personal = candidates.make_sources(customers, inputs.twins, inputs.visual_vectors, meta["scales"])
     if meta["recommender_used"] == "ranker":
         model = Model.load(artifacts)
         recommender = make_ranker(model, populars, personal, inputs, load_vectors(artifacts, articles))

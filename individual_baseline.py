@@ -13,11 +13,12 @@ import argparse
 
 import polars as pl
 
-import artifacts as art
-import metrics
-from common import Stopwatch, run_main, summary
-from evaluation import fill_with
-from recommenders import K, Popularity, PurchaseHistory
+from fde import artifacts as art
+from fde import metrics
+from fde.cli import Stopwatch, run_main, summary
+from fde.evaluation import fill_with
+from fde.strategies import K, Popularity, PurchaseHistory
+
 
 def compare(train: pl.DataFrame, truth: pl.DataFrame, articles: pl.DataFrame, k: int = K) -> pl.DataFrame:
     """MAP@k of purchase history (alone and filled with last-week popularity) against popularity."""

@@ -52,12 +52,26 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-import artifacts as artifacts_mod
-import sample_images
-from common import UserError, article_id_text, atomic_path, peak_rss_mb, run_main, summary
-from sample_taxonomy import (  # the tables are also read as sample_data.COLOURS etc.
-    APPEARANCES, COLOURS, DEPARTMENT_PREFIX, DEPARTMENT_WORDS, GARMENT_GROUPS, INDEX_TYPES, INDEXES, N_MASTERS,
-    PERCEIVED_MASTERS, PERCEIVED_VALUES, PRODUCT_TYPES, SECTIONS, TYPE_NAMES,
+from fde import artifacts as artifacts_mod
+from fde import sample_images
+from fde.cli import peak_rss_mb, run_main, summary
+from fde.errors import UserError
+from fde.files import atomic_path
+from fde.ids import article_id_text
+from fde.taxonomy import (  # the tables are also read as sample_data.COLOURS etc.
+    APPEARANCES,
+    COLOURS,
+    DEPARTMENT_PREFIX,
+    DEPARTMENT_WORDS,
+    GARMENT_GROUPS,
+    INDEX_TYPES,
+    INDEXES,
+    N_MASTERS,
+    PERCEIVED_MASTERS,
+    PERCEIVED_VALUES,
+    PRODUCT_TYPES,
+    SECTIONS,
+    TYPE_NAMES,
 )
 
 END = date(2020, 9, 22)  # last day of the real transactions

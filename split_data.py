@@ -22,8 +22,10 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from artifacts import Artifacts, add_dir_args, from_args, require, require_fresh
-from common import UserError, atomic_outputs, check_writable, peak_rss_mb, run_main, summary
+from fde.artifacts import Artifacts, add_dir_args, from_args, require, require_fresh
+from fde.cli import peak_rss_mb, run_main, summary
+from fde.errors import UserError, check_writable
+from fde.files import atomic_outputs
 
 TEST_DAYS = 7
 VALIDATION_DAYS = 7

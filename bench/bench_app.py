@@ -7,10 +7,10 @@ First lookup: what the app does the first time anyone asks for an article's twin
 Python process (numpy and polars already imported, as in the app), timed from the import of the
 module that answers until the answer:
 
-- before: `visual_reccs.VisualTwins.load(...).twins(aid)`, the app's old path (imports torch, reads
-  and normalises the whole feature matrix);
-- after: `launch.VisualIndex.load(...).twins(aid)`, the app's path now (maps the matrix, reads
-  that one article's rows of visual_twins.parquet);
+- before: `VisualIndex.twins(aid)` without the twins table, as the app once answered (reads and
+  normalises the whole feature matrix);
+- after: `VisualIndex.load(...).twins(aid)`, the app's path now (maps the matrix, reads that one
+  article's rows of visual_twins.parquet);
 - after, uncovered: the same for a query the twins table cannot answer (k=48: a scan of the mapped
   matrix), and the next such query in the same process (the scan's unit rows are kept).
 
@@ -37,32 +37,28 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from artifacts import Artifacts  # noqa: E402
-from common import save_npy, write_parquet  # noqa: E402
+from fde import launch
+from fde.artifacts import Artifacts
+from fde.files import save_npy, write_parquet
 
 CATALOGUE = 105_542  # Kaggle's articles.csv
 DIM = 1280
 TWINS_K = 12
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 FIRST_LOOKUP = r"""
 import sys, time
-sys.path.insert(0, {root!r})
 import numpy, polars  # the app has these loaded before anyone asks for twins
 from pathlib import Path
-from artifacts import Artifacts
+from fde.artifacts import Artifacts
+
 art = Artifacts(Path({data!r}), Path({data!r}) / "images")
 start = time.perf_counter()
+from fde.visual_index import VisualIndex
+index = VisualIndex.load(art)
 if {path!r} == "before":
-    import visual_reccs
-    found = visual_reccs.VisualTwins.load(art).twins({aid}, k={k})
-else:
-    import launch
-    index = launch.VisualIndex.load(art)
-    found = index.twins({aid}, k={k})
+    index.twins_path = None  # no twins table: read and normalise the whole matrix, as the app once did
+found = index.twins({aid}, k={k})
 seconds = time.perf_counter() - start
 assert found.height == {k}, found
 if {path!r} == "after" and {k} > 12:  # the next such query in the same process reuses the scan
@@ -97,7 +93,7 @@ def make_catalogue(data_dir: Path, n: int, dim: int, seed: int = 0) -> Artifacts
 
 def first_lookup(data_dir: Path, path: str, aid: int, k: int) -> list[float]:
     """Seconds of one first lookup in a fresh process (and of the next one, for a query that scans)."""
-    code = FIRST_LOOKUP.format(root=str(ROOT), data=str(data_dir), path=path, aid=aid, k=k)
+    code = FIRST_LOOKUP.format(data=str(data_dir), path=path, aid=aid, k=k)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     lines = [float(line) for line in out.stdout.split()]
     return lines[-1:] + lines[:-1]
@@ -105,7 +101,6 @@ def first_lookup(data_dir: Path, path: str, aid: int, k: int) -> list[float]:
 
 RERUN_SCRIPT = """
 import sys, time
-sys.path.insert(0, {root!r})
 import app
 start = time.perf_counter()
 app.main()
@@ -121,8 +116,6 @@ def reruns(data_dir: Path, images_dir: Path, repeats: int) -> dict:
     """
     from streamlit.testing.v1 import AppTest
 
-    import launch
-
     os.environ["FDE_DATA_DIR"], os.environ["FDE_IMAGES_DIR"] = str(data_dir), str(images_dir)
     art = Artifacts(data_dir, images_dir)
     some = int(np.load(art.visual_article_ids)[0]) if art.visual_article_ids.exists() else None
@@ -135,7 +128,7 @@ def reruns(data_dir: Path, images_dir: Path, repeats: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_app_reruns_") as tmp:
         log = Path(tmp) / "seconds.txt"
         script = Path(tmp) / "timed_app.py"
-        script.write_text(RERUN_SCRIPT.format(root=str(ROOT), log=str(log)))
+        script.write_text(RERUN_SCRIPT.format(log=str(log)))
         for name, query in pages.items():
             log.write_text("")
             at = AppTest.from_file(str(script), default_timeout=300)

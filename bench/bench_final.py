@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 TARGET_SECONDS = 20 * 60
 TARGET_MB = 12 * 1024
@@ -34,11 +33,11 @@ TARGET_MB = 12 * 1024
 
 def child(data_dir: str, phase: str) -> None:
     """Run one phase here and print its measurements as one JSON line."""
-    import evaluation
     import final
     import ranker
-    from artifacts import Artifacts
-    from common import peak_rss_mb
+    from fde import evaluation
+    from fde.artifacts import Artifacts
+    from fde.cli import peak_rss_mb
 
     artifacts = Artifacts(Path(data_dir))
     start = time.perf_counter()
@@ -58,7 +57,7 @@ def dataset_size(data_dir: str) -> dict:
     """Rows of the processed transactions and customers (Parquet metadata only)."""
     import pyarrow.parquet as pq
 
-    from artifacts import Artifacts
+    from fde.artifacts import Artifacts
 
     artifacts = Artifacts(Path(data_dir))
     return {"transactions": pq.ParquetFile(artifacts.transactions).metadata.num_rows,
@@ -88,7 +87,7 @@ def main():
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr)
             sys.exit(f"{phase} failed with exit code {proc.returncode}")
-        line = next(l for l in proc.stdout.splitlines() if l.startswith("BENCH "))
+        line = next(out for out in proc.stdout.splitlines() if out.startswith("BENCH "))
         rows.append(json.loads(line[len("BENCH "):]))
 
     by = {row["phase"]: row for row in rows}

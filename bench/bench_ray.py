@@ -22,22 +22,19 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import polars as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import visual_features as vf
+from fde import candidates, images, scale_out
+from fde import hybrid as blend
+from fde.artifacts import Artifacts
+from fde.strategies import K
 
-import final  # noqa: E402
-import scale_out  # noqa: E402
-import visual_features as vf  # noqa: E402
-from artifacts import Artifacts  # noqa: E402
-from recommenders import K  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -67,7 +64,7 @@ def decode_rate(paths: list[Path], repeats: int) -> dict:
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
         for p in paths:
-            vf.load_image(p)
+            images.load_image(p)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return {"wall": median_rate(len(paths), wall), "cpu": median_rate(len(paths), cpu)}
@@ -75,7 +72,7 @@ def decode_rate(paths: list[Path], repeats: int) -> dict:
 
 def bench_embeddings(images_dir: Path, repeats: int, batch: int, workdir: Path) -> dict:
     """Seconds per repeat of the local and the Ray engine over the same images, alternating."""
-    count = vf.list_images(images_dir)[0].height
+    count = images.list_images(images_dir)[0].height
     clock = time.perf_counter()
     scale_out.connect_ray(None)
     ray_start = time.perf_counter() - clock
@@ -98,8 +95,8 @@ def bench_scoring(data_dir: Path, repeats: int, batch: int) -> dict:
     artifacts = Artifacts(data_dir)
     customers = pl.read_parquet(artifacts.customers)
     transactions = pl.read_parquet(artifacts.transactions)
-    populars, personal = final.make_strategies({"customers": customers, "twins": None, "visual_vectors": None})
-    hybrid = final.make_hybrid(populars, personal)
+    populars, personal = candidates.make_sources(customers)
+    hybrid = blend.make(populars, personal)
     start = time.perf_counter()
     hybrid.fit(transactions, pl.read_parquet(artifacts.articles))
     fit_s = time.perf_counter() - start

@@ -17,7 +17,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +25,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import visual_features as vf
+from fde import backbones, engines, images, visual_index
+from fde.artifacts import Artifacts
+from fde.errors import UserError
 
-import visual_features as vf  # noqa: E402
-import visual_reccs as vr  # noqa: E402
-from artifacts import Artifacts  # noqa: E402
-from common import UserError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FULL_CATALOGUE = 105_100  # Kaggle's images
 RESULTS = ROOT / "bench" / "results"
@@ -97,12 +95,12 @@ def bench_decoding(paths: list[Path], repeats: int) -> dict:
     def draft():
         for p in paths:
             with Image.open(p) as im:
-                im.draft("RGB", (vf.INPUT_SIZE, vf.INPUT_SIZE))
+                im.draft("RGB", (images.INPUT_SIZE, images.INPUT_SIZE))
                 im.convert("RGB")
 
     def prepared():
         for p in paths:
-            vf.load_image(p)
+            images.load_image(p)
 
     return {name: rates(len(paths), timings(fn, repeats))
             for name, fn in (("decode_full", full), ("decode_draft", draft), ("load_image", prepared))}
@@ -110,11 +108,11 @@ def bench_decoding(paths: list[Path], repeats: int) -> dict:
 
 def bench_model(weights, device, precision, batch: int, repeats: int) -> dict:
     """Images/s of the network alone on a ready uint8 batch."""
-    model = vf.make_embedder(weights, device, precision)
-    pixels = torch.randint(0, 256, (batch, 3, vf.INPUT_SIZE, vf.INPUT_SIZE), dtype=torch.uint8)
+    model = backbones.make_embedder(weights, device, precision)
+    pixels = torch.randint(0, 256, (batch, 3, images.INPUT_SIZE, images.INPUT_SIZE), dtype=torch.uint8)
 
     def step():
-        vf.embed_batch(model, pixels, device)
+        backbones.embed_batch(model, pixels, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -144,11 +142,11 @@ def bench_end_to_end(images_dir: Path, n: int, weights, device: str, batch: int,
 def timing_weights(backbone: str, folder: Path):
     """The backbone's weights, or (timing only) an untrained stand-in when they are not installed."""
     try:
-        return vf.find_weights(backbone, download=False), False
+        return backbones.find_weights(backbone, download=False), False
     except UserError:
         path = folder / f"{backbone}-untrained-for-timing.pth"
-        torch.save(vf.BACKBONES[backbone]["build"](weights=None).state_dict(), path)
-        return vf.find_weights(backbone, path), True
+        torch.save(backbones.BACKBONES[backbone]["build"](weights=None).state_dict(), path)
+        return backbones.find_weights(backbone, path), True
 
 
 def bench_twins(n: int, dim: int, k: int, lookups: int) -> dict:
@@ -157,10 +155,10 @@ def bench_twins(n: int, dim: int, k: int, lookups: int) -> dict:
     features = rng.standard_normal((n, dim), dtype=np.float32)
     ids = np.arange(n, dtype=np.int32) + 108775010
     start, start_cpu = time.perf_counter(), cpu_seconds()
-    vectors = vr.normalize(features)
-    vr.top_k_twins(vectors, k, show_progress=True)
+    vectors = visual_index.normalize(features)
+    visual_index.top_k_twins(vectors, k, show_progress=True)
     all_pairs, all_pairs_cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
-    twins = vr.VisualTwins(ids, features)
+    twins = visual_index.VisualIndex(ids, features)
     picks = rng.choice(ids, size=lookups)
     twins.twins(picks[0], k)
     times = []
@@ -209,23 +207,23 @@ def main():
                       "|---|---|---|",
                       f"| {fmt(decoding['decode_full'])} | {fmt(decoding['decode_draft'])} | {fmt(decoding['load_image'])} |", ""]
 
-            backbones = [timing_weights(name, Path(tmp)) for name in vf.BACKBONES]
-            report["untrained_for_timing"] = [w.backbone for w, untrained in backbones if untrained]
+            networks = [timing_weights(name, Path(tmp)) for name in backbones.BACKBONES]
+            report["untrained_for_timing"] = [w.backbone for w, untrained in networks if untrained]
             lines += [f"## Network alone, CPU (img/s, batch {args.batch_size}, median (best) of {args.repeats})", "",
                       "| backbone | float32 | bf16 weights + channels_last |", "|---|---|---|"]
             report["model_img_s_cpu"] = {}
-            for weights, untrained in backbones:
+            for weights, untrained in networks:
                 fp32 = bench_model(weights, cpu, None, args.batch_size, args.repeats)
                 bf16 = bench_model(weights, cpu, torch.bfloat16, args.batch_size, args.repeats)
                 report["model_img_s_cpu"][weights.backbone] = {"float32": fp32, "bf16": bf16}
                 lines.append(f"| {weights.backbone}{' *' if untrained else ''} | {fmt(fp32)} | {fmt(bf16)} |")
-            default_precision = str(vf.pick_precision(cpu) or "float32").replace("torch.", "")
+            default_precision = str(backbones.pick_precision(cpu) or "float32").replace("torch.", "")
             lines += ["", f"## End to end on CPU: JPEG files -> outputs ({args.images} images, batch "
                       f"{args.batch_size}, {default_precision}, model loading included; img/s, median (best) "
                       f"of {args.repeats})", "",
                       "| backbone | decoding workers | img/s | 105k images at the median |", "|---|---|---|---|"]
             report["end_to_end_cpu"] = []
-            for weights, untrained in backbones:
+            for weights, untrained in networks:
                 for workers in [int(w) for w in args.workers.split(",")]:
                     rate = bench_end_to_end(images_dir, args.images, weights, "cpu", args.batch_size, workers,
                                             args.repeats)
@@ -241,11 +239,11 @@ def main():
                           "|---|---|---|---|"]
                 report["end_to_end_cuda"] = []
                 cuda = torch.device("cuda")
-                workers = vf.default_workers(cuda)
+                workers = engines.default_workers(cuda)
                 gpu_dir = Path(tmp) / "gpu_images"
                 make_packshots(gpu_dir, args.gpu_images)
-                for weights, _ in backbones:
-                    model_rate = bench_model(weights, cuda, vf.pick_precision(cuda), 256, args.repeats)
+                for weights, _ in networks:
+                    model_rate = bench_model(weights, cuda, backbones.pick_precision(cuda), 256, args.repeats)
                     rate = bench_end_to_end(gpu_dir, args.gpu_images, weights, "cuda", 256, workers, args.repeats)
                     report["end_to_end_cuda"].append({"backbone": weights.backbone, "workers": workers,
                                                       "img_s": rate, "model_img_s": model_rate})
@@ -258,7 +256,7 @@ def main():
                           "the limit."]
 
     if not args.skip_twins:
-        twins = bench_twins(args.twins_n, args.twins_dim, vr.DEFAULT_K, lookups=50)
+        twins = bench_twins(args.twins_n, args.twins_dim, visual_index.DEFAULT_K, lookups=50)
         report["twins"] = twins
         lines += ["", f"## Visual twins, {twins['n']:,} x {twins['dim']} random vectors, k={twins['k']}, CPU", "",
                   "| all pairs (blockwise, symmetric) | CPU seconds (both cores) | one article, median | one article, p95 |",

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from fde import artifacts as art
+from fde import launch, visual_index
+from fde.cli import Stopwatch
 
-import artifacts as art  # noqa: E402
-import launch  # noqa: E402
-from common import Stopwatch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -43,7 +41,7 @@ def main():
     history = pl.concat([pl.scan_parquet(artifacts.split("train")), pl.scan_parquet(artifacts.split("validation"))])
     test = pl.read_parquet(artifacts.split("test"))
     articles = pl.read_parquet(artifacts.articles)
-    visual = None if args.no_images or not artifacts.visual_features.exists() else launch.VisualIndex.load(artifacts)
+    visual = None if args.no_images or not artifacts.visual_features.exists() else visual_index.VisualIndex.load(artifacts)
     scorer = launch.LaunchAudience(articles, history, cutoff, visual=visual)
     new = launch.launches(articles, history, cutoff)
     buyers = (test.filter(pl.col("article_id").is_in(new.implode())).group_by("article_id")

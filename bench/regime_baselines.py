@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import polars as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import artifacts as art  # noqa: E402
-import metrics  # noqa: E402
-from common import run_main  # noqa: E402
+from fde import artifacts as art
+from fde import metrics
+from fde.cli import run_main
 
 K = metrics.K
 

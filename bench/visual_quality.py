@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import visual_features as vf
+from fde import backbones, images, visual_index
+from fde.artifacts import Artifacts
+from fde.errors import UserError
 
-import visual_features as vf  # noqa: E402
-import visual_reccs as vr  # noqa: E402
-from artifacts import Artifacts  # noqa: E402
-from common import UserError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results"
 PIXELS = (32, 48)  # width, height: portrait 2:3 like the photos
@@ -64,7 +62,7 @@ def pixel_vectors(artifacts: Artifacts, ids: np.ndarray) -> np.ndarray:
 
 def twin_shares(ids: np.ndarray, vectors: np.ndarray, labels: pl.DataFrame, k: int, exclude: bool) -> dict:
     """Mean share of the top-k twins with the query's product type, colour group, and both."""
-    index, _ = vr.top_k_twins(vr.normalize(vectors), k, vr.product_codes(ids) if exclude else None)
+    index, _ = visual_index.top_k_twins(visual_index.normalize(vectors), k, ids.product_codes(ids) if exclude else None)
     lab = pl.DataFrame({"article_id": ids}).join(labels, on="article_id", how="left")
     ptype, colour = lab["product_type_no"].to_numpy(), lab["colour_group_code"].to_numpy()
     valid = index >= 0
@@ -82,10 +80,10 @@ def twin_shares(ids: np.ndarray, vectors: np.ndarray, labels: pl.DataFrame, k: i
 
 def colourway_share(ids: np.ndarray, vectors: np.ndarray) -> float:
     """Share of articles that have another colourway whose nearest twin is another colourway of the same product."""
-    codes = vr.product_codes(ids)
+    codes = ids.product_codes(ids)
     _, counts = np.unique(codes, return_counts=True)
     has_sibling = np.isin(codes, np.unique(codes)[counts > 1])
-    index, _ = vr.top_k_twins(vr.normalize(vectors), 1, None)
+    index, _ = visual_index.top_k_twins(visual_index.normalize(vectors), 1, None)
     nearest = index[:, 0]
     hit = (nearest >= 0) & (codes[np.maximum(nearest, 0)] == codes)
     return float(hit[has_sibling].mean())
@@ -121,7 +119,7 @@ def main():
     parser.add_argument("--k", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--fits", default=",".join(vf.FITS), help="comma-separated fits to compare (default: %(default)s)")
+    parser.add_argument("--fits", default=",".join(images.FITS), help="comma-separated fits to compare (default: %(default)s)")
     parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16 (default: %(default)s)")
     parser.add_argument("--max-articles", type=int, default=None,
                         help="only the first N images (by id), for a quick look")
@@ -130,19 +128,19 @@ def main():
     labels = read_labels(source)
 
     methods = []  # (name, backbone, precision, fit)
-    for backbone in vf.BACKBONES:
+    for backbone in backbones.BACKBONES:
         try:
-            vf.find_weights(backbone, download=False)
+            backbones.find_weights(backbone, download=False)
         except UserError as exc:
             print(f"skipping {backbone}: {exc}")
             continue
         methods += [(f"{backbone} {precision} {fit}", backbone, precision, fit)
                     for fit in args.fits.split(",") for precision in args.precisions.split(",")]
 
-    images, _ = vf.list_images(source.images_dir)
+    photos, _ = images.list_images(source.images_dir)
     if args.max_articles:
-        images = images.head(args.max_articles)
-    ids = images["article_id"].to_numpy()
+        photos = photos.head(args.max_articles)
+    ids = photos["article_id"].to_numpy()
     embeddings = {}
     for name, backbone, precision, fit in methods:
         cache = RESULTS / "visual_quality" / name.replace(" ", "-")

@@ -1,13 +1,8 @@
 """Shared fixtures: one tiny sample dataset per test session, built through the real stages."""
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from artifacts import Artifacts  # noqa: E402
+from fde.artifacts import Artifacts
 
 
 @pytest.fixture(scope="session")

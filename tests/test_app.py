@@ -10,8 +10,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import app
-from artifacts import Artifacts
-from common import UserError, format_article_id
+from fde import visual_index
+from fde.artifacts import Artifacts
+from fde.errors import UserError
+from fde.ids import format_article_id
 
 APP = Path(app.__file__).resolve()
 TIMEOUT = 60  # seconds per AppTest run: the first one loads torch and the embeddings
@@ -130,7 +132,6 @@ def test_missing_or_corrupt_image_gets_the_placeholder(tmp_path):
 # ---------------------------------------------------------------- visual twins
 
 def test_twins_of_an_article_typed_without_leading_zero(monkeypatch, pipeline, with_image):
-    import visual_reccs
 
     query = int(with_image[0])
     at = run_app(monkeypatch, pipeline)
@@ -138,7 +139,7 @@ def test_twins_of_an_article_typed_without_leading_zero(monkeypatch, pipeline, w
     assert len(at.image) == 12  # a pick from the catalogue to start from
     at.text_input(key="article").input(str(query)).run()  # no leading zero
     assert_clean(at)
-    expected = visual_reccs.VisualTwins.load(pipeline).twins(query, k=12)["twin_id"].to_list()
+    expected = visual_index.VisualIndex.load(pipeline).twins(query, k=12)["twin_id"].to_list()
     assert twin_ids(at) == [format_article_id(t) for t in expected]
     assert len(at.image) == 1 + 12  # the query and its twins
     assert "12 visual twins" in [s.value for s in at.subheader]

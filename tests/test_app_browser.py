@@ -12,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_app import ensure_pipeline
 
 import app
-from common import format_article_id
-from test_app import ensure_pipeline
+from fde.ids import format_article_id
 
 ROOT = Path(app.__file__).resolve().parent
 SHOTS = ROOT / "test-artifacts"
@@ -176,8 +176,9 @@ def test_customer_and_evaluation_views(server, page, pipeline):
 
 def test_shared_launch_link(server, browser, page, pipeline):
     """A merchandiser's link to a launch's audience: the customer list and both charts render."""
-    import launch
     import polars as pl
+
+    import launch
 
     scorer = launch.LaunchAudience.from_artifacts(pipeline)
     new = launch.launches(scorer.articles, pl.scan_parquet(pipeline.transactions))

@@ -7,10 +7,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from artifacts import Artifacts, require
-from common import (UserError, atomic_outputs, atomic_path, check_submission, check_writable, customer_key_expr,
-                    environment_problem, format_article_id, parse_article_id, require_fresh, run_main, save_npy,
-                    write_parquet)
+from fde.artifacts import Artifacts, require
+from fde.cli import run_main
+from fde.errors import UserError, check_writable, environment_problem
+from fde.files import atomic_outputs, atomic_path, require_fresh, save_npy, write_parquet
+from fde.ids import customer_key_expr, format_article_id, parse_article_id
+from fde.submission import check_submission
 
 
 def test_article_id_round_trip_keeps_leading_zero():

@@ -6,8 +6,9 @@ import polars as pl
 import pytest
 
 import data_optim
-from artifacts import Artifacts
-from common import UserError, format_article_id
+from fde.artifacts import Artifacts
+from fde.errors import UserError
+from fde.ids import format_article_id
 
 C1 = "00000dbacae5abe5e23885899a1fa44253a17956c6d1c3d25f88aa139fdfc657"
 C2 = "0000423b00ade91418cceaf3b26c6af3dd342b51fd051eec9c12fb36984420fa"

@@ -21,8 +21,9 @@ import pytest
 import data_optim
 import final
 import split_data
-from artifacts import Artifacts
-from common import UserError, run_main
+from fde.artifacts import Artifacts
+from fde.cli import run_main
+from fde.errors import UserError
 
 NO_SPACE = "No space left on device (os error 28)"  # how polars words ENOSPC (errno is not set)
 

@@ -9,11 +9,12 @@ import sys
 
 import numpy as np
 import pytest
+from test_visual_features import draw_catalogue, draw_garment, offline  # noqa: F401 (offline is a fixture)
 
 import visual_features as vf
-from artifacts import Artifacts
-from common import run_main
-from test_visual_features import draw_catalogue, draw_garment, offline  # noqa: F401 (offline is a fixture)
+from fde import chunks
+from fde.artifacts import Artifacts
+from fde.cli import run_main
 
 
 def stage(monkeypatch, capsys, artifacts: Artifacts, *extra) -> tuple[int, str]:
@@ -142,7 +143,7 @@ def test_damaged_chunk_is_reported_and_recomputed(embedded, monkeypatch, capsys,
     assert f"warning: damaged chunk {victim.name}" in text and "embedded again" in text
     assert "embedded=4 " in text and "damaged=1 " in text  # just that chunk's images
     assert victim.with_name(victim.name + ".damaged").exists()  # set aside, not deleted
-    vf.read_chunk(victim, 1280)  # recomputed: readable again
+    chunks.read_chunk(victim, 1280)  # recomputed: readable again
     assert np.load(artifacts.visual_article_ids).tolist() == ids
     np.testing.assert_allclose(np.load(artifacts.visual_features).astype(np.float32), features.astype(np.float32),
                                rtol=0.01, atol=0.01)

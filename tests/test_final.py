@@ -5,13 +5,13 @@ from datetime import date
 
 import polars as pl
 import pytest
+from test_recommenders import ARTICLES, CUSTOMERS, TWINS, TX, check_interface, lists
 
 import final
-import hybrid as blend
-import metrics
-from artifacts import Artifacts
-from recommenders import Popularity, PurchaseHistory, VisualSimilarity, as_customer_frame
-from test_recommenders import ARTICLES, CUSTOMERS, TWINS, TX, check_interface, lists
+from fde import hybrid as blend
+from fde import metrics
+from fde.artifacts import Artifacts
+from fde.strategies import Popularity, PurchaseHistory, VisualSimilarity, as_customer_frame
 
 
 def hand_hybrid(weights, rank_weight=0.0, visual=False):

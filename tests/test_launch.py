@@ -5,9 +5,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-import launch
-from artifacts import Artifacts
-from common import UserError, write_parquet
+from fde import launch, strategies, visual_index
+from fde.artifacts import Artifacts
+from fde.errors import UserError
+from fde.files import write_parquet
 
 CUTOFF = date(2020, 9, 23)
 L, A, B, C, D, E = 1001001, 1002001, 1003001, 1004001, 1005001, 1006001  # L is the launch
@@ -34,11 +35,11 @@ def scorer(visual=None, ranked=None) -> launch.LaunchAudience:
     return launch.LaunchAudience(ARTICLES, TRANSACTIONS, CUTOFF, visual=visual, ranked=ranked)
 
 
-def visual_index(twins_path=None) -> launch.VisualIndex:
+def photo_index(twins_path=None) -> visual_index.VisualIndex:
     """L, A and E look the same, B is at cosine 0.6, C at 0, D opposite; stored in a shuffled order."""
     ids = np.array([C, L, D, A, B, E], dtype=np.int32)
     features = np.array([[0, 5], [2, 0], [-1, 0], [3, 0], [0.6, 0.8], [1, 0]], dtype=np.float32)
-    return launch.VisualIndex(ids, features, twins_path)
+    return visual_index.VisualIndex(ids, features, twins_path)
 
 
 def test_launches_are_articles_without_sales_before_the_cutoff():
@@ -72,7 +73,7 @@ def test_content_audience_exact_scores_and_reasons():
 
 def test_visual_audience_averages_photo_and_metadata():
     """similarity = (metadata share + photo cosine, clipped at 0) / 2, neighbours from 0.5 up."""
-    found = scorer(visual_index()).score(L)
+    found = scorer(photo_index()).score(L)
     # A: (1 + 1) / 2; B: (0.75 + 0.6) / 2; E: (0 + 1) / 2; D: (0.5 + 0) / 2 = 0.25 is too far, C (0 + 0) too
     assert found["customer_id"].to_list() == [1, 2, 7]
     assert found["similarity"].to_list() == pytest.approx([1.5, 0.675 * WEEK, 0.5 * 0.5 ** (2 / 28)])
@@ -111,7 +112,7 @@ def test_audience_prefers_the_ranker_table(tmp_path):
 
 def test_age_bands_and_profile():
     ages = pl.DataFrame({"age": [16, 24, 25, 64, 65, None]}, schema={"age": pl.UInt8})
-    assert ages.select(band=launch.age_band(pl.col("age")))["band"].to_list() == \
+    assert ages.select(band=strategies.age_band_label(pl.col("age")))["band"].to_list() == \
         ["under 25", "under 25", "25-34", "55-64", "65+", "unknown"]
     found = scorer().score(L)
     customers = pl.DataFrame({"customer_id": [1, 2, 4], "age": [30, 31, 70]},
@@ -122,7 +123,7 @@ def test_age_bands_and_profile():
 
 
 def test_visual_index_similarities_and_twins(tmp_path):
-    index = visual_index()
+    index = photo_index()
     scores = dict(zip(index.article_ids.tolist(), index.similarities(L).tolist()))
     assert scores[A] == pytest.approx(1) and scores[B] == pytest.approx(0.6) and scores[C] == pytest.approx(0)
     assert scores[D] == pytest.approx(-1) and scores[L] == -np.inf
@@ -139,7 +140,7 @@ def test_twins_table_answers_when_it_can(tmp_path):
     write_parquet(pl.DataFrame({"article_id": [L, L], "twin_id": [D, 1001002], "rank": [1, 2], "score": [0.9, 0.8]},
                                schema={"article_id": pl.Int32, "twin_id": pl.Int32, "rank": pl.UInt8,
                                        "score": pl.Float32}), path)
-    index = visual_index(path)
+    index = photo_index(path)
     assert index.twins(L, k=2)["twin_id"].to_list() == [D, 1001002]
     assert index.twins(L, k=1, exclude_same_product=True)["twin_id"].to_list() == [D]
     assert index.twins(L, k=2, exclude_same_product=True)["twin_id"].to_list() == [A, E]  # table too short
@@ -148,4 +149,4 @@ def test_twins_table_answers_when_it_can(tmp_path):
 
 def test_visual_index_load_says_what_to_run(tmp_path):
     with pytest.raises(UserError, match="visual_features.py"):
-        launch.VisualIndex.load(Artifacts(tmp_path / "data", tmp_path / "images"))
+        visual_index.VisualIndex.load(Artifacts(tmp_path / "data", tmp_path / "images"))

@@ -4,7 +4,7 @@ import random
 import polars as pl
 import pytest
 
-import metrics
+from fde import metrics
 
 
 def recs_of(lists: dict) -> pl.DataFrame:

@@ -6,15 +6,14 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 import pytest
-
-import evaluation
-import final
-import metrics
-import ranker
-from artifacts import Artifacts
-from common import UserError
-from features import Context
 from test_recommenders import AGES, TX, VISUAL
+
+import final
+import ranker
+from fde import evaluation, metrics, ranking, strategies, training
+from fde.artifacts import Artifacts
+from fde.errors import UserError
+from fde.features import Context, family_of
 
 CUTOFF = date(2020, 9, 16)
 SHOP = pl.DataFrame({
@@ -93,10 +92,10 @@ def test_group_map_equals_the_competition_metric():
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     rows = np.concatenate([np.arange(s, s + n) for s, n, k in zip(starts, sizes, keep) if k])
     n_truth = np.array([len(bought[c]) for c in range(40) if c in bought])
-    got = ranker.group_map(frame["score"].to_numpy()[rows], labels[rows].astype(float), sizes[keep], n_truth)
+    got = metrics.group_map(frame["score"].to_numpy()[rows], labels[rows].astype(float), sizes[keep], n_truth)
     assert got == pytest.approx(expected, rel=1e-9)
     # buyers with nothing pooled count 0: twice the buyers, half the score
-    assert ranker.group_map(frame["score"].to_numpy()[rows], labels[rows].astype(float), sizes[keep], n_truth,
+    assert metrics.group_map(frame["score"].to_numpy()[rows], labels[rows].astype(float), sizes[keep], n_truth,
                             n_customers=2 * keep.sum()) == pytest.approx(expected / 2, rel=1e-9)
 
 
@@ -135,13 +134,13 @@ def planted_shop(seed: int = 0):
 @pytest.fixture(scope="module")
 def planted():
     tx, articles, customers = planted_shop()
-    inputs = {"articles": articles, "customers": customers, "twins": None, "visual_vectors": None}
+    inputs = evaluation.Inputs(articles=articles, customers=customers)
     cutoffs = [date(2020, 9, 2), date(2020, 9, 9), date(2020, 9, 16)]
-    frames = [ranker.week_frame(inputs, tx, c, {}, {})[0] for c in cutoffs]
+    frames = [training.week_frame(inputs, tx, c, {}, {})[0] for c in cutoffs]
     weeks = pl.concat(frames[:2])
-    features, dropped = ranker.usable_features(weeks)
-    booster, _, _ = ranker.train(weeks, features, 60)
-    return ranker.Model(booster, features, {"dropped_features": dropped}), frames[2]
+    features, dropped = training.usable_features(weeks)
+    booster, _, _ = training.train(weeks, features, 60)
+    return ranking.Model(booster, features, {"dropped_features": dropped}), frames[2]
 
 
 def test_ranker_learns_a_planted_co_purchase_signal(planted):
@@ -163,7 +162,7 @@ def test_model_round_trips_through_its_artifact(planted, tmp_path):
     model, held_out = planted
     artifacts = Artifacts(tmp_path / "data")
     model.save(artifacts)
-    loaded = ranker.Model.load(artifacts)
+    loaded = ranking.Model.load(artifacts)
     assert loaded.features == model.features
     assert np.array_equal(loaded.predict(held_out), model.predict(held_out))
     saved = json.loads(artifacts.ranker_meta.read_text())
@@ -180,7 +179,7 @@ def test_a_model_trained_on_other_features_is_a_one_line_error(planted):
 
 def test_missing_model_files_name_the_command(tmp_path):
     with pytest.raises(UserError, match="ranker.py"):
-        ranker.Model.load(Artifacts(tmp_path / "data"))
+        ranking.Model.load(Artifacts(tmp_path / "data"))
 
 
 # ---------------------------------------------------------------------------- the whole stage on the tiny sample
@@ -241,17 +240,17 @@ def test_launch_slots_keep_the_last_places_for_launches():
                           "days_since_first_sale": [3.0, 5.0, None, 9.0, None, None, 1.0, 2.0, 3.0]},
                          schema_overrides={"customer_id": pl.UInt64, "article_id": pl.Int32})
     lists = lambda recs: {c: g.sort("rank")["article_id"].to_list() for (c,), g in recs.group_by("customer_id")}  # noqa
-    assert lists(ranker.top_with_launches(frame, 4, 0)) == {1: [1, 2, 3, 4], 2: [1, 2, 3]}
+    assert lists(ranking.top_with_launches(frame, 4, 0)) == {1: [1, 2, 3, 4], 2: [1, 2, 3]}
     # one slot: launch 3 already ranks 3rd, so the 4th place goes to the best other launch (5), not to 4
-    assert lists(ranker.top_with_launches(frame, 4, 1)) == {1: [1, 2, 3, 5], 2: [1, 2, 3]}
-    assert lists(ranker.top_with_launches(frame, 4, 2)) == {1: [1, 2, 3, 5], 2: [1, 2, 3]}
-    assert lists(ranker.top_with_launches(frame, 3, 2)) == {1: [1, 3, 5], 2: [1, 2, 3]}
+    assert lists(ranking.top_with_launches(frame, 4, 1)) == {1: [1, 2, 3, 5], 2: [1, 2, 3]}
+    assert lists(ranking.top_with_launches(frame, 4, 2)) == {1: [1, 2, 3, 5], 2: [1, 2, 3]}
+    assert lists(ranking.top_with_launches(frame, 3, 2)) == {1: [1, 3, 5], 2: [1, 2, 3]}
 
 
 def test_path_contributions_add_up_to_the_score_and_agree_with_pred_contrib(planted):
     model, held_out = planted
     scored = held_out.with_columns(score=pl.Series(model.predict(held_out)))
-    rows = ranker.top_k(scored, 12)  # the rows whose reasons are shown
+    rows = strategies.top_k(scored, 12)  # the rows whose reasons are shown
     features = model.features
     groups = tuple(range(len(features)))  # one group per feature: comparable with pred_contrib
     path = model.path_contributions(rows, groups)
@@ -259,7 +258,7 @@ def test_path_contributions_add_up_to_the_score_and_agree_with_pred_contrib(plan
     raw = model.booster.predict(model.matrix(rows), raw_score=True)
     assert np.allclose(path.sum(axis=1) + bias, raw, atol=1e-4)
     # the reasons' families: both attributions name the same most helpful family for most rows
-    families = [ranker.family_of(f) for f in features]
+    families = [family_of(f) for f in features]
     names = sorted({f for f in families if f is not None})
     by = tuple(names.index(f) if f is not None else len(names) for f in families)
     path_family = model.path_contributions(rows, by)[:, :len(names)]

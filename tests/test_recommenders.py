@@ -6,10 +6,22 @@ import numpy as np
 import polars as pl
 import pytest
 
-from evaluation import fill_with
-from recommenders import (OUTPUT_SCHEMA, CategoryPopularity, Colourways, ContentSimilarity, CoPurchase, NewArrivals,
-                          Popularity, PurchaseHistory, Repurchase, VisualSimilarity, nearest_neighbours,
-                          new_articles, popularity_strategies)
+from fde.evaluation import fill_with
+from fde.strategies import (
+    OUTPUT_SCHEMA,
+    CategoryPopularity,
+    Colourways,
+    ContentSimilarity,
+    CoPurchase,
+    NewArrivals,
+    Popularity,
+    PurchaseHistory,
+    Repurchase,
+    VisualSimilarity,
+    nearest_neighbours,
+    new_articles,
+    popularity_strategies,
+)
 
 # 101001/101002 are two colourways of product 101; 101002 and 105001 never sold.
 ARTICLES = pl.DataFrame({
@@ -227,7 +239,7 @@ def test_visual_twins_of_recent_purchases_exact():
 
 
 def test_visual_load_without_twins_says_so(tmp_path, capsys):
-    from artifacts import Artifacts
+    from fde.artifacts import Artifacts
     assert VisualSimilarity.load(Artifacts(tmp_path)) is None
     assert "no visual twins" in capsys.readouterr().out
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import sample_data
-from artifacts import Artifacts
-from common import UserError
+from fde.artifacts import Artifacts
+from fde.errors import UserError
 
 KAGGLE_ARTICLES = (
     "article_id,product_code,prod_name,product_type_no,product_type_name,product_group_name,"
@@ -212,34 +212,11 @@ def test_unknown_scale_is_a_user_error(tmp_path):
         sample_data.generate(Artifacts(tmp_path / "d", tmp_path / "i"), scale="huge")
 
 
-def test_no_import_cycle_between_the_generator_modules():
-    """sample_data, sample_images and sample_taxonomy import each other without a cycle, lazy imports included."""
-    import ast
-    from pathlib import Path
+def test_the_generator_shares_one_taxonomy():
+    """sample_data and fde.sample_images draw from one table of colours (fde.taxonomy); cycles: test_layout."""
+    from fde import sample_images, taxonomy
 
-    root = Path(sample_data.__file__).parent
-    local = {p.stem for p in root.glob("*.py")}
-    graph = {}
-    for name in ("sample_data", "sample_images", "sample_taxonomy"):
-        if not (root / f"{name}.py").exists():
-            continue
-        tree = ast.parse((root / f"{name}.py").read_text())
-        deps = set()
-        for node in ast.walk(tree):  # every import, at the top or inside a function
-            if isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                deps.add(node.module.split(".")[0])
-        graph[name] = deps & local - {name}
-
-    def reaches(start, target, seen=()):
-        return any(d == target or (d in graph and d not in seen and reaches(d, target, (*seen, d)))
-                   for d in graph.get(start, ()))
-
-    for name in graph:
-        assert not reaches(name, name), f"{name} imports itself through {graph}"
-    assert "sample_taxonomy" in graph["sample_images"]
-    assert sample_data.COLOURS is __import__("sample_images").COLOURS  # one table, shared
+    assert sample_data.COLOURS is sample_images.COLOURS is taxonomy.COLOURS
 
 
 @pytest.fixture(scope="module")

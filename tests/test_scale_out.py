@@ -9,12 +9,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-import candidates
 import final
-import hybrid as blend
-import scale_out
-from common import UserError
-
+from fde import candidates, scale_out
+from fde import hybrid as blend
+from fde.errors import UserError
 
 score_one_batch = final.recommend_batch  # what final.py scores each batch with
 

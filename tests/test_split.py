@@ -6,8 +6,9 @@ import polars as pl
 import pytest
 
 import split_data
-from artifacts import Artifacts
-from common import UserError, atomic_outputs
+from fde.artifacts import Artifacts
+from fde.errors import UserError
+from fde.files import atomic_outputs
 
 FIRST = date(2020, 8, 20)
 LAST = date(2020, 9, 22)

@@ -12,8 +12,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import visual_features as vf
-from artifacts import Artifacts
-from common import UserError
+from fde import backbones, chunks, images
+from fde.artifacts import Artifacts
+from fde.errors import UserError
 
 SHAPES = ("dress", "trousers", "top")
 COLOURS = {10: (200, 30, 40), 11: (30, 40, 110)}  # colourway digit -> RGB: red, navy
@@ -110,17 +111,17 @@ def test_offline_weights_verified_and_classify_known_pictures(offline):
     from sklearn.datasets import load_sample_image
     from torchvision.models import MobileNet_V2_Weights
 
-    weights = vf.find_weights("auto")
+    weights = backbones.find_weights("auto")
     assert weights.backbone == "mobilenet_v2"
     assert weights.sha256.startswith("b0353104")
-    net = vf.Embedder(vf.load_network(weights, classifier=True)).eval()
+    net = backbones.Embedder(backbones.load_network(weights, classifier=True)).eval()
     categories = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
     top5 = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("china.jpg", "flower.jpg"):
             path = Path(tmp) / name
             Image.fromarray(load_sample_image(name)).save(path)
-            pixels = torch.from_numpy(vf.load_image(path)).permute(2, 0, 1)[None]
+            pixels = torch.from_numpy(images.load_image(path)).permute(2, 0, 1)[None]
             with torch.inference_mode():
                 top5[name] = {categories[i] for i in net(pixels)[0].topk(5).indices.tolist()}
     # A Chinese temple is a building to ImageNet; a dahlia close-up (no dahlia class) is not.
@@ -129,15 +130,15 @@ def test_offline_weights_verified_and_classify_known_pictures(offline):
 
 
 def test_damaged_or_wrong_weights_are_refused(tmp_path):
-    good = vf.offline_mobilenet_file()
+    good = backbones.offline_mobilenet_file()
     damaged = tmp_path / "resnet50-11ad3fa6.pth"
     damaged.write_bytes(good.read_bytes())  # right name, wrong bytes
     with pytest.raises(UserError, match="sha256 starts with b0353104, expected 11ad3fa6"):
-        vf.find_weights("resnet50", damaged)
+        backbones.find_weights("resnet50", damaged)
     wrong = tmp_path / "my_resnet.pth"
     wrong.write_bytes(good.read_bytes())  # no hash in the name: the architecture check catches it
     with pytest.raises(UserError, match="does not hold resnet50 weights"):
-        vf.load_network(vf.find_weights("resnet50", wrong))
+        backbones.load_network(backbones.find_weights("resnet50", wrong))
 
 
 def test_resnet_without_weights_says_where_to_put_them(offline, monkeypatch, tmp_path):
@@ -146,7 +147,7 @@ def test_resnet_without_weights_says_where_to_put_them(offline, monkeypatch, tmp
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(UserError) as err:
-        vf.find_weights("resnet50")
+        backbones.find_weights("resnet50")
     message = str(err.value)
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in message
     assert "--weights" in message and "--backbone mobilenet_v2" in message
@@ -157,9 +158,9 @@ def test_load_image_fits_the_whole_garment_on_white(tmp_path):
     path = tmp_path / "big.jpg"
     Image.new("RGB", (1166, 1750), (200, 30, 40)).save(path, quality=95)  # real packshot size
     with Image.open(path) as im:
-        im.draft("RGB", (vf.INPUT_SIZE, vf.INPUT_SIZE))
+        im.draft("RGB", (images.INPUT_SIZE, images.INPUT_SIZE))
         assert im.size == (292, 438)  # decoded at 1/4 scale, still above 224
-    pixels = vf.load_image(path, fit="pad")
+    pixels = images.load_image(path, fit="pad")
     assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
     assert (pixels[:, :30] == 255).all() and (pixels[:, -30:] == 255).all()  # side bars, not a crop
     assert np.abs(pixels[112, 112].astype(int) - (200, 30, 40)).max() <= 6
@@ -190,12 +191,12 @@ def test_embeds_every_image_reports_broken_ones_and_missing(offline, tmp_path):
 
     # Row i belongs to article i: embed two articles on their own and find them at their rows.
     cpu = torch.device("cpu")
-    precision = vf.pick_precision(cpu)
-    model = vf.make_embedder(vf.find_weights("auto"), cpu, precision)
+    precision = backbones.pick_precision(cpu)
+    model = backbones.make_embedder(backbones.find_weights("auto"), cpu, precision)
     unit = features.astype(np.float32) / np.linalg.norm(features.astype(np.float32), axis=1, keepdims=True)
     for aid in (ids[0], ids[7]):
-        pixels = torch.from_numpy(vf.load_image(artifacts.image(aid))).permute(2, 0, 1)[None]
-        alone = vf.embed_batch(model, pixels, cpu)[0]
+        pixels = torch.from_numpy(images.load_image(artifacts.image(aid))).permute(2, 0, 1)[None]
+        alone = backbones.embed_batch(model, pixels, cpu)[0]
         cosine = unit @ (alone / np.linalg.norm(alone))
         assert int(np.argmax(cosine)) == ids.index(aid) and cosine.max() > 0.999
 
@@ -211,7 +212,7 @@ def test_embeds_every_image_reports_broken_ones_and_missing(offline, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_vectors(offline, reference, tmp_path, monkeypatch):
     artifacts, ids = draw_catalogue(tmp_path)
-    real_write, calls = vf.write_chunk, []
+    real_write, calls = chunks.write_chunk, []
 
     def write_then_die(*args, **kwargs):
         if len(calls) == 3:
@@ -219,10 +220,10 @@ def test_interrupted_run_resumes_to_the_same_vectors(offline, reference, tmp_pat
         calls.append(args[0])
         real_write(*args, **kwargs)
 
-    monkeypatch.setattr(vf, "write_chunk", write_then_die)
+    monkeypatch.setattr(chunks, "write_chunk", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(artifacts, chunk_size=2)
-    monkeypatch.setattr(vf, "write_chunk", real_write)
+    monkeypatch.setattr(chunks, "write_chunk", real_write)
     assert not artifacts.visual_features.exists()
     assert len(list(artifacts.visual_chunks_dir.glob("*.npz"))) == 3
     assert not list(artifacts.visual_chunks_dir.glob(".*tmp*"))  # nothing half-written
@@ -264,7 +265,7 @@ def local_ray():
     """A Ray on this machine only: 2 CPUs, no dashboard, listening on 127.0.0.1."""
     import ray
 
-    import scale_out
+    from fde import scale_out
 
     scale_out.connect_ray(None, num_cpus=2)
     yield ray
@@ -280,7 +281,7 @@ def test_ray_engine_writes_the_local_vectors_and_resumes(offline, reference, loc
     assert got_ids.tolist() == ids and features.dtype == np.float16
     np.testing.assert_allclose(features.astype(np.float32), reference.astype(np.float32), rtol=0.01, atol=0.01)
     assert sorted(u["article_id"] for u in meta["unreadable"]) == sorted(broken.values())
-    assert meta["fit"] == vf.DEFAULT_FIT == "stretch" and meta["count"] == len(ids)
+    assert meta["fit"] == images.DEFAULT_FIT == "stretch" and meta["count"] == len(ids)
 
     # Resume: with two chunks gone (and the outputs), Ray embeds only their images.
     artifacts.visual_features.unlink()
@@ -296,7 +297,7 @@ def test_local_engine_never_imports_ray():
     import subprocess
     import sys
 
-    code = ("import sys, visual_features, scale_out, visual_reccs; "
+    code = ("import sys, visual_features, visual_reccs, fde.scale_out, fde.engines; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(vf.__file__).parent, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -308,7 +309,7 @@ def test_fit_decides_what_the_network_sees(tmp_path, fit):
     im = Image.new("RGB", (200, 400), (200, 30, 40))  # a red portrait photo with a navy top quarter
     ImageDraw.Draw(im).rectangle([0, 0, 199, 99], fill=(20, 30, 110))
     im.save(path, quality=95)
-    pixels = vf.load_image(path, fit=fit).astype(int)
+    pixels = images.load_image(path, fit=fit).astype(int)
     assert pixels.shape == (224, 224, 3)
     white_sides = (pixels[:, :40] >= 250).all()
     navy_top = np.abs(pixels[5, 112] - (20, 30, 110)).max() <= 12
@@ -324,7 +325,7 @@ def test_changed_fit_reembeds_and_is_recorded(offline, tmp_path):
     result = run(artifacts, chunk_size=4, fit="stretch")
     stretched, got_ids, meta = outputs(artifacts)
     assert result["embedded"] == len(ids) and got_ids.tolist() == ids
-    assert meta["fit"] == "stretch" and meta["preprocess"] == vf.FITS["stretch"]
+    assert meta["fit"] == "stretch" and meta["preprocess"] == images.FITS["stretch"]
     assert json.loads(artifacts.visual_plan.read_text())["fit"] == "stretch"
     assert np.abs(stretched.astype(np.float32) - padded.astype(np.float32)).max() > 0.05
     # The padded chunks stay on disk: going back costs nothing.
@@ -341,18 +342,18 @@ def test_no_images_is_a_user_error(offline, tmp_path):
     with pytest.raises(UserError, match="no images found"):
         run(Artifacts(tmp_path / "data", tmp_path / "empty"))
     with pytest.raises(UserError, match="not available"):
-        vf.pick_device("cuda:7" if not torch.cuda.is_available() else "mps")
+        backbones.pick_device("cuda:7" if not torch.cuda.is_available() else "mps")
 
 
 def test_auto_prefers_resnet50_when_its_weights_are_on_disk(offline, monkeypatch, tmp_path):
     # Stand-in weights under a name without a hash (so no sha check): this tests the ResNet50
     # plumbing offline (choice, 2048-d pooled features, metadata), not its quality.
     name = {"resnet50": "resnet50-local.pth", "mobilenet_v2": "mobilenet_v2-b0353104.pth"}
-    monkeypatch.setattr(vf, "weights_file_name", lambda backbone: name[backbone])
-    cached = vf.hub_checkpoint("resnet50")
+    monkeypatch.setattr(backbones, "weights_file_name", lambda backbone: name[backbone])
+    cached = backbones.hub_checkpoint("resnet50")
     cached.parent.mkdir(parents=True)
-    torch.save(vf.BACKBONES["resnet50"]["build"](weights=None).state_dict(), cached)
-    assert vf.find_weights("auto").backbone == "resnet50"
+    torch.save(backbones.BACKBONES["resnet50"]["build"](weights=None).state_dict(), cached)
+    assert backbones.find_weights("auto").backbone == "resnet50"
     artifacts, ids = draw_catalogue(tmp_path)
     result = run(artifacts)
     features, got_ids, meta = outputs(artifacts)

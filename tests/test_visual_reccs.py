@@ -7,8 +7,11 @@ import polars as pl
 import pytest
 
 import visual_reccs as vr
-from artifacts import Artifacts
-from common import UserError, save_npy, write_json
+from fde import visual_index
+from fde.artifacts import Artifacts
+from fde.errors import UserError
+from fde.files import save_npy, write_json
+from fde.ids import product_codes
 
 SCHEMA = {"article_id": pl.Int32, "twin_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32}
 
@@ -51,9 +54,9 @@ def brute_force(vectors, k, codes=None):
 @pytest.mark.parametrize("exclude", [False, True])
 def test_blockwise_top_k_matches_brute_force(block, exclude):
     ids, features = catalogue()
-    vectors = vr.normalize(features)
-    codes = vr.product_codes(ids) if exclude else None
-    index, score = vr.top_k_twins(vectors, 6, codes, block=block)
+    vectors = visual_index.normalize(features)
+    codes = product_codes(ids) if exclude else None
+    index, score = visual_index.top_k_twins(vectors, 6, codes, block=block)
     want_index, want_score = brute_force(vectors, 6, codes)
     finite = np.isfinite(want_score)
     assert (index == np.where(finite, want_index, -1)).all()
@@ -89,7 +92,7 @@ def test_twins_table_is_sorted_complete_and_exact(tmp_path):
     assert table.group_by("article_id").agg(pl.col("rank")).sort("article_id")["rank"].to_list() == [[1, 2, 3, 4, 5]] * len(ids)
     assert table.filter(pl.col("article_id") == pl.col("twin_id")).height == 0
     assert table.group_by("article_id").agg(ok=(pl.col("score").diff().fill_null(0) <= 0).all())["ok"].all()
-    want_index, want_score = brute_force(vr.normalize(features), 5)
+    want_index, want_score = brute_force(visual_index.normalize(features), 5)
     assert (table["twin_id"].to_numpy().reshape(-1, 5) == ids[want_index]).all()
     np.testing.assert_allclose(table["score"].to_numpy().reshape(-1, 5), want_score, atol=1e-5)
     assert table["score"].max() <= 1 + 1e-6
@@ -106,7 +109,7 @@ def test_exclude_same_product(tmp_path):
     table = pl.read_parquet(artifacts.visual_twins)
     assert table.filter(pl.col("article_id") // 1000 == pl.col("twin_id") // 1000).height == 0
     assert table.height == 5 * len(ids)
-    twins = vr.VisualTwins.load(artifacts)
+    twins = visual_index.VisualIndex.load(artifacts)
     for aid in ids[::7]:
         got = twins.twins(int(aid), k=5, exclude_same_product=True)
         want = table.filter(pl.col("article_id") == aid)
@@ -118,7 +121,7 @@ def test_lookup_matches_table_for_any_k_and_id_form(tmp_path):
     artifacts = write_features(tmp_path, ids, features)
     vr.build_twins(artifacts, k=5, show_progress=False)
     table = pl.read_parquet(artifacts.visual_twins)
-    twins = vr.VisualTwins.load(artifacts)
+    twins = visual_index.VisualIndex.load(artifacts)
     assert len(twins) == len(ids)
     for aid in ids:
         got = twins.twins(int(aid), k=5)
@@ -138,7 +141,7 @@ def test_unknown_or_imageless_ids_are_user_errors(tmp_path):
     ids, features = catalogue(5)
     no_file, broken = 999999001, 999999002
     artifacts = write_features(tmp_path, ids, features, missing=[no_file], unreadable=[broken])
-    twins = vr.VisualTwins.load(artifacts)
+    twins = visual_index.VisualIndex.load(artifacts)
     assert twins.has(f"{ids[0]:010d}") and twins.has(int(ids[0]))
     for bad in (no_file, broken, 123, "12ab", "01234567890"):
         assert not twins.has(bad)

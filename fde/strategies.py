@@ -22,12 +22,12 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-import metrics
-from common import UserError, article_id_text
+from fde import metrics
+from fde.errors import UserError
+from fde.ids import ARTICLE, CUSTOMER, article_id_text
+from fde.visual_index import normalize
 
 K = metrics.K  # one list length: the competition's 12, defined with the metric
-CUSTOMER = pl.UInt64
-ARTICLE = pl.Int32
 OUTPUT_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "score": pl.Float32, "rank": pl.UInt16}
 CANDIDATE_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "score": pl.Float32,
                     "source_article_id": pl.Int32}
@@ -132,7 +132,7 @@ class Recommender:
 
     name = "recommender"
 
-    def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None) -> "Recommender":
+    def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None) -> Recommender:
         """Learn from the transactions before the cut-off (and the article catalogue)."""
         raise NotImplementedError
 
@@ -397,6 +397,14 @@ def age_band(col: str = "age") -> pl.Expr:
     return pl.when(pl.col(col).is_null()).then(None).otherwise(band).alias("band")
 
 
+def age_band_label(age: pl.Expr) -> pl.Expr:
+    """'under 25', '25-34', ..., '65+', 'unknown' of an age expression: the bands of age_band, in words."""
+    expr = pl.when(age.is_null()).then(pl.lit("unknown")).when(age < AGE_BANDS[0]).then(pl.lit(f"under {AGE_BANDS[0]}"))
+    for low, high in zip(AGE_BANDS, AGE_BANDS[1:]):
+        expr = expr.when(age < high).then(pl.lit(f"{low}-{high - 1}"))
+    return expr.otherwise(pl.lit(f"{AGE_BANDS[-1]}+"))
+
+
 class Popularity(Recommender):
     """The most bought articles: all-time, over a recent window, time-decayed, optionally per age band.
 
@@ -580,14 +588,9 @@ class CategoryPopularity(Recommender):
 # ---------------------------------------------------------------------------- similar to recent purchases
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n largest values of each row and their columns (unordered); torch's topk is ~5x faster than numpy's."""
-    try:
-        import torch
-    except ImportError:  # numpy alone works too, only slower
-        idx = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-        return np.take_along_axis(scores, idx, axis=1), idx
-    values, idx = torch.from_numpy(scores).topk(n, dim=1, sorted=False)
-    return values.numpy(), idx.numpy()
+    """The n largest values of each row and their columns (unordered)."""
+    idx = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    return np.take_along_axis(scores, idx, axis=1), idx
 
 
 def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_vectors: np.ndarray,
@@ -776,7 +779,7 @@ class VisualSimilarity(SimilarToRecent):
                                   pl.col("score").cast(pl.Float32))
 
     @classmethod
-    def load(cls, artifacts, quiet: bool = False, **kwargs) -> "VisualSimilarity | None":
+    def load(cls, artifacts, quiet: bool = False, **kwargs) -> VisualSimilarity | None:
         """The strategy over artifacts.visual_twins, or None (saying so once) when there are no twins."""
         path = artifacts.visual_twins
         if not path.exists():
@@ -815,16 +818,6 @@ def new_articles(transactions: pl.DataFrame, articles: pl.DataFrame, max_sales: 
             .filter(pl.col("sales").fill_null(0) <= max_sales)["article_id"].unique().sort())
 
 
-def load_visual_vectors(artifacts) -> tuple[np.ndarray, np.ndarray] | None:
-    """(article ids, image features) written by visual_features.py, or None when absent or mismatched."""
-    import visual_reccs  # here, not at the top: it imports torch, which only the visual strategies need
-
-    try:
-        return visual_reccs.load_features(artifacts)
-    except UserError:
-        return None
-
-
 class NewArrivals(SimilarToRecent):
     """Cold start: the new articles (no sales before the cut-off) that look most like each customer's recent purchases.
 
@@ -842,11 +835,9 @@ class NewArrivals(SimilarToRecent):
         self.max_sales = max_sales
         self.visual = None
         if visual is not None:
-            import visual_reccs  # torch, only when image features are given
-
             ids, features = visual
             order = np.argsort(np.asarray(ids), kind="stable")
-            self.visual = (np.asarray(ids, dtype=np.int32)[order], visual_reccs.normalize(np.asarray(features)[order]))
+            self.visual = (np.asarray(ids, dtype=np.int32)[order], normalize(np.asarray(features)[order]))
         self.content = None if self.visual is not None else ContentSimilarity()
 
     def reason(self, article_id, source):

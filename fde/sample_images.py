@@ -15,9 +15,10 @@ import polars as pl
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-import artifacts as artifacts_mod
-from common import UserError, atomic_path
-from sample_taxonomy import APPEARANCES, COLOURS
+from fde import artifacts as artifacts_mod
+from fde.errors import UserError
+from fde.files import atomic_path
+from fde.taxonomy import APPEARANCES, COLOURS
 
 # ---------------------------------------------------------------------------------------------
 # Images: a packshot per article. A product's silhouette (from its type, with per-product

@@ -14,6 +14,7 @@ customer bought in the held-out week. Definitions (see ../shared/hm_dataset_fact
 """
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 K = 12
@@ -101,3 +102,25 @@ def evaluate(recs: pl.DataFrame, truth: pl.DataFrame, n_articles: int, k: int = 
         "recall12": float(scores["recall"].mean()) if scores.height else 0.0,
         "coverage": coverage(recs, n_articles, k),
     }
+
+
+def group_map(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, n_truth: np.ndarray,
+              n_customers: int | None = None, k: int = K) -> float:
+    """MAP@k of contiguous groups ranked by score: n_truth = each customer's unique purchases that week.
+
+    Customers of the week missing from the groups (nothing pooled) count 0 when n_customers says how many.
+    """
+    if len(sizes) == 0:
+        return 0.0
+    sizes = np.asarray(sizes, dtype=np.int64)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    order = np.lexsort((-scores, group))
+    hits = labels[order].astype(np.float64)
+    starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(sizes)[:-1]])
+    position = np.arange(len(hits)) - starts[group] + 1
+    hits[position > k] = 0.0
+    cumulative = np.cumsum(hits)
+    before_group = np.concatenate([[0.0], cumulative])[starts]
+    precision = (cumulative - before_group[group]) / position * hits
+    ap = np.bincount(group, weights=precision, minlength=len(sizes)) / np.minimum(n_truth, k)
+    return float(ap.sum() / (n_customers or len(sizes)))

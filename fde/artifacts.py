@@ -18,8 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-import common
-from common import UserError
+from fde import files
+from fde.errors import UserError
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_IMAGES_DIR = "images"
@@ -202,7 +202,7 @@ def require_fresh(artifacts: Artifacts, *scripts: str) -> None:
         manifest = artifacts.manifest(script)
         if not manifest.parent.exists():
             raise UserError(f"{manifest.parent} not found: run `{artifacts.command(script)}` first")
-        common.require_fresh(manifest, artifacts.command(script), artifacts.data_dir)
+        files.require_fresh(manifest, artifacts.command(script), artifacts.data_dir)
 
 
 def images_without_features(artifacts: Artifacts) -> dict[int, str]:

@@ -24,8 +24,8 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from candidates import KEYS
-from recommenders import ARTICLE, decay
+from fde.candidates import KEYS
+from fde.strategies import ARTICLE, decay
 
 HALF_LIVES = (7.0, 30.0, 180.0)  # decayed purchase counts at three scales: a week, a month, a season
 SALES_WEEKS = (1, 2, 4, 12)
@@ -93,10 +93,11 @@ class Context:
         return table.with_columns(trend=((pl.col("sales_1w") + 1) / (pl.col("sales_4w") / 4 + 1)).cast(pl.Float32))
 
     def _pairs(self, history: pl.DataFrame) -> pl.DataFrame:
+        # positional aggregations come first in polars' output, as they did when written after the named ones
         return history.group_by("customer_id", "article_id").agg(
+            *[decay(self.cutoff, h).sum().cast(pl.Float32).alias(f"bought_decayed_{int(h)}d") for h in HALF_LIVES],
             times_bought=pl.len().cast(pl.Float32),
             days_since_bought=(pl.lit(self.cutoff) - pl.col("t_dat").max()).dt.total_days().cast(pl.Float32),
-            *[decay(self.cutoff, h).sum().cast(pl.Float32).alias(f"bought_decayed_{int(h)}d") for h in HALF_LIVES],
         )
 
     def _affinities(self, history: pl.DataFrame) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
@@ -171,7 +172,7 @@ class Context:
         out = (pool.join(self.customer_table, on="customer_id", how="left", maintain_order="left")
                .join(self.article_table, on="article_id", how="left", maintain_order="left")
                .join(self.pair_table, on=KEYS, how="left", maintain_order="left"))
-        for feature, (values, shares) in self.affinity_tables.items():
+        for values, shares in self.affinity_tables.values():
             out = (out.join(values, on="article_id", how="left", maintain_order="left")
                    .join(shares, on=["customer_id", "value"], how="left", maintain_order="left").drop("value"))
         for kind in self.vectors:
@@ -185,3 +186,39 @@ def feature_columns(frame: pl.DataFrame) -> list[str]:
     """The model's inputs among a feature frame's columns: scores, ranks and the features, not ids or sources."""
     return [c for c in frame.columns
             if c not in NOT_FEATURES and not c.startswith("source__") and not c.endswith("_source")]
+
+
+# ---------------------------------------------------------------------------- feature families
+
+# feature -> family; a family's words come from its own columns. Customer-only features (age,
+# purchases, ...) shift all of one customer's items alike, so they never explain one item.
+FAMILIES = {
+    "bought": ("times_bought", "days_since_bought", "bought_decayed_", "score__repurchase", "rank__repurchase",
+               "score__purchase_history", "rank__purchase_history"),
+    "colourway": ("score__colourways", "rank__colourways"),
+    "co_purchase": ("score__co_purchase", "rank__co_purchase"),
+    "visual": ("sim_visual", "score__visual", "rank__visual"),
+    "content": ("sim_content", "score__content", "rank__content"),
+    "new": ("score__new_arrivals", "rank__new_arrivals", "days_since_first_sale"),
+    "type": ("affinity_type",),
+    "department": ("affinity_department", "score__popular_department", "rank__popular_department"),
+    "colour": ("affinity_colour",),
+    "age": ("score__popular_age",),
+    "trend": ("sales_", "trend", "score__popular_decayed", "score__popular_last_week", "score__popular_all_time",
+              "repeat_buyer_share"),
+    "price": ("price",),
+}
+CUSTOMER_ONLY = ("age", "days_since_last_purchase", "purchases", "customer_avg_price", "channel_2_share")
+
+
+def family_of(feature: str) -> str | None:
+    if feature in CUSTOMER_ONLY:
+        return None
+    for family, prefixes in FAMILIES.items():
+        if any(feature == p or (p.endswith("_") and feature.startswith(p)) for p in prefixes):
+            return family
+    if feature.startswith("sim_visual"):
+        return "visual"
+    if feature.startswith("sim_content"):
+        return "content"
+    return None

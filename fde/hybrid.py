@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
-import candidates
-import metrics
-from recommenders import ARTICLE, K, Popularity, Recommender, top_k
+from fde import candidates, metrics
+from fde.strategies import ARTICLE, K, Popularity, Recommender, top_k
 
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 RANK_WEIGHT_GRID = (0.0, 0.25, 0.5)

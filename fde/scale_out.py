@@ -3,7 +3,7 @@
 A library module, no stage: visual_features.py (--engine ray) and final.py use it. It imports Ray
 only when the Ray engine is asked for, so the local path never starts Ray.
 
-    from scale_out import score_batches
+    from fde.scale_out import score_batches
     recs = score_batches(hybrid, customers["customer_id"], score_one_batch, engine="ray")
 
 On Ray the fitted model goes into the object store once (ray.put) and every task reads it from
@@ -12,14 +12,15 @@ there; the batches' results come back in the customers' order, whatever order th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
-from common import UserError
+from fde.errors import UserError
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repo: its stages and the fde package
 BATCH_CUSTOMERS = 100_000  # customers per batch: bounds each task's memory (~1 GB for the hybrid at 100k)
 ENGINES = ("local", "ray")
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"

@@ -5,33 +5,64 @@ bought something in it (its truth frame); the models are always fitted before th
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import polars as pl
 
-import artifacts as art
-import metrics
-from recommenders import (CO_PURCHASE_GRID, REPURCHASE_GRID, CoPurchase, K, Popularity, PurchaseHistory,
-                          Recommender, Repurchase, VisualSimilarity, load_visual_vectors)
+from fde import artifacts as art
+from fde import metrics
+from fde.strategies import (
+    CO_PURCHASE_GRID,
+    REPURCHASE_GRID,
+    CoPurchase,
+    K,
+    Popularity,
+    PurchaseHistory,
+    Recommender,
+    Repurchase,
+    VisualSimilarity,
+)
+from fde.visual_index import load_visual_vectors
 
 BASELINE = "popular_last_week"
 SCALE_CUSTOMERS = 20_000   # validation customers a time scale is chosen on (a seeded sample above this)
 HALF_LIFE_GRID = (7.0, 30.0, 90.0, 365.0)
 
 
-def load_inputs(artifacts: art.Artifacts, quiet: bool = False) -> dict:
+@dataclass
+class Inputs:
+    """What the modelling stages read: the catalogue, the customers, the split and the visual artifacts.
+
+    The split's parts are transactions (t_dat, customer_id, article_id, ...); a truth frame holds each
+    buyer's unique articles of a held-out week (customer_id, article_ids). twins and visual_vectors are
+    None when visual_features.py / visual_reccs.py have not run.
+    """
+
+    articles: pl.DataFrame
+    customers: pl.DataFrame
+    train: pl.DataFrame | None = None
+    validation: pl.DataFrame | None = None
+    test: pl.DataFrame | None = None
+    validation_truth: pl.DataFrame | None = None
+    test_truth: pl.DataFrame | None = None
+    twins: pl.DataFrame | None = None
+    visual_vectors: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def load_inputs(artifacts: art.Artifacts, quiet: bool = False) -> Inputs:
     """Articles, customers, the split, and the visual twins and vectors (None, said once, when absent)."""
     art.require_fresh(artifacts, "data_optim.py", "split_data.py")  # no result from a split older than the data
-    inputs = {
-        "articles": art.read_parquet(artifacts.articles, artifacts.command("data_optim.py")),
-        "customers": art.read_parquet(artifacts.customers, artifacts.command("data_optim.py")),
-    }
-    for part in ("train", "validation", "test"):
-        inputs[part] = art.read_parquet(artifacts.split(part), artifacts.command("split_data.py"))
-    for part in ("validation", "test"):
-        inputs[f"{part}_truth"] = art.read_parquet(artifacts.truth(part), artifacts.command("split_data.py"))
+    processed, split = artifacts.command("data_optim.py"), artifacts.command("split_data.py")
     visual = VisualSimilarity.load(artifacts, quiet=quiet)
-    inputs["twins"] = None if visual is None else visual.twins
-    inputs["visual_vectors"] = load_visual_vectors(artifacts)  # new arrivals fall back to content without them
-    return inputs
+    return Inputs(
+        articles=art.read_parquet(artifacts.articles, processed),
+        customers=art.read_parquet(artifacts.customers, processed),
+        **{part: art.read_parquet(artifacts.split(part), split) for part in ("train", "validation", "test")},
+        **{f"{part}_truth": art.read_parquet(artifacts.truth(part), split) for part in ("validation", "test")},
+        twins=None if visual is None else visual.twins,
+        visual_vectors=load_visual_vectors(artifacts),  # new arrivals fall back to content without them
+    )
 
 
 def week_of(transactions: pl.DataFrame) -> list[str]:

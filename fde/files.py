@@ -1,89 +1,16 @@
-"""Small helpers every stage shares: user errors, atomic writes, ids, the one-line summary."""
+"""Atomic files and manifests: outputs appear whole or not at all, and record what they were built from."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
-import re
-import resource
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-
-class UserError(Exception):
-    """A problem the user can fix (missing file, bad column, unknown id): shown as one line."""
-
-
-def run_main(main) -> None:
-    """Run a stage's main(); a UserError, a full disk or an unwritable folder ends as one line
-    on stderr and exit code 2."""
-    try:
-        main()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        problem = environment_problem(exc)
-        if problem is None:
-            raise
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: finished outputs are kept, nothing half-written was left", file=sys.stderr)
-        sys.exit(130)
-
-
-# ---------------------------------------------------------------------------- the environment
-
-ENVIRONMENT_ERRNOS = {
-    errno.ENOSPC: ("the disk is full", "free some space"),
-    errno.EDQUOT: ("the disk quota is exceeded", "free some space"),
-    errno.EACCES: ("permission denied", "check the permissions of that file and its folder"),
-    errno.EPERM: ("operation not permitted", "check the permissions of that file and its folder"),
-    errno.EROFS: ("the file system is read-only", "choose another --data-dir"),
-}
-OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how polars (Rust) words an OSError; it sets no errno
-
-
-def environment_problem(exc: BaseException) -> str | None:
-    """One line for a full disk or an unwritable folder behind an OSError or a polars error; None otherwise."""
-    code = getattr(exc, "errno", None)
-    if code is None:
-        found = OS_ERROR.search(str(exc))
-        code = int(found.group(1)) if found else None
-    if code not in ENVIRONMENT_ERRNOS:
-        return None
-    what, todo = ENVIRONMENT_ERRNOS[code]
-    where = getattr(exc, "filename", None)
-    where = f" ({where})" if where else ""
-    return f"{what}{where}: {todo}, then rerun; no output of this run was kept half-written"
-
-
-def check_writable(*folders: Path) -> None:
-    """UserError unless a file can be created in each folder (or, if it does not exist yet, in the
-    nearest folder above it that does): called before a stage's work, so it fails in seconds."""
-    for folder in map(Path, folders):
-        probe_dir = folder
-        while not probe_dir.exists() and probe_dir != probe_dir.parent:
-            probe_dir = probe_dir.parent
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=probe_dir)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            why = exc.strerror or type(exc).__name__
-            if probe_dir != folder:
-                why += f" in {probe_dir}"
-            raise UserError(f"cannot write to {folder} ({why}): make it writable or choose "
-                            f"another --data-dir; nothing was computed") from None
-
+from fde.errors import UserError
 
 # ---------------------------------------------------------------------------- atomic outputs
 
@@ -251,94 +178,3 @@ def save_npy(array: np.ndarray, path: Path) -> Path:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
     return Path(path)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (and waited-for children) in MB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024
-
-
-class Stopwatch:
-    """Wall seconds since creation."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def summary(stage: str, **fields) -> str:
-    """Print and return the one-line summary a stage ends with."""
-    parts = []
-    for key, value in fields.items():
-        if isinstance(value, float):
-            value = f"{value:,.2f}"
-        elif isinstance(value, int):
-            value = f"{value:,}"
-        parts.append(f"{key}={value}")
-    line = f"[{stage}] " + " ".join(parts)
-    print(line, flush=True)
-    return line
-
-
-def parse_article_id(text) -> int:
-    """Article id from '0108775015', '108775015' or an int; UserError if it is not one."""
-    raw = str(text).strip()
-    if not raw.isdigit() or len(raw) > 10:
-        raise UserError(f"{text!r} is not an article id: give up to 10 digits, e.g. 0108775015")
-    return int(raw)
-
-
-def format_article_id(article_id: int) -> str:
-    """Kaggle's 10-digit zero-padded form."""
-    return f"{int(article_id):010d}"
-
-
-def customer_key_expr(col: str = "customer_id") -> pl.Expr:
-    """UInt64 key of a 64-hex customer_id: its last 16 hex digits."""
-    return pl.col(col).str.slice(-16).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
-
-
-def article_id_text(expr: pl.Expr) -> pl.Expr:
-    """Kaggle's 10-digit zero-padded text of an article_id expression (the vectorised format_article_id)."""
-    return expr.cast(pl.String).str.zfill(10)
-
-
-PREDICTION = r"^[0-9]{10}( [0-9]{10}){0,11}$"  # 1 to 12 ten-digit article ids
-
-
-def check_submission(submission: pl.DataFrame, customers: pl.Series, command: str = "python final.py") -> None:
-    """UserError unless `submission` (customer_id, prediction) has exactly one row per 64-hex id in
-    `customers` (customers.csv's and every buyer's) and each prediction is 1 to 12 ten-digit article ids."""
-    ids = submission["customer_id"]
-    expected = customers.unique()
-    missing = expected.filter(~expected.is_in(ids.implode()))
-    unknown = ids.filter(~ids.is_in(expected.implode())).unique()
-    repeated = ids.filter(ids.is_duplicated()).unique()
-    bad = submission.filter(~pl.col("prediction").fill_null("").str.contains(PREDICTION))
-    problems = []
-    if missing.len():
-        problems.append(f"{missing.len():,} customers are missing (e.g. {missing[0]})")
-    if unknown.len():
-        problems.append(f"{unknown.len():,} ids are not customers (e.g. {unknown[0]})")
-    if repeated.len():
-        problems.append(f"{repeated.len():,} customers have more than one row (e.g. {repeated[0]})")
-    if bad.height:
-        problems.append(f"{bad.height:,} predictions are not 1 to 12 ten-digit article ids "
-                        f"(e.g. {bad['customer_id'][0]}: {bad['prediction'][0]!r})")
-    if problems:
-        raise UserError(f"submission has {submission.height:,} rows for {expected.len():,} customers: "
-                        f"{'; '.join(problems)}; nothing was written: rerun `{command}`")
-
-
-def no_image_feature(article_id: int, no_image: dict, n_features: int) -> UserError:
-    """The error for an article without an image feature: why (missing or unreadable image) when known."""
-    reason = no_image.get(article_id)
-    if reason:
-        return UserError(f"article {format_article_id(article_id)} {reason}, so it has no visual twins")
-    return UserError(f"article {format_article_id(article_id)} is not among the {n_features:,} articles with "
-                     f"an image feature: check the id, or rerun visual_features.py if it is new")

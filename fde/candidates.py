@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from recommenders import ARTICLE, Popularity, Recommender
+from fde.strategies import ARTICLE, Popularity, Recommender
 
 N_CANDIDATES = 24  # candidates per personal source and customer
 N_POPULAR = 16     # popular candidates per customer: the fill, and room for trends
@@ -113,8 +113,17 @@ def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | No
 
     scales: the time scales chosen on the validation week (evaluation.choose_scales), by source name.
     """
-    from recommenders import (CategoryPopularity, Colourways, ContentSimilarity, CoPurchase, NewArrivals,
-                              PurchaseHistory, Repurchase, VisualSimilarity, popularity_strategies)
+    from fde.strategies import (
+        CategoryPopularity,
+        Colourways,
+        ContentSimilarity,
+        CoPurchase,
+        NewArrivals,
+        PurchaseHistory,
+        Repurchase,
+        VisualSimilarity,
+        popularity_strategies,
+    )
 
     scales = scales or {}
     populars = popularity_strategies(customers)

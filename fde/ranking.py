@@ -1,0 +1,218 @@
+"""The ranking model: a trained LightGBM booster with path attribution, and the learned ranker as a recommender.
+
+`Model` holds the booster and the feature names it reads; `LearnedRanker` proposes candidates from
+every source (candidates.py), gives them features (features.py), scores them with the model, keeps
+launch slots at the end of the list when the model was trained with some, and explains each item
+(reasons.py). Training lives in training.py; the stage that trains and saves it is ranker.py.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+
+from fde import artifacts as art
+from fde import candidates
+from fde.errors import UserError
+from fde.features import Context, feature_columns
+from fde.files import atomic_path, write_json
+from fde.ids import ARTICLE
+from fde.reasons import explain
+from fde.strategies import K, Popularity, Recommender, before, top_k
+
+PRIORS = ("popular_age", "popular_decayed", "popular_last_week", "popular_all_time")  # the first proposes
+
+
+def top_with_launches(frame: pl.DataFrame, k: int, slots: int) -> pl.DataFrame:
+    """Each customer's k best rows by score, the last `slots` of them kept for launches when the pool has some.
+
+    A launch is an article never sold before the cut-off (days_since_first_sale is null); a launch
+    that already ranks in the top k - slots keeps its place, and a customer with fewer launches
+    gets the next best articles instead.
+    """
+    if not slots:
+        return top_k(frame, k)
+    new = pl.col("days_since_first_sale").is_null()
+    ranked = (frame.sort(["customer_id", "score", "article_id"], descending=[False, True, False])
+              .with_columns(_pos=pl.int_range(1, pl.len() + 1).over("customer_id"))
+              # launches below the first k - slots places, counted in score order
+              .with_columns(_new=(new & (pl.col("_pos") > k - slots)).cast(pl.UInt32).cum_sum().over("customer_id")))
+    group = (pl.when(pl.col("_pos") <= k - slots).then(0)
+             .when(new & (pl.col("_new") <= slots)).then(1).otherwise(2))
+    return (ranked.with_columns(_group=group).sort(["customer_id", "_group", "_pos"])
+            .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over("customer_id"))
+            .filter(pl.col("rank") <= k).drop("_pos", "_new", "_group"))
+
+
+
+# ---------------------------------------------------------------------------- the model
+
+class Model:
+    """A trained booster, the feature names it reads, and what it was trained on."""
+
+    def __init__(self, booster, features: list[str], meta: dict | None = None):
+        self.booster = booster
+        self.features = list(features)
+        self.meta = dict(meta or {})
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """The model's inputs; a one-line error when the data gives other features than it was trained on."""
+        known = set(self.features) | set(self.meta.get("dropped_features", []))
+        present = set(feature_columns(frame))
+        if not set(self.features) <= present or not present <= known:
+            gone = sorted(set(self.features) - present)
+            new = sorted(present - known)
+            raise UserError(f"the saved ranker was trained on other features than this data gives (new: "
+                            f"{', '.join(new) or '-'}; gone: {', '.join(gone) or '-'}): rerun `python ranker.py` "
+                            "with this data's --data-dir/--images-dir")
+        return frame.select(pl.col(f).cast(pl.Float32) for f in self.features).to_numpy()
+
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.booster.predict(self.matrix(frame), num_threads=0)
+
+    def contributions(self, frame: pl.DataFrame) -> np.ndarray:
+        """Each feature's SHAP contribution to each row's score (LightGBM pred_contrib, bias dropped).
+
+        Exact but slow (about 1 ms a row here): for a few rows. `path_contributions` scales.
+        """
+        return self.booster.predict(self.matrix(frame), pred_contrib=True)[:, :-1]
+
+    def path_tables(self, groups: tuple[int, ...]) -> tuple[list[np.ndarray], float]:
+        """Per tree, leaf -> what each feature group added along the path to it; and the trees' summed root value.
+
+        groups[i] is feature i's group. Each split moves the value from a node's to its child's,
+        and the change is credited to the split's feature (the path attribution that XGBoost offers
+        as approx_contribs): a row's credits plus the bias add up to its score exactly.
+        """
+        cache = self.__dict__.setdefault("_path_tables", {})
+        if groups in cache:
+            return cache[groups]
+        width = max(groups) + 1
+        tables, bias = [], 0.0
+        for tree in self.booster.dump_model()["tree_info"]:
+            root = tree["tree_structure"]
+            table = np.zeros((tree["num_leaves"], width), dtype=np.float64)
+            tables.append(table)
+            if "leaf_value" in root:  # a tree without a split
+                bias += root["leaf_value"]
+                continue
+            bias += root["internal_value"]
+            stack = [(root, np.zeros(width))]
+            while stack:
+                node, credit = stack.pop()
+                group = groups[node["split_feature"]]
+                for child in (node["left_child"], node["right_child"]):
+                    step = credit.copy()
+                    step[group] += child.get("internal_value", child.get("leaf_value")) - node["internal_value"]
+                    if "leaf_index" in child:
+                        table[child["leaf_index"]] = step
+                    else:
+                        stack.append((child, step))
+        cache[groups] = (tables, bias)
+        return tables, bias
+
+    def path_contributions(self, frame: pl.DataFrame, groups: tuple[int, ...]) -> np.ndarray:
+        """Each row's score split over feature groups by path attribution (see path_tables); one predict's cost."""
+        tables, _ = self.path_tables(groups)
+        leaves = self.booster.predict(self.matrix(frame), pred_leaf=True, num_threads=0)
+        out = np.zeros((frame.height, max(groups) + 1), dtype=np.float64)
+        for tree, table in enumerate(tables):
+            out += table[leaves[:, tree]]
+        return out.astype(np.float32)
+
+    def importance(self) -> list[dict]:
+        gains = self.booster.feature_importance(importance_type="gain")
+        rows = sorted(zip(self.features, gains), key=lambda r: -r[1])
+        return [{"feature": f, "gain": round(float(g), 3)} for f, g in rows]
+
+    def save(self, artifacts: art.Artifacts) -> None:
+        """model.txt and ranker.json, each written atomically."""
+        with atomic_path(artifacts.ranker_model) as tmp:
+            self.booster.save_model(str(tmp))
+        write_json({**self.meta, "features": self.features, "feature_importance": self.importance()},
+                   artifacts.ranker_meta)
+
+    @classmethod
+    def load(cls, artifacts: art.Artifacts) -> Model:
+        """The saved ranker; a one-line error naming the command when absent or inconsistent."""
+        import lightgbm as lgb
+
+        command = artifacts.command("ranker.py", images=True)
+        meta = json.loads(art.require(artifacts.ranker_meta, command).read_text())
+        booster = lgb.Booster(model_file=str(art.require(artifacts.ranker_model, command)))
+        if booster.feature_name() != meta["features"]:
+            raise UserError(f"{artifacts.ranker_model} and {artifacts.ranker_meta} disagree: rerun `{command}`")
+        return cls(booster, meta["features"], meta)
+
+
+
+# ---------------------------------------------------------------------------- the ranker as a recommender
+
+class LearnedRanker(Recommender):
+    """Candidates from every source, scored by the trained model; reasons from its feature contributions."""
+
+    name = "ranker"
+
+    def __init__(self, model: Model | None, populars: list[Popularity], personal: list[Recommender],
+                 customers: pl.DataFrame, vectors: dict | None = None,
+                 n_candidates: int = candidates.N_CANDIDATES, n_popular: int = candidates.N_POPULAR):
+        self.model = model
+        by_name = {p.name: p for p in populars}
+        self.popular = [by_name[name] for name in PRIORS if name in by_name]
+        self.personal = personal
+        self.customers = customers
+        self.vectors = vectors
+        self.n_candidates = n_candidates
+        self.n_popular = n_popular
+
+    def fit(self, transactions, articles, cutoff=None, fit_sources: bool = True):
+        """Fit every source at the cut-off (unless already fitted there) and the feature context."""
+        transactions, self.cutoff = before(transactions, cutoff)
+        if fit_sources:
+            for strategy in [*self.popular, *self.personal]:
+                strategy.fit(transactions, articles, self.cutoff)
+        self.articles = articles
+        self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors)
+        return self
+
+    def frame(self, customers: pl.DataFrame) -> pl.DataFrame:
+        """The pool of these customers with every feature."""
+        pool = candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular)
+        return self.context.features(pool)
+
+    def scored(self, customers: pl.DataFrame, n: int) -> pl.DataFrame:
+        """Each customer's top n pooled rows by the model's score, with all their features."""
+        frame = self.frame(customers)
+        frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32))
+        return top_with_launches(frame, n, int(self.model.meta.get("launch_slots", 0)))
+
+    def candidates(self, customers, n):
+        ranked = self.scored(customers, n)
+        return ranked.select("customer_id", "article_id", "score", source_article_id=source_of(ranked))
+
+    def score_pairs(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """Given (customer_id, article_id) pairs scored and explained: score, reason, source_article_id, explanation.
+
+        Each pair gets every source's evidence, as a pooled candidate would (candidates.annotate).
+        """
+        customers = pairs.select(pl.col("customer_id").cast(pl.UInt64)).unique().sort("customer_id")
+        proposed = candidates.proposals(self.personal, customers, self.n_candidates)
+        frame = self.context.features(candidates.annotate(pairs, proposed, self.popular))
+        frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32),
+                                   rank=pl.lit(0, dtype=pl.UInt16))
+        return explain(frame, self.model, self.articles).drop("rank")
+
+    def recommend_explained(self, customers: pl.DataFrame, k: int = K) -> pl.DataFrame:
+        """Top k with reason (words) and explanation (the largest feature-family contributions)."""
+        ranked = self.scored(customers, k)
+        return explain(ranked, self.model, self.articles)
+
+
+def source_of(ranked: pl.DataFrame) -> pl.Expr:
+    """The purchase that best explains each row: bought itself, else a co-purchase, colourway or look-alike."""
+    expr = pl.when(pl.col("times_bought") > 0).then(pl.col("article_id"))
+    for column in ("source__co_purchase", "source__colourways", "sim_visual_source", "sim_content_source"):
+        if column in ranked.columns:
+            expr = expr.when(pl.col(column).is_not_null()).then(pl.col(column))
+    return expr.otherwise(None).cast(ARTICLE)

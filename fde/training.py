@@ -1,0 +1,148 @@
+"""Training the ranker over past weeks: one frame of features and labels per cut-off, LambdaRank with early
+stopping on the validation week's MAP@12, and the launch slots chosen there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from fde import artifacts as art
+from fde import candidates, evaluation, metrics
+from fde.errors import UserError
+from fde.evaluation import Inputs
+from fde.features import feature_columns, reduce_vectors
+from fde.ids import ARTICLE
+from fde.ranking import LearnedRanker, top_with_launches
+from fde.strategies import K
+from fde.visual_index import load_visual_vectors
+
+TRAINING_WEEKS = 3           # label weeks before the validation week the model learns from
+MAX_WEEK_CUSTOMERS = 40_000  # buyers per week in a training frame (a seeded sample above this bounds time)
+PARAMS = {
+    "objective": "lambdarank", "metric": "None", "learning_rate": 0.05, "num_leaves": 31,
+    "min_data_in_leaf": 40, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
+    "lambdarank_truncation_level": 20, "verbose": -1, "seed": 0, "deterministic": True, "force_row_wise": True,
+}
+MAX_ROUNDS = 400
+EARLY_STOPPING = 30
+# Cold start is a product promise, not a behaviour constant: the last slots of a list may be kept for
+# launches (never sold before the cut-off). How many (of LAUNCH_SLOTS) is chosen on the validation week:
+# the fewest that keep COLD_START_SHARE of the cold-start purchases new_arrivals alone finds there.
+LAUNCH_SLOTS = (0, 1, 2, 3, 4)
+COLD_START_SHARE = 0.5
+
+
+@dataclass
+class WeekTruth:
+    """What MAP@12 of one week's pool needs beside the pool: the week's truth and how many bought."""
+
+    truth: pl.DataFrame    # customer_id, article_ids: the unique articles each buyer bought that week
+    n_truth: np.ndarray    # per group of the pool (sorted by customer): that buyer's unique purchases
+    customers: int         # buyers scored; those with nothing in the pool count 0
+
+
+def choose_launch_slots(valid: pl.DataFrame, truth: pl.DataFrame, seen: pl.Series) -> tuple[int, dict]:
+    """The fewest launch slots whose validation cold-start hits reach COLD_START_SHARE of new_arrivals' own.
+
+    valid: the validation pool with the model's score; seen: articles sold before the validation week.
+    Returns (slots, {slots: [MAP@12, cold-start hits], "new_arrivals_hits": n}).
+    """
+    cold = candidates.truth_pairs(truth).filter(~pl.col("article_id").is_in(seen.cast(ARTICLE).implode()))
+    alone = valid.filter(pl.col("rank__new_arrivals") <= K).select("customer_id", "article_id",
+                                                                   rank="rank__new_arrivals")
+    target = COLD_START_SHARE * metrics.hits_on(alone, cold, K)
+    table = {"new_arrivals_hits": metrics.hits_on(alone, cold, K)}
+    for slots in LAUNCH_SLOTS:
+        recs = top_with_launches(valid, K, slots)
+        table[slots] = [round(metrics.map_at_k(recs, truth, K), 5), metrics.hits_on(recs, cold, K)]
+    enough = [slots for slots in LAUNCH_SLOTS if table[slots][1] >= target]
+    chosen = enough[0] if enough else max(LAUNCH_SLOTS, key=lambda s: table[s][1])
+    return chosen, table
+
+
+
+def usable_features(frame: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """(features with information, features that are constant or empty in these rows: dropped)."""
+    usable, dropped = [], []
+    for name in feature_columns(frame):
+        column = frame[name].cast(pl.Float32)
+        (usable if column.drop_nulls().n_unique() > 1 else dropped).append(name)
+    return usable, dropped
+
+
+def group_sizes(frame: pl.DataFrame) -> np.ndarray:
+    """Rows per (cutoff, customer) group of a frame sorted by cutoff, customer."""
+    return frame.group_by("cutoff", "customer_id", maintain_order=True).len()["len"].to_numpy()
+
+
+def train(weeks: pl.DataFrame, features: list[str], rounds: int, valid: pl.DataFrame | None = None,
+          valid_truth: WeekTruth | None = None, progress=None) -> tuple[object, int, list[float]]:
+    """LambdaRank on the weeks' groups that have a positive; early stopping on valid's MAP@12 when given.
+
+    Returns (booster, best number of rounds, validation MAP@12 after each round).
+    """
+    import lightgbm as lgb
+
+    positive = weeks.filter(pl.col("label").max().over("cutoff", "customer_id") > 0)
+    if positive.height == 0:
+        raise UserError("no training week has a purchase the candidate pool proposed: the ranker cannot learn; "
+                        "check the split (split_data.py) or use more weeks of data")
+    train_set = lgb.Dataset(positive.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
+                            label=positive["label"].to_numpy(), group=group_sizes(positive),
+                            feature_name=features, free_raw_data=True)
+    curve: list[float] = []
+    callbacks = []
+    valid_sets, feval = [], None
+    if valid is not None:
+        sizes = group_sizes(valid)
+        labels = valid["label"].to_numpy()
+        n_truth = valid_truth.n_truth
+        valid_set = lgb.Dataset(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
+                                label=labels, group=sizes, feature_name=features, reference=train_set)
+        valid_sets = [valid_set]
+
+        def feval(preds, _data):
+            value = metrics.group_map(preds, labels, sizes, n_truth, valid_truth.customers)
+            curve.append(value)
+            return "map12", value, True
+
+        callbacks.append(lgb.early_stopping(EARLY_STOPPING, first_metric_only=True, verbose=False))
+    if progress is not None:
+        callbacks.append(lambda env: progress.update(1))
+    booster = lgb.train(PARAMS, train_set, num_boost_round=rounds, valid_sets=valid_sets, feval=feval,
+                        callbacks=callbacks)
+    best = booster.best_iteration if valid is not None and booster.best_iteration > 0 else rounds
+    return booster, best, curve
+
+
+
+def load_vectors(artifacts: art.Artifacts, articles: pl.DataFrame) -> dict:
+    """Reduced article vectors for the similarity features: content always, visual when image features exist."""
+    from fde.strategies import ContentSimilarity
+
+    vectors, ids = ContentSimilarity().article_vectors(articles)
+    out = {"content": reduce_vectors(ids, vectors)}
+    visual = load_visual_vectors(artifacts)
+    if visual is not None:
+        out["visual"] = reduce_vectors(*visual)
+    return out
+
+
+def week_frame(inputs: Inputs, transactions: pl.DataFrame, cutoff, scales: dict, vectors: dict,
+               max_customers: int = MAX_WEEK_CUSTOMERS, seed: int = 0) -> tuple[pl.DataFrame, WeekTruth, dict]:
+    """Features and labels of one week's buyers at a cut-off, with the truth counts the metric needs.
+
+    Returns (frame sorted by customer, the week's truth, pool recall per source).
+    """
+    truth = evaluation.sample_customers(candidates.week_truth(transactions, cutoff), max_customers, seed)
+    populars, personal = candidates.make_sources(inputs.customers, inputs.twins,
+                                                 inputs.visual_vectors, scales)
+    ranker = LearnedRanker(None, populars, personal, inputs.customers, vectors)
+    ranker.fit(transactions, inputs.articles, cutoff)
+    frame = candidates.labels(ranker.frame(truth.select("customer_id")), truth)
+    frame = frame.with_columns(cutoff=pl.lit(cutoff)).sort("customer_id", "article_id")
+    n_truth = (frame.select("customer_id").unique(maintain_order=True)
+               .join(truth.select("customer_id", n=pl.col("article_ids").list.len()), on="customer_id", how="left"))
+    return (frame, WeekTruth(truth, n_truth["n"].to_numpy(), truth.height), candidates.recall(frame, truth))
