@@ -43,7 +43,7 @@ def family_texts(articles: pl.DataFrame, columns: list[str]) -> dict[str, pl.Exp
     times = pl.col("times_bought").cast(pl.Int32)
     return {
         "bought": pl.when(times == 1).then(pl.format("bought it {}", when_text(pl.col("days_since_bought"))))
-                    .otherwise(pl.format("bought {} times, last {}", times, when_text(pl.col("days_since_bought")))),
+                    .otherwise(pl.format("bought {} times, most recently {}", times, when_text(pl.col("days_since_bought")))),
         "colourway": pl.format("colourway of {}", article_id_text(pl.col("source__colourways"))),
         "co_purchase": pl.format("often bought with {}", article_id_text(pl.col("source__co_purchase"))),
         "visual": pl.format("looks like {}, bought {}", article_id_text(pl.col("sim_visual_source")),

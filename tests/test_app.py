@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import app
-from fde import visual_index
+from fde import launch, visual_index
 from fde.artifacts import Artifacts
 from fde.errors import UserError
 from fde.ids import format_article_id
@@ -19,27 +19,6 @@ APP = Path(app.__file__).resolve()
 TIMEOUT = 60  # seconds per AppTest run: the first one loads torch and the embeddings
 ID = re.compile(r"\b\d{10}\b")
 BADGE = re.compile(r":\w+-badge\[(.*)\]")
-
-
-def ensure_pipeline(art: Artifacts) -> Artifacts:
-    """Run the visual and recommender stages on an Artifacts that has data_optim + split done (once)."""
-    import final
-    import visual_features
-    import visual_reccs
-
-    if not art.visual_features.exists():
-        visual_features.embed_catalogue(art, backbone="mobilenet_v2", num_workers=0, show_progress=False)
-    if not art.visual_twins.exists():
-        visual_reccs.build_twins(art, show_progress=False)
-    if not art.metrics.exists() or not art.recommendations.exists():
-        final.run(art, show_progress=False)
-    return art
-
-
-@pytest.fixture(scope="session")
-def pipeline(tiny) -> Artifacts:
-    """The tiny sample with every artifact the app reads."""
-    return ensure_pipeline(tiny)
 
 
 @pytest.fixture(scope="session")
@@ -284,7 +263,9 @@ def test_evaluation_matches_metrics_json(monkeypatch, pipeline):
     metrics = json.loads(pipeline.metrics.read_text())
     at = run_app(monkeypatch, pipeline, view="Evaluation")
     assert_clean(at)
-    assert at.metric[0].value == f"{metrics['strategies']['hybrid']['map12']:.4f}"
+    used = metrics["recommender_used"]  # the headline is the recommender whose lists were submitted
+    assert used in ("ranker", "hybrid") and at.metric[0].label == f"MAP@12 · {app.pretty_strategy(used)}"
+    assert at.metric[0].value == f"{metrics['strategies'][used]['map12']:.4f}"
     assert at.metric[2].value == f"{metrics['customers_evaluated']:,}"
     table = at.dataframe[0].value
     assert len(table) == len(metrics["strategies"])
@@ -303,11 +284,15 @@ def test_corrupt_metrics_is_a_message_not_a_traceback(monkeypatch, pipeline, tmp
     assert "could not be shown" in at.error[0].value
 
 
-def test_evaluation_without_the_ranker_says_how_to_produce_it(monkeypatch, pipeline):
-    metrics = json.loads(pipeline.metrics.read_text())
-    if "ranker" in metrics.get("strategies", {}):
-        pytest.skip("final.py trains the ranker here: see test_evaluation_shows_the_ranker")
-    at = run_app(monkeypatch, pipeline, view="evaluation")
+def test_evaluation_without_the_ranker_says_how_to_produce_it(monkeypatch, pipeline, tmp_path):
+    """What final.py writes when ranker.py never ran: no ranker row, no pool recall, no features, no model."""
+    art = copy_artifacts(pipeline, tmp_path)
+    shutil.rmtree(art.ranker_dir)
+    metrics = json.loads(art.metrics.read_text())
+    del metrics["strategies"]["ranker"], metrics["validation_map12"]["ranker"]
+    metrics.update(pool_recall={}, feature_importance=[], training_weeks=[], recommender_used="hybrid")
+    art.metrics.write_text(json.dumps(metrics))
+    at = run_app(monkeypatch, art, view="evaluation")
     assert_clean(at)
     assert any("ranker" in w.value and "final.py" in w.value for w in at.warning)
 
@@ -351,14 +336,15 @@ def launch_table(at: AppTest):
     return tables[0]
 
 
-def test_launch_from_a_shared_link(monkeypatch, pipeline):
-    import launch
-
-    scorer = launch.LaunchAudience.from_artifacts(pipeline)
-    new = launch.launches(scorer.articles, pl.scan_parquet(pipeline.transactions))
+def test_launch_from_a_shared_link(monkeypatch, pipeline, tmp_path):
+    """Without the ranker's table (launch_audience.parquet) the view scores a launch by similarity."""
+    art = copy_artifacts(pipeline, tmp_path)
+    art.launch_audience.unlink()
+    scorer = launch.LaunchAudience.from_artifacts(art)
+    new = launch.launches(scorer.articles, pl.scan_parquet(art.transactions))
     aid = next(a for a in new if scorer.score(a).height)  # a launch with an audience
     expected = scorer.score(aid)
-    at = run_app(monkeypatch, pipeline, view="launch", article=format_article_id(aid), top=10)
+    at = run_app(monkeypatch, art, view="launch", article=format_article_id(aid), top=10)
     assert_clean(at)
     assert at.tabs[2].label == "Launch audience"
     assert f"{expected.height:,} customers to show it to" in [s.value for s in at.subheader]
@@ -375,8 +361,6 @@ def test_launch_from_a_shared_link(monkeypatch, pipeline):
 
 
 def test_launch_view_defaults_to_the_newest_launch(monkeypatch, pipeline):
-    import launch
-
     new = launch.launches(pl.read_parquet(pipeline.articles), pl.scan_parquet(pipeline.transactions))
     at = run_app(monkeypatch, pipeline, view="launch")
     assert_clean(at)
@@ -410,6 +394,21 @@ def test_launch_unknown_and_malformed_ids(monkeypatch, pipeline):
     at.text_input(key="article").input("abc").run()
     assert not at.exception
     assert "is not an article id" in at.error[0].value
+
+
+def test_launch_view_serves_the_rankers_audience(monkeypatch, pipeline):
+    """final.py scored every launch with the ranker: the view lists that audience, best first."""
+    scorer = launch.LaunchAudience.from_artifacts(pipeline)
+    aid = int(pl.read_parquet(pipeline.launch_audience)["article_id"][0])
+    expected, source = scorer.audience(aid, top=10)
+    assert source == "ranker" and expected.height > 0
+    at = run_app(monkeypatch, pipeline, view="launch", article=format_article_id(aid), top=10)
+    assert_clean(at)
+    assert any("learned ranker" in c.value for c in at.caption)
+    hexes = pl.read_parquet(pipeline.customer_ids)
+    want = expected.join(hexes, on="customer_id", how="left", maintain_order="left")
+    assert launch_table(at)["Customer"].to_list() == want["customer_id_hex"].to_list()
+    assert launch_table(at)["Why"].to_list() == want["reason"].to_list()
 
 
 def test_launch_from_the_ranker_table(monkeypatch, pipeline, tmp_path):

@@ -12,9 +12,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_app import ensure_pipeline
 
 import app
+from fde import launch
 from fde.ids import format_article_id
 
 ROOT = Path(app.__file__).resolve().parent
@@ -26,14 +26,9 @@ START_TIMEOUT = 90   # seconds for the server to answer its health check
 RENDER_TIMEOUT = 90_000  # ms for a view to render (the first twin lookup loads torch and the embeddings)
 IMAGES = '[data-testid="stImage"] img'
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
     not CHROMIUM.exists(),
-    reason=f"browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium); CI installs it")
-
-
-@pytest.fixture(scope="session")
-def pipeline(tiny):
-    return ensure_pipeline(tiny)
+    reason=f"browser test needs Debian's chromium at {CHROMIUM} (apt-get install chromium); CI installs it")]
 
 
 def free_port() -> int:
@@ -177,8 +172,6 @@ def test_customer_and_evaluation_views(server, page, pipeline):
 def test_shared_launch_link(server, browser, page, pipeline):
     """A merchandiser's link to a launch's audience: the customer list and both charts render."""
     import polars as pl
-
-    import launch
 
     scorer = launch.LaunchAudience.from_artifacts(pipeline)
     new = launch.launches(scorer.articles, pl.scan_parquet(pipeline.transactions))

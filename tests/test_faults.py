@@ -21,6 +21,7 @@ import pytest
 import data_optim
 import final
 import split_data
+from fde import evaluation
 from fde.artifacts import Artifacts
 from fde.cli import run_main
 from fde.errors import UserError
@@ -156,6 +157,7 @@ def test_bad_optional_customer_field_keeps_the_customer(raw, capsys, column, val
     assert "customers: 0 of 600 rows rejected, 1 kept with a field set to null" in out
 
 
+@pytest.mark.slow  # runs whole stages on the tiny sample
 def test_every_customer_and_every_buyer_gets_a_submission_row(raw, capsys):
     """The issue's case end to end: one customer with age 'unknown' and one buyer missing from
     customers.csv both get their row in submission.csv (600 rows for 600 customers)."""
@@ -179,11 +181,12 @@ def test_every_customer_and_every_buyer_gets_a_submission_row(raw, capsys):
         "results/launch_audience.parquet"}
 
 
+@pytest.mark.slow  # runs whole stages on the tiny sample
 def test_submission_check_stops_before_writing(tiny, tmp_path, monkeypatch):
     """A customer left without recommendations (by any future bug) stops final.submit; nothing is written."""
     copy = Artifacts(tmp_path / "data", tiny.images_dir)
     shutil.copytree(tiny.data_dir, copy.data_dir, ignore=shutil.ignore_patterns("results", "visual"))
-    inputs = final.load_inputs(copy, quiet=True)
+    inputs = evaluation.load_inputs(copy, quiet=True)
     real = final.recommend_everyone
     monkeypatch.setattr(final, "recommend_everyone",
                         lambda hybrid, customers, *a, **k: real(hybrid, customers.slice(5), *a, **k))
@@ -204,6 +207,7 @@ def test_header_only_csv_stops_the_etl(raw, capsys, table):
 
 # ---------------------------------------------------------------------------- 2. nothing stale or meaningless
 
+@pytest.mark.slow  # runs whole stages on the tiny sample
 def test_final_refuses_a_split_older_than_the_data(raw, capsys):
     assert run(data_optim, raw, "--no-progress") == 0 and run(split_data, raw) == 0
     add_transaction(raw, last_day(raw))  # the raw data changes; data_optim is rerun, split_data is not
@@ -365,6 +369,7 @@ def test_full_disk_in_split_keeps_the_previous_split(raw, capsys, monkeypatch):
     assert snapshot(raw.split_dir) == before
 
 
+@pytest.mark.slow  # runs whole stages on the tiny sample
 def test_full_disk_in_final_writes_no_result(raw, capsys, monkeypatch):
     assert run(data_optim, raw, "--no-progress") == 0 and run(split_data, raw) == 0
     no_space(monkeypatch, pl.DataFrame, "write_csv", error=OSError(NO_SPACE))

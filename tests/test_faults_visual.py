@@ -9,12 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from test_visual_features import draw_catalogue, draw_garment, offline  # noqa: F401 (offline is a fixture)
 
 import visual_features as vf
 from fde import chunks
 from fde.artifacts import Artifacts
 from fde.cli import run_main
+
+from photos import draw_catalogue, draw_garment
 
 
 def stage(monkeypatch, capsys, artifacts: Artifacts, *extra) -> tuple[int, str]:

@@ -5,13 +5,14 @@ from datetime import date
 
 import polars as pl
 import pytest
-from test_recommenders import ARTICLES, CUSTOMERS, TWINS, TX, check_interface, lists
 
 import final
 from fde import hybrid as blend
 from fde import metrics
 from fde.artifacts import Artifacts
 from fde.strategies import Popularity, PurchaseHistory, VisualSimilarity, as_customer_frame
+
+from shop import ARTICLES, CUSTOMERS, TWINS, TX, check_interface, lists
 
 
 def hand_hybrid(weights, rank_weight=0.0, visual=False):
@@ -185,6 +186,7 @@ def test_recommendations_have_reasons(tiny_run):
     assert (personal["reason"].str.extract(r"(\d{10})").cast(pl.Int32) == personal["source_article_id"]).all()
 
 
+@pytest.mark.slow  # runs whole stages on the tiny sample
 def test_run_with_visual_twins_uses_them(tiny, tmp_path):
     copy = copy_of(tiny, tmp_path)
     articles = pl.read_parquet(copy.articles)

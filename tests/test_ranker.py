@@ -1,19 +1,17 @@
 """The learned ranker: exact features on a hand-made shop, no leakage, a planted signal, the artifact round trip."""
 import json
-import shutil
 from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
-from test_recommenders import AGES, TX, VISUAL
 
-import final
-import ranker
-from fde import evaluation, metrics, ranking, strategies, training
+from fde import evaluation, metrics, ranking, reasons, strategies, training
 from fde.artifacts import Artifacts
 from fde.errors import UserError
-from fde.features import Context, family_of
+from fde.features import CUSTOMER_ONLY, Context, family_of
+
+from shop import AGES, TX, VISUAL
 
 CUTOFF = date(2020, 9, 16)
 SHOP = pl.DataFrame({
@@ -185,14 +183,9 @@ def test_missing_model_files_name_the_command(tmp_path):
 # ---------------------------------------------------------------------------- the whole stage on the tiny sample
 
 @pytest.fixture(scope="module")
-def tiny_ranked(tiny, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ranked")
-    copy = Artifacts(root / "data", tiny.images_dir)
-    for folder in (tiny.processed_dir, tiny.split_dir):
-        shutil.copytree(folder, copy.data_dir / folder.name)
-    fitted = ranker.fit_ranker(copy, evaluation.load_inputs(copy, quiet=True), show_progress=False)
-    meta = final.run(copy, show_progress=False)
-    return copy, fitted, meta
+def tiny_ranked(pipeline):
+    """The session's pipeline: what ranker.py saved (ranker.json) and final.py measured (metrics.json)."""
+    return pipeline, json.loads(pipeline.ranker_meta.read_text()), json.loads(pipeline.metrics.read_text())
 
 
 def test_ranker_trains_on_weeks_before_the_test_week_only(tiny_ranked):
@@ -268,3 +261,18 @@ def test_path_contributions_add_up_to_the_score_and_agree_with_pred_contrib(plan
     agree = (path_family.argmax(axis=1) == shap_family.argmax(axis=1)).mean()
     print(f"top family agreement with pred_contrib: {agree:.3f}")
     assert agree > 0.5, agree  # 0.57 here; 0.72 on the demo's top 12 lists (chance: under 0.1)
+
+
+def test_every_feature_has_words(tiny_ranked):
+    """A feature the ranker learns from belongs to a family with words (features.FAMILIES), or is about the
+    customer alone: a new feature cannot go without a reason."""
+    _, fitted, _ = tiny_ranked
+    for feature in [*fitted["features"], *fitted.get("dropped_features", [])]:
+        assert family_of(feature) is not None or feature in CUSTOMER_ONLY, feature
+
+
+def test_one_date_phrase_for_every_reason():
+    days = pl.DataFrame({"days": [1, 7, 8, 14, 15, 56, 57, 365]})
+    assert days.select(text=reasons.when_text(pl.col("days")))["text"].to_list() == [
+        "last week", "last week", "2 weeks ago", "2 weeks ago", "3 weeks ago", "8 weeks ago", "2 months ago",
+        "12 months ago"]

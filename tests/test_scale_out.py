@@ -30,18 +30,16 @@ def fitted(tiny):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def ray_tasks(local_ray):
+    """The session's local Ray, with this module shipped by value: workers import the repo's modules
+    (final, fde) but not tests/, as a function defined in a script's __main__ would be shipped."""
     import sys
 
-    import ray
     import ray.cloudpickle
 
-    scale_out.connect_ray(None, num_cpus=2)
-    # Workers import the repo's modules (final, recommenders) but not tests/: ship this module's
-    # score_one_batch by value, as a function defined in a script's __main__ would be.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield ray
-    ray.shutdown()
+    yield local_ray
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 def test_local_batches_equal_final_recommend_everyone(fitted, monkeypatch):
@@ -54,23 +52,23 @@ def test_local_batches_equal_final_recommend_everyone(fitted, monkeypatch):
 
 
 @pytest.mark.parametrize("batch_size", [128, 1000])  # several batches (order matters), and one
-def test_ray_tasks_give_the_local_frame(fitted, local_ray, batch_size):
+def test_ray_tasks_give_the_local_frame(fitted, ray_tasks, batch_size):
     hybrid, customers = fitted
     local = scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=batch_size, show_progress=False)
     on_ray = final.recommend_everyone(hybrid, customers, show_progress=False, chunk=batch_size, engine="ray")
     assert_frame_equal(on_ray, local)  # same rows, same order, same scores and reasons
 
 
-def test_model_goes_to_the_object_store_once(fitted, local_ray, monkeypatch):
+def test_model_goes_to_the_object_store_once(fitted, ray_tasks, monkeypatch):
     hybrid, customers = fitted
     puts = []
-    real_put = local_ray.put
+    real_put = ray_tasks.put
 
     def counting_put(value, *args, **kwargs):
         puts.append(type(value).__name__)
         return real_put(value, *args, **kwargs)
 
-    monkeypatch.setattr(local_ray, "put", counting_put)
+    monkeypatch.setattr(ray_tasks, "put", counting_put)
     scale_out.score_batches(hybrid, customers, score_one_batch, engine="ray", batch_size=100, show_progress=False)
     assert puts.count("Hybrid") == 1 and customers.len() > 3 * 100  # one put, several tasks
     assert len(pickle.dumps(hybrid)) > 10_000  # a real fitted model travelled, not a stub

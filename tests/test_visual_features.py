@@ -1,7 +1,6 @@
 """visual_features.py: offline weights, embeddings, reports, resume, fits, the Ray engine (CPU, no network)."""
 import json
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -16,77 +15,7 @@ from fde import backbones, chunks, images
 from fde.artifacts import Artifacts
 from fde.errors import UserError
 
-SHAPES = ("dress", "trousers", "top")
-COLOURS = {10: (200, 30, 40), 11: (30, 40, 110)}  # colourway digit -> RGB: red, navy
-BUILDINGS = {"palace", "monastery", "pagoda", "stupa", "bell cote", "church", "boathouse", "birdhouse",
-             "mosque", "dome", "castle", "triumphal arch"}
-
-
-def draw_garment(path: Path, shape: str, colour, shift: int = 0, size=(200, 300)) -> None:
-    """A flat packshot: one garment silhouette in one colour on an off-white background."""
-    w, h = size
-    im = Image.new("RGB", size, (246, 246, 244))
-    d = ImageDraw.Draw(im)
-    s = shift
-    if shape == "dress":
-        d.polygon([(80 + s, 40), (120 + s, 40), (170 + s, 270), (30 + s, 270)], fill=colour)
-    elif shape == "trousers":
-        d.rectangle([55 + s, 40, 145 + s, 90], fill=colour)
-        d.rectangle([55 + s, 90, 95 + s, 280], fill=colour)
-        d.rectangle([105 + s, 90, 145 + s, 280], fill=colour)
-    else:
-        d.rectangle([20 + s, 50, 180 + s, 110], fill=colour)
-        d.rectangle([60 + s, 50, 140 + s, 200], fill=colour)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, quality=90)
-
-
-def article_id(shape: int, variant: int, colour: int) -> int:
-    """product_code = (1|2|3)08775 + variant; colourways of one product share it."""
-    return ((shape + 1) * 100_000 + 8775 + variant) * 1000 + colour
-
-
-def draw_catalogue(root: Path) -> tuple[Artifacts, list[int]]:
-    """12 drawn articles in 3 folders: 3 shapes x 2 near-identical products x 2 colourways."""
-    artifacts = Artifacts(root / "data", root / "images")
-    ids = []
-    for shape_index, shape in enumerate(SHAPES):
-        for variant in (0, 1):
-            for colour, rgb in COLOURS.items():
-                aid = article_id(shape_index, variant, colour)
-                draw_garment(artifacts.image(aid), shape, rgb, shift=6 * variant)
-                ids.append(aid)
-    return artifacts, sorted(ids)
-
-
-def add_broken_files(artifacts: Artifacts) -> dict:
-    """A truncated JPEG, an empty file and a file whose name is not an article id."""
-    truncated, empty = 408775010, 408775011
-    draw_garment(artifacts.image(truncated), "dress", (0, 120, 0))
-    data = artifacts.image(truncated).read_bytes()
-    artifacts.image(truncated).write_bytes(data[: len(data) // 2])
-    artifacts.image(empty).write_bytes(b"")
-    (artifacts.image(truncated).parent / "notes.jpg").write_bytes(b"not an article")
-    return {"truncated": truncated, "empty": empty}
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty torch hub cache (so no ResNet50 weights) and no network at all."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    real_connect = socket.socket.connect
-
-    def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):  # DataLoader workers use AF_UNIX
-            raise AssertionError(f"tried to reach the network: {address}")
-        return real_connect(sock, address)
-
-    def download(*args, **kwargs):
-        raise AssertionError("tried to download")
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+from photos import BUILDINGS, add_broken_files, draw_catalogue, draw_garment
 
 
 @pytest.fixture(scope="module")
@@ -260,18 +189,6 @@ def test_changed_image_redoes_only_its_chunk(offline, tmp_path):
     assert len(list(artifacts.visual_chunks_dir.glob("*.npz"))) == 6  # the stale chunk is gone
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A Ray on this machine only: 2 CPUs, no dashboard, listening on 127.0.0.1."""
-    import ray
-
-    from fde import scale_out
-
-    scale_out.connect_ray(None, num_cpus=2)
-    yield ray
-    ray.shutdown()
-
-
 def test_ray_engine_writes_the_local_vectors_and_resumes(offline, reference, local_ray, tmp_path):
     artifacts, ids = draw_catalogue(tmp_path)
     broken = add_broken_files(artifacts)
@@ -293,6 +210,7 @@ def test_ray_engine_writes_the_local_vectors_and_resumes(offline, reference, loc
     assert run(artifacts, chunk_size=2, engine="ray")["embedded"] == 0  # up to date: no Ray job at all
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and the stages
 def test_local_engine_never_imports_ray():
     import subprocess
     import sys

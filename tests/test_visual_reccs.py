@@ -166,6 +166,7 @@ def test_missing_features_say_what_to_run(tmp_path):
         vr.build_twins(art, show_progress=False)
 
 
+@pytest.mark.slow  # runs whole stages on the tiny sample
 def test_tiny_sample_end_to_end(tiny):
     """The real stages on the generated sample: every image gets a vector and 12 plausible twins."""
     import visual_features as vf
