@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from fde import metrics
 from fde.strategies import ARTICLE, Popularity, Recommender
 
 N_CANDIDATES = 24  # candidates per personal source and customer
@@ -79,18 +80,12 @@ def source_names(pool: pl.DataFrame) -> list[str]:
     return [c.removeprefix("rank__") for c in pool.columns if c.startswith("rank__")]
 
 
-def truth_pairs(truth: pl.DataFrame) -> pl.DataFrame:
-    """A truth week [customer_id, article_ids] as unique (customer_id, article_id) pairs."""
-    return (truth.select("customer_id", article_id=pl.col("article_ids")).explode("article_id")
-            .drop_nulls("article_id").with_columns(pl.col("article_id").cast(ARTICLE)).unique())
-
-
 def recall(pool: pl.DataFrame, truth: pl.DataFrame) -> dict[str, float]:
     """Share of the week's purchases (unique customer, article pairs) each source proposed, and the whole pool.
 
     Computed over the customers in the truth frame: the pool's ceiling, whatever the ranking.
     """
-    bought = truth_pairs(truth)
+    bought = metrics.truth_pairs(truth)
     if bought.height == 0:
         return {}
     found = pool.join(bought, on=KEYS, how="semi")
@@ -102,7 +97,7 @@ def recall(pool: pl.DataFrame, truth: pl.DataFrame) -> dict[str, float]:
 
 def labels(pool: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
     """The pool with label = 1 where the customer bought the article in the truth week, else 0."""
-    bought = truth_pairs(truth).with_columns(label=pl.lit(1, dtype=pl.UInt8))
+    bought = metrics.truth_pairs(truth).with_columns(label=pl.lit(1, dtype=pl.UInt8))
     return (pool.join(bought, on=KEYS, how="left", maintain_order="left")
             .with_columns(pl.col("label").fill_null(0)))
 

@@ -94,8 +94,7 @@ def score_week(strategies: list[Recommender], truth: pl.DataFrame, seen: pl.Seri
                n_articles: int) -> tuple[dict, int]:
     """Every strategy's metrics on one week; cold start = purchases of articles never sold before it."""
     customers = truth["customer_id"]
-    pairs = truth.explode("article_ids").rename({"article_ids": "article_id"}).drop_nulls("article_id").unique()
-    cold = pairs.filter(~pl.col("article_id").is_in(seen.implode()))
+    cold = metrics.truth_pairs(truth).filter(~pl.col("article_id").is_in(seen.cast(pl.Int32).implode()))
     results = {}
     for strategy in strategies:
         recs = strategy.recommend(customers, K)

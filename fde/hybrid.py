@@ -142,7 +142,7 @@ def tune(hybrid: Hybrid, pool: pl.DataFrame, truth: pl.DataFrame, progress=None)
     names = [s.name for s in hybrid.components]
     # a customer none of whose pooled candidates was bought scores 0 whatever the weights, and
     # map_at_k counts customers missing from the recommendations as 0: blend only the others
-    bought = candidates.truth_pairs(truth)
+    bought = metrics.truth_pairs(truth)
     reachable = pool.join(pool.join(bought, on=candidates.KEYS, how="semi").select("customer_id").unique(),
                           on="customer_id", how="semi")
     weights = {n: DEFAULT_WEIGHT for n in names}

@@ -32,22 +32,20 @@ def _top_k_positions(recs: pl.DataFrame, k: int) -> pl.DataFrame:
     )
 
 
-def _truth_pairs(truth: pl.DataFrame) -> pl.DataFrame:
-    """Truth as unique (customer_id, article_id) pairs plus m_u, customers with no purchase dropped."""
-    return (
-        truth.select("customer_id", pl.col("article_ids").list.unique())
-        .with_columns(n_truth=pl.col("article_ids").list.len())
-        .filter(pl.col("n_truth") > 0)
-        .explode("article_ids")
-        .rename({"article_ids": "article_id"})
-        .with_columns(pl.col("article_id").cast(pl.Int32), hit=pl.lit(True))
-    )
+def truth_pairs(truth: pl.DataFrame) -> pl.DataFrame:
+    """A truth week [customer_id, article_ids] as its unique (customer_id, article_id Int32) pairs.
+
+    The one reading of a truth frame: the metric's m_u, the pool's labels and recall, the cold-start slice.
+    Customers who bought nothing have no pair.
+    """
+    return (truth.select("customer_id", article_id=pl.col("article_ids")).explode("article_id")
+            .drop_nulls("article_id").with_columns(pl.col("article_id").cast(pl.Int32)).unique())
 
 
 def per_customer(recs: pl.DataFrame, truth: pl.DataFrame, k: int = K) -> pl.DataFrame:
     """AP@k, hits and m_u for every customer of the truth frame (missing recommendations score 0)."""
-    pairs = _truth_pairs(truth)
-    customers = pairs.group_by("customer_id").agg(pl.col("n_truth").first())
+    pairs = truth_pairs(truth).with_columns(hit=pl.lit(True))
+    customers = pairs.group_by("customer_id").agg(n_truth=pl.len())
     top = _top_k_positions(recs.with_columns(pl.col("article_id").cast(pl.Int32)), k)
     scored = (
         top.join(customers, on="customer_id", how="semi")

@@ -587,10 +587,15 @@ class CategoryPopularity(Recommender):
 
 # ---------------------------------------------------------------------------- similar to recent purchases
 
-def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n largest values of each row and their columns (unordered)."""
-    idx = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-    return np.take_along_axis(scores, idx, axis=1), idx
+def top_n(scores: np.ndarray, n: int, above: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of each row's n largest scores above `above`, and of every score tied with the n-th.
+
+    Ties are all kept so that the caller, not the selection algorithm, decides which tied column wins
+    (by id): the same answer on every run. One partition per row (numpy, no torch).
+    """
+    width = scores.shape[1]
+    kth = np.partition(scores, width - n, axis=1)[:, width - n]
+    return np.nonzero((scores >= kth[:, None]) & (scores > above))
 
 
 def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_vectors: np.ndarray,
@@ -616,11 +621,11 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
         ids = query_ids[start:start + block]
         rows = np.flatnonzero(self_col[start:start + block] >= 0)
         sims[rows, self_col[start:start + block][rows]] = -np.inf
-        top, idx = top_n(sims, n_eff)
+        rows, cols = top_n(sims, n_eff, above=0.0)  # only positive similarities are neighbours
         parts.append(pl.DataFrame({
-            "article_id": np.repeat(ids, n_eff).astype(np.int32),
-            "neighbour_id": target_ids[idx].ravel().astype(np.int32),
-            "similarity": top.ravel().astype(np.float32),
+            "article_id": ids[rows].astype(np.int32),
+            "neighbour_id": target_ids[cols].astype(np.int32),
+            "similarity": sims[rows, cols].astype(np.float32),
         }))
     out = pl.concat(parts).filter(pl.col("similarity").is_finite() & (pl.col("similarity") > 0))
     return (out.sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])

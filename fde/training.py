@@ -49,7 +49,7 @@ def choose_launch_slots(valid: pl.DataFrame, truth: pl.DataFrame, seen: pl.Serie
     valid: the validation pool with the model's score; seen: articles sold before the validation week.
     Returns (slots, {slots: [MAP@12, cold-start hits], "new_arrivals_hits": n}).
     """
-    cold = candidates.truth_pairs(truth).filter(~pl.col("article_id").is_in(seen.cast(ARTICLE).implode()))
+    cold = metrics.truth_pairs(truth).filter(~pl.col("article_id").is_in(seen.cast(ARTICLE).implode()))
     alone = valid.filter(pl.col("rank__new_arrivals") <= K).select("customer_id", "article_id",
                                                                    rank="rank__new_arrivals")
     target = COLD_START_SHARE * metrics.hits_on(alone, cold, K)
