@@ -4,7 +4,7 @@ new launch to, and the evaluation.
     python -m streamlit run app.py -- --data-dir data --images-dir images
 
 The folders can also be given as FDE_DATA_DIR / FDE_IMAGES_DIR (the command line wins).
-The app only reads what the pipeline saved (artifacts.py names every file) and recomputes
+The app only reads what the pipeline saved (fde/artifacts.py names every file) and recomputes
 nothing; a missing piece is named in the page together with the command that writes it.
 The page state (view, article, customer, options) lives in the URL, so a link can be shared, e.g.
 `?view=launch&article=0108775015` (URL_PARAMETERS lists them; the README too).

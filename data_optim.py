@@ -1,7 +1,7 @@
 """Stage 1: the three Kaggle CSVs -> compact, typed zstd Parquet, with bad rows kept aside.
 
 Reads data/raw/{articles,customers,transactions_train}.csv and writes
-data/processed/{articles,customers,transactions,customer_ids}.parquet (see artifacts.py):
+data/processed/{articles,customers,transactions,customer_ids}.parquet (see fde/artifacts.py):
 
     transactions  t_dat Date, customer_id UInt64, article_id Int32, price Float32, sales_channel_id UInt8
     customers     customer_id UInt64, FN/Active UInt8, club/news Categorical, age UInt8, postal_code String

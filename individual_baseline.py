@@ -1,9 +1,9 @@
 """Each customer's own purchase history as a recommender, scored against popularity on the test week.
 
 People buy the same article again (a second pack of socks, the same jeans) and the same product in
-another colour. The strategy (`recommenders.PurchaseHistory`) scores the articles a customer bought
+another colour. The strategy (`fde.strategies.PurchaseHistory`) scores the articles a customer bought
 by recency and frequency, plus the other colourways of those products; the long-horizon baseline
-(`recommenders.Repurchase`) counts the whole history with a kernel chosen on the validation week.
+(`fde.strategies.Repurchase`) counts the whole history with a kernel chosen on the validation week.
 
     python individual_baseline.py --data-dir data
 """

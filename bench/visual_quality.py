@@ -27,6 +27,7 @@ import visual_features as vf
 from fde import backbones, images, visual_index
 from fde.artifacts import Artifacts
 from fde.errors import UserError
+from fde.ids import product_codes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def pixel_vectors(artifacts: Artifacts, ids: np.ndarray) -> np.ndarray:
 
 def twin_shares(ids: np.ndarray, vectors: np.ndarray, labels: pl.DataFrame, k: int, exclude: bool) -> dict:
     """Mean share of the top-k twins with the query's product type, colour group, and both."""
-    index, _ = visual_index.top_k_twins(visual_index.normalize(vectors), k, ids.product_codes(ids) if exclude else None)
+    index, _ = visual_index.top_k_twins(visual_index.normalize(vectors), k, product_codes(ids) if exclude else None)
     lab = pl.DataFrame({"article_id": ids}).join(labels, on="article_id", how="left")
     ptype, colour = lab["product_type_no"].to_numpy(), lab["colour_group_code"].to_numpy()
     valid = index >= 0
@@ -80,7 +81,7 @@ def twin_shares(ids: np.ndarray, vectors: np.ndarray, labels: pl.DataFrame, k: i
 
 def colourway_share(ids: np.ndarray, vectors: np.ndarray) -> float:
     """Share of articles that have another colourway whose nearest twin is another colourway of the same product."""
-    codes = ids.product_codes(ids)
+    codes = product_codes(ids)
     _, counts = np.unique(codes, return_counts=True)
     has_sibling = np.isin(codes, np.unique(codes)[counts > 1])
     index, _ = visual_index.top_k_twins(visual_index.normalize(vectors), 1, None)
