@@ -684,7 +684,8 @@ def launch_view(art: Artifacts) -> None:
     new = launch_ids(scorer, stamp, str(transactions))
     meta_of = describe(articles, new[:MAX_PICKER])
     labels = {aid: " · ".join([format_article_id(aid)] + [str(meta_of.get(aid, {}).get(c) or "")
-                                                         for c in ("prod_name", "product_type_name", "colour_group_name")])
+                                                         for c in ("prod_name", "product_type_name",
+                                                                   "colour_group_name")])
               for aid in new[:MAX_PICKER]}
 
     typed, picked, size = st.columns([2, 3, 2], vertical_alignment="bottom")

@@ -188,7 +188,8 @@ def recommend_batch(recommender: Recommender, batch: pl.DataFrame) -> pl.DataFra
 
 
 def recommend_everyone(recommender: Recommender, customers: pl.Series, show_progress: bool = True,
-                       chunk: int = CHUNK_CUSTOMERS, engine: str = "local", ray_address: str | None = None) -> pl.DataFrame:
+                       chunk: int = CHUNK_CUSTOMERS, engine: str = "local",
+                       ray_address: str | None = None) -> pl.DataFrame:
     """The top 12 with reasons for every customer, in batches of customers: here, or as Ray tasks (fde/scale_out.py)."""
     from fde import scale_out
 

@@ -46,7 +46,8 @@ def main():
     art.require_fresh(artifacts, "data_optim.py", "split_data.py")  # no score on a split older than the data
     clock = Stopwatch()
     articles = art.read_parquet(artifacts.articles, artifacts.command("data_optim.py"))
-    train = pl.concat([art.read_parquet(artifacts.split(p), artifacts.command("split_data.py")) for p in ("train", "validation")])
+    command = artifacts.command("split_data.py")
+    train = pl.concat([art.read_parquet(artifacts.split(p), command) for p in ("train", "validation")])
     truth = art.read_parquet(artifacts.truth("test"), artifacts.command("split_data.py"))
     table = compare(train, truth, articles)
     print(f"test week, {truth.height:,} customers who bought something; trained on train + validation; "

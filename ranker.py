@@ -71,7 +71,8 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
               "colours or descriptions, or a constant value)", flush=True)
     progress.set_postfix_str("train, early stopping on validation")
     weeks = pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f, _ in frames[:-1]])
-    booster, rounds, curve = train(weeks, features, MAX_ROUNDS, valid.select(*features, "label", "cutoff", "customer_id"),
+    booster, rounds, curve = train(weeks, features, MAX_ROUNDS,
+                                   valid.select(*features, "label", "cutoff", "customer_id"),
                                    valid_truth, progress)
     val_map = max(curve) if curve else 0.0
     scored = valid.with_columns(score=pl.Series(
@@ -89,14 +90,16 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     model = Model(booster, features, {
         "training_weeks": training_weeks, "rounds": rounds, "params": PARAMS, "scales": scales,
         "scale_scores": scale_scores, "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
-        "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots, "launch_slot_scores": slot_scores,
+        "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots,
+        "launch_slot_scores": slot_scores,
         "pool_recall": recalls[str(val_start)], "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))]
                                                                          for c in cutoffs],
     })
     model.save(artifacts)
     top = ", ".join(f"{r['feature']}" for r in model.importance()[:5])
     summary("ranker", weeks=len(training_weeks), rows=weeks.height, features=len(features), rounds=rounds,
-            validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots, pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}",
+            validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots,
+            pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}",
             top_features=top, seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
     return model.meta | {"features": features, "feature_importance": model.importance()}
 

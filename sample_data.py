@@ -993,7 +993,8 @@ def _feature(rng, featured, until, week, pop_week, launch):
     fresh = np.flatnonzero((pop_week > 0) & (week - launch >= 0) & (week - launch <= 2))
     fresh = np.setdiff1d(fresh, featured)
     if len(fresh):
-        new = rng.choice(fresh, size=min(FEATURED_NEW, len(fresh)), replace=False, p=pop_week[fresh] / pop_week[fresh].sum())
+        new = rng.choice(fresh, size=min(FEATURED_NEW, len(fresh)), replace=False,
+                         p=pop_week[fresh] / pop_week[fresh].sum())
         featured, until = np.r_[featured, new], np.r_[until, np.full(len(new), week + FEATURED_WEEKS)]
     return featured, until
 

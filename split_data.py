@@ -215,7 +215,8 @@ def split_info(art: Artifacts, bounds: dict, counts: dict, truth: dict, test_day
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_dir_args(parser)
-    parser.add_argument("--test-days", type=int, default=TEST_DAYS, help="days in the test window (default: %(default)s)")
+    parser.add_argument("--test-days", type=int, default=TEST_DAYS,
+                        help="days in the test window (default: %(default)s)")
     parser.add_argument("--validation-days", type=int, default=VALIDATION_DAYS,
                         help="days in the validation window before it (default: %(default)s)")
     parser.add_argument("--end-date", default=None,

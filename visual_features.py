@@ -12,7 +12,7 @@ stopped and a rerun over unchanged images does nothing. `--engine ray` runs the 
 Data job (decoding in Ray tasks, embedding in an actor pool, one actor per GPU where nodes have
 GPUs), on this machine or on a cluster (`--ray-address`), and writes the same chunks and outputs.
 
-    python visual_features.py --data-dir data --images-dir images             # ResNet50 if its weights are here, else MobileNetV2
+    python visual_features.py --data-dir data --images-dir images   # ResNet50 if its weights are here, else MobileNetV2
     python visual_features.py --backbone resnet50 --weights resnet50-11ad3fa6.pth
     python visual_features.py --engine ray --ray-address auto                 # on a running Ray cluster
 """

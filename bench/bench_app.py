@@ -19,7 +19,8 @@ visual_features.py saves it) and a twins table of k=12 per article with random t
 time does not depend on which articles they are). The files are fresh, hence in the page cache,
 as after a pipeline run. Medians of --repeats processes, the paths interleaved; the ratio is
 before / after in the same run. Reruns: the seconds of app.main() when each view reruns on a real
-data dir (under AppTest, in one process; the browser's drawing is not included). Writes bench/results/bench_app.{json,md} (git-ignored).
+data dir (under AppTest, in one process; the browser's drawing is not included). Writes
+bench/results/bench_app.{json,md} (git-ignored).
 """
 from __future__ import annotations
 
@@ -176,7 +177,8 @@ def main():
     report["speedup"] = medians["before"] / medians["after"]
     report["speedup_uncovered"] = medians["before"] / medians["after_uncovered"]
     print(f"first lookup on {args.n:,} articles: before {medians['before']:.2f}s, after {medians['after']:.3f}s "
-          f"({report['speedup']:.0f}x); a query the table cannot answer {medians['after_uncovered']:.2f}s, the next one "
+          f"({report['speedup']:.0f}x); a query the table cannot answer {medians['after_uncovered']:.2f}s, "
+          "the next one "
           f"{medians['after_uncovered_next']:.2f}s", flush=True)
     if args.data_dir:
         report["reruns"] = reruns(Path(args.data_dir), Path(args.images_dir), args.repeats)
@@ -189,7 +191,8 @@ def main():
     lines += ["", f"Speed-up (before / after): {report['speedup']:.1f}x"]
     if "reruns" in report:
         lines += ["", "| view | first run s | rerun median s |", "|---|---|---|"]
-        lines += [f"| {name} | {r['first_s']:.2f} | {r['rerun_median_s']:.3f} |" for name, r in report["reruns"].items()]
+        lines += [f"| {name} | {r['first_s']:.2f} | {r['rerun_median_s']:.3f} |"
+                  for name, r in report["reruns"].items()]
     (RESULTS / "bench_app.json").write_text(json.dumps(report, indent=2))
     (RESULTS / "bench_app.md").write_text("\n".join(lines) + "\n")
     print(f"written {RESULTS / 'bench_app.md'}")

@@ -122,7 +122,8 @@ def table(res: dict, csv_bytes: int, repeats: int, load: str) -> str:
         "",
         "| target | measured | met |",
         "|---|---|---|",
-        f"| full ETL < {TARGET_ETL_SECONDS} s | {etl['seconds']:.1f} s | {'yes' if etl['seconds'] < TARGET_ETL_SECONDS else 'NO'} |",
+        f"| full ETL < {TARGET_ETL_SECONDS} s | {etl['seconds']:.1f} s | "
+        f"{'yes' if etl['seconds'] < TARGET_ETL_SECONDS else 'NO'} |",
         f"| full ETL peak < {TARGET_ETL_MB:,} MB | {etl['peak_rss_mb']:,.0f} MB | "
         f"{'yes' if etl['peak_rss_mb'] < TARGET_ETL_MB else 'NO'} |",
         f"| ETL memory >= {TARGET_MEMORY_SAVING:.0%} below pandas | {saving:.0%} | "
@@ -157,7 +158,8 @@ def main(argv=None) -> None:
             print(f"round {i + 1}/{args.repeats} {task}: {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU, "
                   f"{r['peak_rss_mb']:,.0f} MB", flush=True)
     res = {t: median_of(r) for t, r in runs.items()}
-    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"  # 1-minute averages: other jobs slow the wall clock
+    # 1-minute load averages: other jobs slow the wall clock
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     text = table(res, art.raw_transactions.stat().st_size, args.repeats, load)
     text += "\n\nThe last ETL run's own summary:\n\n```\n" + "\n".join(runs["etl"][-1]["printed"]) + "\n```"
     print()
@@ -168,7 +170,8 @@ def main(argv=None) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python bench/bench_etl.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    env = f"{platform.platform()}, Python {platform.python_version()}, polars {polars.__version__}, pandas {pandas.__version__}"
+    env = (f"{platform.platform()}, Python {platform.python_version()}, polars {polars.__version__}, "
+           f"pandas {pandas.__version__}")
     (RESULTS / f"bench_etl-{stamp}.md").write_text(f"`{command}`\n\n{env}\n\n{text}\n")
     (RESULTS / f"bench_etl-{stamp}.json").write_text(json.dumps(
         {"command": command, "environment": env, "csv_bytes": art.raw_transactions.stat().st_size,

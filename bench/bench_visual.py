@@ -167,7 +167,8 @@ def bench_twins(n: int, dim: int, k: int, lookups: int) -> dict:
         twins.twins(aid, k)
         times.append(time.perf_counter() - t0)
     return {"n": n, "dim": dim, "k": k, "all_pairs_s": all_pairs, "all_pairs_cpu_s": all_pairs_cpu,
-            "lookup_ms_median": 1000 * statistics.median(times), "lookup_ms_p95": 1000 * float(np.percentile(times, 95))}
+            "lookup_ms_median": 1000 * statistics.median(times),
+            "lookup_ms_p95": 1000 * float(np.percentile(times, 95))}
 
 
 def main():
@@ -175,7 +176,8 @@ def main():
     parser.add_argument("--images", type=int, default=128, help="synthetic packshots to embed (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64, help="as the stage's default (default: %(default)s)")
-    parser.add_argument("--gpu-images", type=int, default=4096, help="packshots for the CUDA run (default: %(default)s)")
+    parser.add_argument("--gpu-images", type=int, default=4096,
+                        help="packshots for the CUDA run (default: %(default)s)")
     parser.add_argument("--workers", default="0,1,2", help="decoding worker counts to try")
     parser.add_argument("--twins-n", type=int, default=105_542)
     parser.add_argument("--twins-dim", type=int, default=2048)
@@ -205,7 +207,8 @@ def main():
                       f"{args.repeats})", "",
                       "| full-size decode | draft decode (1/4 scale) | load_image (draft + resize + letterbox) |",
                       "|---|---|---|",
-                      f"| {fmt(decoding['decode_full'])} | {fmt(decoding['decode_draft'])} | {fmt(decoding['load_image'])} |", ""]
+                      f"| {fmt(decoding['decode_full'])} | {fmt(decoding['decode_draft'])} | "
+                      f"{fmt(decoding['load_image'])} |", ""]
 
             networks = [timing_weights(name, Path(tmp)) for name in backbones.BACKBONES]
             report["untrained_for_timing"] = [w.backbone for w, untrained in networks if untrained]
@@ -259,9 +262,11 @@ def main():
         twins = bench_twins(args.twins_n, args.twins_dim, visual_index.DEFAULT_K, lookups=50)
         report["twins"] = twins
         lines += ["", f"## Visual twins, {twins['n']:,} x {twins['dim']} random vectors, k={twins['k']}, CPU", "",
-                  "| all pairs (blockwise, symmetric) | CPU seconds (both cores) | one article, median | one article, p95 |",
+                  "| all pairs (blockwise, symmetric) | CPU seconds (both cores) | one article, median "
+                  "| one article, p95 |",
                   "|---|---|---|---|",
-                  f"| {twins['all_pairs_s']:.0f} s ({twins['all_pairs_s'] / 60:.1f} min) | {twins['all_pairs_cpu_s']:.0f} | "
+                  f"| {twins['all_pairs_s']:.0f} s ({twins['all_pairs_s'] / 60:.1f} min) | "
+                  f"{twins['all_pairs_cpu_s']:.0f} | "
                   f"{twins['lookup_ms_median']:.1f} ms | {twins['lookup_ms_p95']:.1f} ms |"]
 
     # A partial run keeps the other part's results: bench_visual_embed.* / bench_visual_twins.*

@@ -41,7 +41,8 @@ def main():
     history = pl.concat([pl.scan_parquet(artifacts.split("train")), pl.scan_parquet(artifacts.split("validation"))])
     test = pl.read_parquet(artifacts.split("test"))
     articles = pl.read_parquet(artifacts.articles)
-    visual = None if args.no_images or not artifacts.visual_features.exists() else visual_index.VisualIndex.load(artifacts)
+    with_images = not args.no_images and artifacts.visual_features.exists()
+    visual = visual_index.VisualIndex.load(artifacts) if with_images else None
     scorer = launch.LaunchAudience(articles, history, cutoff, visual=visual)
     new = launch.launches(articles, history, cutoff)
     buyers = (test.filter(pl.col("article_id").is_in(new.implode())).group_by("article_id")

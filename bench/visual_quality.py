@@ -120,7 +120,8 @@ def main():
     parser.add_argument("--k", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--fits", default=",".join(images.FITS), help="comma-separated fits to compare (default: %(default)s)")
+    parser.add_argument("--fits", default=",".join(images.FITS),
+                        help="comma-separated fits to compare (default: %(default)s)")
     parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16 (default: %(default)s)")
     parser.add_argument("--max-articles", type=int, default=None,
                         help="only the first N images (by id), for a quick look")
@@ -175,7 +176,8 @@ def main():
 
     lines = [f"# Visual twins quality: share of the top-{args.k} twins that match the query "
              f"({len(ids):,} articles with images in {source.images_dir})", "",
-             "| twins from | method | same product type | same colour group | both | nearest twin is another colourway |",
+             "| twins from | method | same product type | same colour group | both "
+             "| nearest twin is another colourway |",
              "|---|---|---|---|---|---|"]
     for row in rows:
         top1 = "-" if row["colourway_top1"] is None or row["twins"] != "all" else f"{row['colourway_top1']:.3f}"

@@ -52,7 +52,8 @@ def build(personal: list[Recommender], popular: list[Popularity], customers: pl.
     parts = [frame.select(KEYS) for frame in proposed.values()]
     if popular:
         parts.append(popular[0].candidates(customers, n_popular).select(KEYS))
-    pool = pl.concat(parts).unique() if parts else pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": ARTICLE})
+    empty = pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": ARTICLE})
+    pool = pl.concat(parts).unique() if parts else empty
     return annotate(pool, proposed, popular)
 
 
@@ -67,7 +68,8 @@ def annotate(pairs: pl.DataFrame, proposed: dict[str, pl.DataFrame], popular: li
         pool = pool.join(frame.select(
             *KEYS,
             pl.col("score").cast(pl.Float32).alias(score_column(name)),
-            pl.col("score").rank("ordinal", descending=True).over("customer_id").cast(pl.UInt16).alias(rank_column(name)),
+            pl.col("score").rank("ordinal", descending=True).over("customer_id").cast(pl.UInt16)
+            .alias(rank_column(name)),
             pl.col("source_article_id").cast(ARTICLE).alias(source_column(name)),
         ), on=KEYS, how="left", maintain_order="left")
     for prior in popular:

@@ -126,7 +126,8 @@ def embed_ray(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device: 
                .map_batches(RayEmbedder, fn_constructor_kwargs={
                                 "weights": weights, "device": "cuda" if gpus else "cpu" if device == "auto" else device,
                                 "precision": precision, "threads": 0 if gpus else actor_cpus},
-                            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                            batch_size=batch_size, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=actors),
                             num_gpus=1 if gpus else 0, num_cpus=actor_cpus, memory=RAY_ACTOR_MEMORY))
     with tqdm(total=len(paths), unit="img", desc=f"{weights.backbone} (ray)", disable=not show_progress,
               smoothing=0.05) as bar:

@@ -55,7 +55,8 @@ def default_cutoff(transactions: pl.LazyFrame | pl.DataFrame) -> date:
     return last + timedelta(days=1)
 
 
-def launches(articles: pl.DataFrame, transactions: pl.LazyFrame | pl.DataFrame, cutoff: date | None = None) -> pl.Series:
+def launches(articles: pl.DataFrame, transactions: pl.LazyFrame | pl.DataFrame,
+             cutoff: date | None = None) -> pl.Series:
     """Article ids of the catalogue with no sale before `cutoff` (default: with no sale at all), newest id first."""
     sold = transactions.lazy()
     if cutoff is not None:

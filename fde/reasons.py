@@ -43,7 +43,8 @@ def family_texts(articles: pl.DataFrame, columns: list[str]) -> dict[str, pl.Exp
     times = pl.col("times_bought").cast(pl.Int32)
     return {
         "bought": pl.when(times == 1).then(pl.format("bought it {}", when_text(pl.col("days_since_bought"))))
-                    .otherwise(pl.format("bought {} times, most recently {}", times, when_text(pl.col("days_since_bought")))),
+                    .otherwise(pl.format("bought {} times, most recently {}", times,
+                                         when_text(pl.col("days_since_bought")))),
         "colourway": pl.format("colourway of {}", article_id_text(pl.col("source__colourways"))),
         "co_purchase": pl.format("often bought with {}", article_id_text(pl.col("source__co_purchase"))),
         "visual": pl.format("looks like {}, bought {}", article_id_text(pl.col("sim_visual_source")),
@@ -89,12 +90,16 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
     groups = tuple(names.index(f) if f is not None else len(names) for f in families)
     by_family = model.path_contributions(ranked, groups)[:, :len(names)]
     texts = family_texts(articles, ranked.columns)
+    def has(column: str) -> pl.Expr:
+        """The row has this evidence (a column the data may lack altogether)."""
+        return pl.col(column).is_not_null() if column in ranked.columns else pl.lit(False)
+
     available = {
         "bought": pl.col("times_bought") > 0,
-        "colourway": pl.col("source__colourways").is_not_null() if "source__colourways" in ranked.columns else pl.lit(False),
-        "co_purchase": pl.col("source__co_purchase").is_not_null() if "source__co_purchase" in ranked.columns else pl.lit(False),
-        "visual": pl.col("sim_visual_source").is_not_null() if "sim_visual_source" in ranked.columns else pl.lit(False),
-        "content": pl.col("sim_content_source").is_not_null() if "sim_content_source" in ranked.columns else pl.lit(False),
+        "colourway": has("source__colourways"),
+        "co_purchase": has("source__co_purchase"),
+        "visual": has("sim_visual_source"),
+        "content": has("sim_content_source"),
         "new": pl.col("days_since_first_sale").is_null(),
         "price": pl.col("price").is_not_null(),
     }

@@ -372,7 +372,8 @@ class CoPurchase(Recommender):
                   .with_columns(score=(pl.col("similarity") * pl.col("weight")).cast(pl.Float32)))
         if joined.height == 0:
             return empty_candidates()
-        best = (joined.sort(["customer_id", "score", "neighbour_id", "article_id"], descending=[False, True, False, False])
+        best = (joined.sort(["customer_id", "score", "neighbour_id", "article_id"],
+                            descending=[False, True, False, False])
                 .unique(["customer_id", "neighbour_id"], keep="first", maintain_order=True)
                 .select("customer_id", article_id="neighbour_id", score="score", source_article_id="article_id"))
         return top_k(best, n).select(list(CANDIDATE_SCHEMA))

@@ -83,7 +83,8 @@ def test_types_follow_the_contract(tmp_path):
     assert articles["product_type_name"].dtype == pl.Categorical
     assert articles["prod_name"].dtype == pl.String
     # quoted fields with commas survive; an empty detail_desc is null
-    assert articles["detail_desc"].to_list() == ["Jersey top with narrow shoulder straps.", "Jersey top, narrow straps.", None]
+    assert articles["detail_desc"].to_list() == ["Jersey top with narrow shoulder straps.", "Jersey top, narrow straps.",
+                                                 None]
     assert articles["garment_group_name"].cast(pl.String).to_list()[2] == "Under-, Nightwear"
 
 
@@ -191,7 +192,8 @@ def test_outputs_are_atomic_and_raw_is_untouched(tmp_path):
 
 
 def test_no_valid_transactions_is_a_user_error(tmp_path):
-    art = raw(tmp_path, transactions="t_dat,customer_id,article_id,price,sales_channel_id\n" + "\n".join(BAD_TRANSACTIONS) + "\n")
+    header = "t_dat,customer_id,article_id,price,sales_channel_id\n"
+    art = raw(tmp_path, transactions=header + "\n".join(BAD_TRANSACTIONS) + "\n")
     with pytest.raises(UserError, match="no valid transaction rows"):
         data_optim.optimize(art, show_progress=False)
 

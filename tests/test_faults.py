@@ -123,7 +123,8 @@ def no_space(monkeypatch, owner, name: str, error=None):
 
     def full(self, target, *args, **kwargs):
         real(self, target, *args, **kwargs)
-        raise error or pl.exceptions.ComputeError(f"parquet: File out of specification: underlying IO error: {NO_SPACE}")
+        raise error or pl.exceptions.ComputeError(
+            f"parquet: File out of specification: underlying IO error: {NO_SPACE}")
     monkeypatch.setattr(owner, name, full)
 
 

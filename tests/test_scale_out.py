@@ -1,4 +1,5 @@
-"""fde/scale_out.py: customer batches scored locally and as Ray tasks give the same frame (tiny sample, real fitted hybrid).
+"""fde/scale_out.py: customer batches scored locally and as Ray tasks give the same frame (tiny sample, real fitted
+hybrid).
 
 final.py --engine ray goes through final.recommend_everyone(engine="ray"), whose batch function is
 final.recommend_batch (importable by the workers).

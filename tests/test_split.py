@@ -140,8 +140,9 @@ def test_missing_transactions_says_what_to_run(tmp_path):
 def test_thin_test_week_is_refused_unless_allowed(tmp_path):
     stray = transactions().head(1).with_columns(t_dat=pl.lit(LAST + timedelta(days=7)))
     art = processed(tmp_path, pl.concat([transactions(), stray]))
-    with pytest.raises(UserError, match=r"the test window 2020-09-23\.\.2020-09-29 has 1 transactions \(0\.1 a day\) "
-                                        r"against 2\.0 a day .* choose --end-date 2020-09-22, or pass --allow-thin-weeks"):
+    with pytest.raises(UserError, match=r"the test window 2020-09-23\.\.2020-09-29 has 1 transactions "
+                                        r"\(0\.1 a day\) against 2\.0 a day .* choose --end-date 2020-09-22, "
+                                        r"or pass --allow-thin-weeks"):
         split_data.split(art)
     assert not art.split_dir.exists()
     info = split_data.split(art, allow_thin=True)
@@ -152,7 +153,8 @@ def test_thin_test_week_is_refused_unless_allowed(tmp_path):
 def test_split_of_processed_data_that_changed_since_is_refused(tmp_path):
     art = processed(tmp_path, transactions())
     transactions().head(10).write_parquet(art.transactions)  # replaced outside data_optim.py
-    with pytest.raises(UserError, match=r"transactions\.parquet was replaced since `python data_optim\.py --data-dir .*` "
-                                        r"wrote .*: rerun `python data_optim\.py"):
+    with pytest.raises(UserError, match=r"transactions\.parquet was replaced since "
+                                        r"`python data_optim\.py --data-dir .*` wrote .*: "
+                                        r"rerun `python data_optim\.py"):
         split_data.split(art)
     assert not art.split_dir.exists()
