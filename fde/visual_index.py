@@ -34,16 +34,16 @@ def normalize(features: np.ndarray) -> np.ndarray:
     return vectors
 
 
-def load_features(artifacts: art.Artifacts) -> tuple[np.ndarray, np.ndarray]:
-    """(article_ids int32, features) of the last visual_features.py run."""
-    if not artifacts.visual_features.exists() or not artifacts.visual_article_ids.exists():
-        raise UserError(f"{artifacts.visual_features} not found: "
-                        f"run `{artifacts.command('visual_features.py', images=True)}` first")
+def load_features(artifacts: art.Artifacts, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(article_ids int32, features) of the last visual_features.py run; mmap: map the matrix, read nothing yet."""
+    command = artifacts.command("visual_features.py", images=True)
+    for path in (artifacts.visual_features, artifacts.visual_article_ids):
+        art.require(path, command)
     ids = np.load(artifacts.visual_article_ids).astype(np.int32)
-    features = np.load(artifacts.visual_features)
+    features = np.load(artifacts.visual_features, mmap_mode="r" if mmap else None)
     if features.ndim != 2 or features.shape[0] != ids.shape[0]:
         raise UserError(f"{artifacts.visual_features} ({features.shape}) and {artifacts.visual_article_ids} "
-                        f"({ids.shape}) do not match: rerun `python visual_features.py`")
+                        f"({ids.shape}) do not match: rerun `{command}`")
     return ids, features
 
 
@@ -152,14 +152,7 @@ class VisualIndex:
     @classmethod
     def load(cls, artifacts: art.Artifacts) -> VisualIndex:
         """The features of visual_features.py, memory-mapped; UserError naming the command when absent."""
-        command = artifacts.command("visual_features.py", images=True)
-        art.require(artifacts.visual_features, command)
-        art.require(artifacts.visual_article_ids, command)
-        ids = np.load(artifacts.visual_article_ids)
-        features = np.load(artifacts.visual_features, mmap_mode="r")
-        if features.ndim != 2 or features.shape[0] != ids.shape[0]:
-            raise UserError(f"{artifacts.visual_features} ({features.shape}) and {artifacts.visual_article_ids} "
-                            f"({ids.shape}) do not match: rerun `{command}`")
+        ids, features = load_features(artifacts, mmap=True)
         no_image = art.images_without_features(artifacts)
         twins = artifacts.visual_twins if artifacts.visual_twins.exists() else None
         return cls(ids, features, twins, no_image)
