@@ -94,13 +94,15 @@ def page(browser):
 
 def wait_for_images(page, count: int) -> list[dict]:
     """Wait until exactly `count` images are on the page and all have decoded; return their sizes."""
-    page.wait_for_function(
+    # The sizes are read in the same check that found every image decoded: read later, a rerun of the
+    # app in between can have replaced an image with a fresh one that has not loaded yet (width 0).
+    found = page.wait_for_function(
         """([selector, count]) => {
             const images = [...document.querySelectorAll(selector)];
-            return images.length === count && images.every(i => i.complete && i.naturalWidth > 0);
+            const ready = images.length === count && images.every(i => i.complete && i.naturalWidth > 0);
+            return ready && images.map(i => ({w: i.naturalWidth, h: i.naturalHeight, src: i.src}));
         }""", arg=[IMAGES, count], timeout=RENDER_TIMEOUT)
-    return page.eval_on_selector_all(
-        IMAGES, "images => images.map(i => ({w: i.naturalWidth, h: i.naturalHeight, src: i.src}))")
+    return found.json_value()
 
 
 def screenshot(page, name: str) -> Path:
