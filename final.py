@@ -20,7 +20,7 @@ import argparse
 import polars as pl
 
 from fde import artifacts as art
-from fde import candidates, evaluation, launch
+from fde import candidates, evaluation, launch, scale_out
 from fde import hybrid as blend
 from fde.cli import Stopwatch, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
@@ -191,8 +191,6 @@ def recommend_everyone(recommender: Recommender, customers: pl.Series, show_prog
                        chunk: int = CHUNK_CUSTOMERS, engine: str = "local",
                        ray_address: str | None = None) -> pl.DataFrame:
     """The top 12 with reasons for every customer, in batches of customers: here, or as Ray tasks (fde/scale_out.py)."""
-    from fde import scale_out
-
     frame = as_customer_frame(customers)
     if frame.height == 0:
         return pl.DataFrame(schema=RECOMMENDATION_SCHEMA)

@@ -12,10 +12,25 @@ so a column keeps its meaning when an optional strategy (visual, without images)
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 import polars as pl
 
 from fde import metrics
-from fde.strategies import ARTICLE, Popularity, Recommender
+from fde.strategies import (
+    ARTICLE,
+    CategoryPopularity,
+    Colourways,
+    ContentSimilarity,
+    CoPurchase,
+    NewArrivals,
+    Popularity,
+    PurchaseHistory,
+    Recommender,
+    Repurchase,
+    VisualSimilarity,
+    popularity_strategies,
+)
 
 N_CANDIDATES = 24  # candidates per personal source and customer
 N_POPULAR = 16     # popular candidates per customer: the fill, and room for trends
@@ -110,18 +125,6 @@ def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | No
 
     scales: the time scales chosen on the validation week (evaluation.choose_scales), by source name.
     """
-    from fde.strategies import (
-        CategoryPopularity,
-        Colourways,
-        ContentSimilarity,
-        CoPurchase,
-        NewArrivals,
-        PurchaseHistory,
-        Repurchase,
-        VisualSimilarity,
-        popularity_strategies,
-    )
-
     scales = scales or {}
     populars = popularity_strategies(customers)
     personal = [PurchaseHistory(**scales.get("purchase_history", {})), Repurchase(**scales.get("repurchase", {})),
@@ -135,8 +138,6 @@ def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | No
 
 def week_truth(transactions: pl.DataFrame, start, days: int = 7) -> pl.DataFrame:
     """The unique articles each customer bought in [start, start + days): customer_id, article_ids."""
-    from datetime import timedelta
-
     return (transactions.filter((pl.col("t_dat") >= start) & (pl.col("t_dat") < start + timedelta(days=days)))
             .group_by("customer_id").agg(article_ids=pl.col("article_id").cast(ARTICLE).unique().sort())
             .sort("customer_id"))

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from fde import scale_out
 from fde.backbones import Weights, embed_batch, make_embedder, pick_device, pick_precision
 from fde.chunks import Chunk, ChunkWriter, work_rows
 from fde.images import DEFAULT_FIT, INPUT_SIZE, decode
@@ -100,8 +101,6 @@ def embed_ray(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device: 
     """Embed the chunks as a Ray Data job: decoding in tasks, the network in an actor pool (one per GPU)."""
     import pyarrow as pa
     import ray
-
-    from fde import scale_out
 
     scale_out.connect_ray(ray_address)
     resources = ray.cluster_resources()

@@ -15,7 +15,7 @@ from fde.evaluation import Inputs
 from fde.features import feature_columns, reduce_vectors
 from fde.ids import ARTICLE
 from fde.ranking import LearnedRanker, top_with_launches
-from fde.strategies import K
+from fde.strategies import ContentSimilarity, K
 from fde.visual_index import load_visual_vectors
 
 TRAINING_WEEKS = 3           # label weeks before the validation week the model learns from
@@ -120,8 +120,6 @@ def train(weeks: pl.DataFrame, features: list[str], rounds: int, valid: pl.DataF
 
 def load_vectors(artifacts: art.Artifacts, articles: pl.DataFrame) -> dict:
     """Reduced article vectors for the similarity features: content always, visual when image features exist."""
-    from fde.strategies import ContentSimilarity
-
     vectors, ids = ContentSimilarity().article_vectors(articles)
     out = {"content": reduce_vectors(ids, vectors)}
     visual = load_visual_vectors(artifacts)
