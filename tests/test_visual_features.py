@@ -199,6 +199,7 @@ def test_ray_engine_writes_the_local_vectors_and_resumes(offline, reference, loc
     np.testing.assert_allclose(features.astype(np.float32), reference.astype(np.float32), rtol=0.01, atol=0.01)
     assert sorted(u["article_id"] for u in meta["unreadable"]) == sorted(broken.values())
     assert meta["fit"] == images.DEFAULT_FIT == "stretch" and meta["count"] == len(ids)
+    assert meta["runtime"] == ["onnxruntime-float32"]  # the actors run the local path's ONNX export
 
     # Resume: with two chunks gone (and the outputs), Ray embeds only their images.
     artifacts.visual_features.unlink()
@@ -276,5 +277,79 @@ def test_auto_prefers_resnet50_when_its_weights_are_on_disk(offline, monkeypatch
     result = run(artifacts)
     features, got_ids, meta = outputs(artifacts)
     assert result["backbone"] == meta["backbone"] == "resnet50" and meta["dim"] == 2048
+    assert meta["runtime"] == ["onnxruntime-float32"]  # ResNet50 goes through the same ONNX export
     assert features.shape == (len(ids), 2048) and got_ids.tolist() == ids
     assert meta["weights"]["file"] == str(cached)
+
+
+# ---------------------------------------------------------------------------- runtimes: ONNX Runtime and torch
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_onnx_runtime_gives_torchs_vectors_and_chunks_record_it(offline, tmp_path):
+    on_onnx, ids = draw_catalogue(tmp_path / "onnx")
+    on_torch, _ = draw_catalogue(tmp_path / "torch")
+    assert run(on_onnx, chunk_size=4, runtime="onnx")["runtime"] == ["onnxruntime-float32"]
+    assert run(on_torch, chunk_size=4, runtime="torch", precision="fp32")["runtime"] == ["torch-float32"]
+    onnx_vectors, onnx_ids, meta = outputs(on_onnx)
+    torch_vectors, torch_ids, _ = outputs(on_torch)
+    assert onnx_ids.tolist() == torch_ids.tolist() == ids and meta["runtime"] == ["onnxruntime-float32"]
+    assert cosines(onnx_vectors, torch_vectors).min() >= 0.9999
+    for chunk in on_onnx.visual_chunks_dir.glob("*.npz"):
+        assert chunks.read_chunk(chunk, meta["dim"])["runtime"] == "onnxruntime-float32"
+    # the export is cached under the data dir, named by the weights' and the export's fingerprint
+    weights = backbones.find_weights("mobilenet_v2")
+    assert [p.name for p in on_onnx.visual_onnx_dir.iterdir()] == \
+        [f"mobilenet_v2-{backbones.onnx_fingerprint(weights)}.onnx"]
+    # another runtime later keeps the chunks it finds: nothing is embedded again
+    assert run(on_onnx, chunk_size=4, runtime="torch")["embedded"] == 0
+
+
+def test_onnx_export_is_reused_and_rebuilt_when_its_recipe_changes(offline, tmp_path, monkeypatch):
+    weights = backbones.find_weights("mobilenet_v2")
+    exports = []
+    real = backbones.export_onnx
+    monkeypatch.setattr(backbones, "export_onnx", lambda w, path: exports.append(path) or real(w, path))
+    first = backbones.onnx_model(weights, tmp_path)
+    assert backbones.onnx_model(weights, tmp_path) == first and len(exports) == 1
+    monkeypatch.setattr(backbones, "ONNX_EXPORT", backbones.ONNX_EXPORT + "-changed")
+    second = backbones.onnx_model(weights, tmp_path)
+    assert second != first and len(exports) == 2
+    assert list(tmp_path.iterdir()) == [second]  # the stale export is gone
+    pixels = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)
+    torch_fp32 = backbones.embed_batch(backbones.make_embedder(weights, torch.device("cpu"), None), pixels,
+                                       torch.device("cpu"))
+    assert cosines(backbones.OnnxEmbedder(second)(pixels), torch_fp32).min() >= 0.9999
+    second.write_bytes(b"not a model")
+    with pytest.raises(UserError, match="cannot load the ONNX model"):
+        backbones.OnnxEmbedder(second)
+
+
+def test_runtime_choice(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert backbones.pick_runtime("auto", cpu) == "onnx"  # requirements.txt installs onnxruntime
+    assert backbones.pick_runtime("auto", cuda) == "torch"
+    assert backbones.pick_runtime("torch", cpu) == "torch"
+    with pytest.raises(UserError, match="runs on the CPU"):
+        backbones.pick_runtime("onnx", cuda)
+    with pytest.raises(UserError, match="unknown runtime"):
+        backbones.pick_runtime("tensorrt", cpu)
+    with pytest.raises(UserError, match="--runtime torch"):
+        backbones.make_runtime(backbones.find_weights("mobilenet_v2"), cpu, "bf16", "onnx")
+    monkeypatch.setattr(backbones, "onnx_available", lambda export=False: False)
+    assert backbones.pick_runtime("auto", cpu) == "torch"
+    with pytest.raises(UserError, match="pip install onnxruntime"):
+        backbones.pick_runtime("onnx", cpu)
+
+
+def test_chunks_from_before_runtimes_were_recorded_still_merge(offline, tmp_path):
+    """A chunk that records its torch precision (the format before runtimes) reads as torch-<precision>."""
+    path = tmp_path / "old.npz"
+    with open(path, "wb") as fh:
+        np.savez(fh, article_ids=np.array([1], np.int32), features=np.zeros((1, 4), np.float16),
+                 failed_ids=np.array([], np.int32), failed_errors=np.array([], dtype=str),
+                 precision=np.array("bfloat16"))
+    assert chunks.read_chunk(path, 4)["runtime"] == "torch-bfloat16"
