@@ -217,7 +217,7 @@ def make_embedder(weights: Weights, device: torch.device, precision: torch.dtype
     """The feature network on the device, ready for inference.
 
     BatchNorm is folded into the convolutions and the activations run channels_last (in float32 too:
-    ~1.8x NCHW's speed on 2 CPU cores, bench_visual.py). In reduced precision the weights are converted
+    MobileNetV2 ran 2.6x NCHW's speed on 2 CPU cores, bench_visual.py). In reduced precision the weights are converted
     once: on a 2-core AMX CPU that measured ~1.4x faster than bf16 autocast (which re-casts every weight
     on every batch).
     """
