@@ -46,8 +46,10 @@ test-fast: venv
 lint: venv
 	$(PY) -m ruff check .
 
+# Loopback by default (.streamlit/config.toml); ADDRESS=0.0.0.0 serves every interface, without authentication.
+ADDRESS ?= 127.0.0.1
 app: venv
-	$(PY) -m streamlit run app.py -- --data-dir $(DATA) --images-dir $(IMAGES)
+	$(PY) -m streamlit run app.py --server.address $(ADDRESS) -- --data-dir $(DATA) --images-dir $(IMAGES)
 
 # Full-scale benchmarks (31.8M transactions, ~4 GB on disk, tens of minutes on 2 cores).
 bench: venv

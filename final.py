@@ -54,7 +54,7 @@ def load_ranker(artifacts: art.Artifacts, quiet: bool = False) -> Model | None:
     """The saved ranker, or None (saying how to train it) when ranker.py has not run."""
     if not artifacts.ranker_model.exists():
         if not quiet:
-            print(f"ranker: no model at {artifacts.ranker_model}; run `{artifacts.command('ranker.py', images=True)}` "
+            print(f"ranker: no model at {artifacts.ranker_model}; run `{artifacts.command('ranker.py')}` "
                   "to add the learned ranker. Scoring the hybrid alone.", flush=True)
         return None
     return Model.load(artifacts)

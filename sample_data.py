@@ -1138,6 +1138,8 @@ def generate(artifacts: artifacts_mod.Artifacts, scale: str = "demo", seed: int 
         raise UserError(f"unknown scale {scale!r}: use one of {', '.join(SCALES)}")
     if regime not in REGIMES:
         raise UserError(f"unknown regime {regime!r}: use one of {', '.join(REGIMES)}")
+    if not isinstance(seed, int) or seed < 0:
+        raise UserError(f"--seed {seed}: give a whole number of 0 or more (numpy seeds are non-negative)")
     if images is None:
         images = SCALES[scale].images and REGIMES[regime].images
     clock = time.perf_counter()

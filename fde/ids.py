@@ -13,7 +13,8 @@ ARTICLE = pl.Int32
 def parse_article_id(text) -> int:
     """Article id from '0108775015', '108775015' or an int; UserError if it is not one."""
     raw = str(text).strip()
-    if not raw.isdigit() or len(raw) > 10:
+    # isdigit alone takes '²' (which int() refuses with a traceback) and other scripts' digits: ids are ASCII
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
         raise UserError(f"{text!r} is not an article id: give up to 10 digits, e.g. 0108775015")
     return int(raw)
 

@@ -138,7 +138,7 @@ class Model:
         """The saved ranker; a one-line error naming the command when absent or inconsistent."""
         import lightgbm as lgb
 
-        command = artifacts.command("ranker.py", images=True)
+        command = artifacts.command("ranker.py")  # ranker.py reads no images: it takes --data-dir alone
         meta = json.loads(art.require(artifacts.ranker_meta, command).read_text())
         booster = lgb.Booster(model_file=str(art.require(artifacts.ranker_model, command)))
         if booster.feature_name() != meta["features"]:

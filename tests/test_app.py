@@ -162,6 +162,9 @@ def test_unknown_and_malformed_article_ids(monkeypatch, pipeline):
     at.text_input(key="article").input("abc").run()
     assert not at.exception
     assert "is not an article id" in at.error[0].value
+    at.text_input(key="article").input("²").run()  # issue 17: before, a ValueError that said to rerun the pipeline
+    assert not at.exception
+    assert "is not an article id" in at.error[0].value and "rerun" not in at.error[0].value
 
 
 def test_article_without_features_says_so(monkeypatch, pipeline, catalogue, with_image):
@@ -394,6 +397,9 @@ def test_launch_unknown_and_malformed_ids(monkeypatch, pipeline):
     at.text_input(key="article").input("abc").run()
     assert not at.exception
     assert "is not an article id" in at.error[0].value
+    at.text_input(key="article").input("²").run()
+    assert not at.exception
+    assert "is not an article id" in at.error[0].value and "rerun" not in at.error[0].value
 
 
 def test_launch_view_serves_the_rankers_audience(monkeypatch, pipeline):

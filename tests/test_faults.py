@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from fde import evaluation
 from fde.artifacts import Artifacts
 from fde.cli import run_main
 from fde.errors import UserError
+from fde.ids import parse_article_id
 
 NO_SPACE = "No space left on device (os error 28)"  # how polars words ENOSPC (errno is not set)
 
@@ -378,3 +381,96 @@ def test_full_disk_in_final_writes_no_result(raw, capsys, monkeypatch):
     assert run(final, raw, "--no-progress") == 2
     one_line_error(capsys, "disk is full")
     assert snapshot(raw.results_dir) == {}  # not metrics.json without submission.csv
+
+
+# ---------------------------------------------------------------------------- issue 17's second sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shell(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
+    """A stage run from a shell, as a user runs it."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def one_line(done: subprocess.CompletedProcess, *fragments: str) -> str:
+    """A failed command's stderr: exit 2, one line 'error: ...' with every fragment, no traceback."""
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_negative_seed_is_one_line(tmp_path):
+    """Before: a numpy traceback ('expected non-negative integer')."""
+    done = shell("sample_data.py", "--scale", "tiny", "--seed", "-1", "--data-dir", str(tmp_path / "data"),
+                 "--images-dir", str(tmp_path / "images"))
+    one_line(done, "--seed -1", "0 or more")
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("text", ["²", "0108775015²", "１０８７７５０１５"])  # superscript, fullwidth digits
+def test_non_ascii_digits_are_not_an_article_id(text):
+    """Before: '²'.isdigit() let it through and int() raised a ValueError traceback."""
+    with pytest.raises(UserError, match="is not an article id"):
+        parse_article_id(text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["launch.py", "visual_reccs.py"])
+def test_non_ascii_article_id_from_a_shell(pipeline, stage):
+    done = shell(stage, "--data-dir", str(pipeline.data_dir), "--article", "²")
+    one_line(done, "'²' is not an article id")
+
+
+def test_missing_ranker_names_a_command_ranker_accepts(tmp_path):
+    """Before: the message suggested `ranker.py --images-dir`, an option ranker.py refuses."""
+    import ranker
+    from fde.ranking import Model
+
+    art = Artifacts(tmp_path / "data", tmp_path / "photos")
+    with pytest.raises(UserError) as raised:
+        Model.load(art)
+    command = re.search(r"`python (ranker\.py[^`]*)`", str(raised.value)).group(1).split()
+    assert command[0] == "ranker.py" and "--images-dir" not in command
+    with pytest.raises(SystemExit) as done:  # the suggested arguments parse (then --help ends the run)
+        ranker.main([*command[1:], "--help"])
+    assert done.value.code == 0
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP port listens on, from /proc/net/tcp and tcp6 (state 0A = LISTEN)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.mark.slow
+def test_the_app_listens_on_loopback_only(pipeline, tmp_path):
+    """Before: `*:8501`, purchase histories reachable from the network; now .streamlit/config.toml binds loopback."""
+    import socket
+    import time
+    import tomllib
+
+    assert tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["address"] == "127.0.0.1"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(  # as `make app` runs it, without an address flag: the config decides
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--", "--data-dir", str(pipeline.data_dir), "--images-dir", str(pipeline.images_dir)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not listening_addresses(port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing on 0.0.0.0 or ::
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
