@@ -76,6 +76,20 @@ def decay(cutoff, half_life_days: float | None) -> pl.Expr:
     return (-math.log(2) / half_life_days * age_days(cutoff)).exp().cast(pl.Float32)
 
 
+FIXED_POINT = 2.0 ** 32  # weights are added as whole multiples of 2^-32: integers, so in any order the same
+
+
+def exact_sum(expr: pl.Expr) -> pl.Expr:
+    """The sum of non-negative weights (each at most a few, totals under 2^31), the same in every run (Float32).
+
+    Float addition depends on its order, and polars' lazy group_by adds partial sums in an order that
+    changes from run to run (hash partitions, threads): a score's 8th digit, then a broken tie, then
+    another model. Integers add exactly in any order; rounding each weight to 2^-32 (2e-10) is far
+    below float32's resolution.
+    """
+    return ((expr.cast(pl.Float64) * FIXED_POINT).round().cast(pl.Int64).sum() / FIXED_POINT).cast(pl.Float32)
+
+
 def saturate(expr: pl.Expr) -> pl.Expr:
     """Map a non-negative evidence sum to [0, 1): one fresh purchase gives 0.63, two give 0.86."""
     return (1.0 - (-expr).exp()).cast(pl.Float32)
@@ -181,7 +195,7 @@ class PurchaseHistory(Recommender):
             tx = tx.filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.window_days))
         self.history = (
             tx.lazy().group_by("customer_id", "article_id")
-            .agg(evidence=decay(self.cutoff, self.half_life_days).sum())
+            .agg(evidence=exact_sum(decay(self.cutoff, self.half_life_days)))
             .with_columns(pl.col("article_id").cast(ARTICLE))
             .collect()
         )
@@ -216,7 +230,7 @@ class PurchaseHistory(Recommender):
         # by the purchase itself when there is one, else by the colourway bought with the most evidence
         keys = ["customer_id", "article_id"]
         total = (pl.concat([own.select(*keys, "evidence"), colourways.select(*keys, "evidence")])
-                 .group_by(keys).agg(score=saturate(pl.col("evidence").sum())))
+                 .group_by(keys).agg(score=saturate(exact_sum(pl.col("evidence")))))
         top = top_k(total, n)
         explained = (colourways.join(top.select(keys), on=keys, how="semi")
                      .sort([*keys, "evidence", "source_article_id"], descending=[False, False, True, False])
@@ -269,7 +283,7 @@ class Repurchase(Recommender):
         transactions, self.cutoff = before(transactions, cutoff)
         self.history = (
             transactions.lazy().group_by("customer_id", "article_id")
-            .agg(evidence=recency_weight(self.cutoff, self.kernel, self.scale_days).sum())
+            .agg(evidence=exact_sum(recency_weight(self.cutoff, self.kernel, self.scale_days)))
             .with_columns(pl.col("article_id").cast(ARTICLE))
             .collect()
         )
@@ -306,7 +320,7 @@ class Colourways(Repurchase):
             .join(own.select("customer_id", colourway_id="article_id"), on=["customer_id", "colourway_id"], how="anti")
             .sort(["customer_id", "colourway_id", "evidence", "article_id"], descending=[False, False, True, False])
             .group_by("customer_id", "colourway_id", maintain_order=True)
-            .agg(evidence=pl.col("evidence").sum(), source_article_id=pl.col("article_id").first())
+            .agg(evidence=exact_sum(pl.col("evidence")), source_article_id=pl.col("article_id").first())
             .select("customer_id", article_id="colourway_id", score=saturate(pl.col("evidence")),
                     source_article_id="source_article_id")
         )
@@ -346,14 +360,14 @@ class CoPurchase(Recommender):
                 .select("customer_id", pl.col("article_id").cast(ARTICLE), "t_dat").unique()
                 .collect())
         weight = recency_weight(self.cutoff, "exponential", self.half_life_days)
-        buyers = (days.lazy().group_by("article_id").agg(buyers=weight.sum()))
+        buyers = (days.lazy().group_by("article_id").agg(buyers=exact_sum(weight)))
         pairs = (
             days.lazy().join(days.lazy().rename({"article_id": "neighbour_id", "t_dat": "t_b"}), on="customer_id")
             .filter((pl.col("article_id") != pl.col("neighbour_id"))
                     & ((pl.col("t_dat") - pl.col("t_b")).dt.total_days().abs() <= self.pair_days))
             # one customer counts once per pair, at their latest co-purchase
             .group_by("customer_id", "article_id", "neighbour_id").agg(t_dat=pl.max_horizontal("t_dat", "t_b").max())
-            .group_by("article_id", "neighbour_id").agg(pair=weight.sum(), customers=pl.len())
+            .group_by("article_id", "neighbour_id").agg(pair=exact_sum(weight), customers=pl.len())
             .filter(pl.col("customers") >= 2)  # a pair seen once is an anecdote, not a pattern
             .join(buyers, on="article_id")
             .with_columns(similarity=(pl.col("pair") / pl.col("buyers")).clip(0.0, 1.0).cast(pl.Float32))
@@ -445,8 +459,9 @@ class Popularity(Recommender):
         """
         banded = (tx.join(self.customer_ages.select("customer_id", age_band()), on="customer_id", how="inner")
                   .filter(pl.col("band").is_not_null())
-                  .group_by("band", "article_id").agg(w=pl.col("weight").sum()))
-        share = tx.group_by("article_id").agg(g=pl.col("weight").sum()).with_columns(g=pl.col("g") / pl.col("g").sum())
+                  .group_by("band", "article_id").agg(w=exact_sum(pl.col("weight"))))
+        share = (tx.group_by("article_id").agg(g=exact_sum(pl.col("weight")))
+                 .with_columns(g=pl.col("g") / exact_sum(pl.col("g"))))
         bands = pl.DataFrame({"band": pl.Series(range(-1, len(AGE_BANDS) + 1), dtype=pl.Int8)})
         return (
             bands.join(share, how="cross")
@@ -462,7 +477,7 @@ class Popularity(Recommender):
     def _scores(tx: pl.DataFrame) -> pl.DataFrame:
         """Summed weight per article, scaled so the best article scores 1, best first."""
         return (
-            tx.group_by("article_id").agg(score=pl.col("weight").sum())
+            tx.group_by("article_id").agg(score=exact_sum(pl.col("weight")))
             .with_columns(score=(pl.col("score") / pl.col("score").max()).cast(pl.Float32),
                           article_id=pl.col("article_id").cast(ARTICLE))
             .sort(["score", "article_id"], descending=[True, False])
@@ -554,15 +569,15 @@ class CategoryPopularity(Recommender):
             .filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.history_days))
             .select("customer_id", pl.col("article_id").cast(ARTICLE), weight=decay(self.cutoff, self.half_life_days))
             .join(category.lazy(), on="article_id", how="inner")
-            .group_by("customer_id", "category").agg(pl.col("weight").sum())
-            .with_columns(share=(pl.col("weight") / pl.col("weight").sum().over("customer_id")).cast(pl.Float32))
+            .group_by("customer_id", "category").agg(exact_sum(pl.col("weight")))
+            .with_columns(share=(pl.col("weight") / exact_sum(pl.col("weight")).over("customer_id")).cast(pl.Float32))
             .sort(["customer_id", "share", "category"], descending=[False, True, False])
             .group_by("customer_id", maintain_order=True).head(self.top_categories)
             .select("customer_id", "category", "share")
             .collect()
         )
         sales = (transactions.filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.trend_days))
-                 .group_by(pl.col("article_id").cast(ARTICLE)).agg(sales=decay(self.cutoff, 7.0).sum()))
+                 .group_by(pl.col("article_id").cast(ARTICLE)).agg(sales=exact_sum(decay(self.cutoff, 7.0))))
         self.trending = (
             sales.with_columns(trend=(pl.col("sales") / pl.col("sales").max()).cast(pl.Float32))
             .join(category, on="article_id", how="inner")
@@ -671,7 +686,7 @@ class SimilarToRecent(Recommender):
         if not self.popularity_weight:
             return targets.with_columns(weight=pl.lit(1.0, dtype=pl.Float32))
         sales = (transactions.filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.active_days))
-                 .group_by("article_id").agg(sales=decay(self.cutoff, 7.0).sum())
+                 .group_by("article_id").agg(sales=exact_sum(decay(self.cutoff, 7.0)))
                  .with_columns(pl.col("article_id").cast(ARTICLE)))
         return (targets.join(sales, on="article_id", how="left")
                 .with_columns(pl.col("sales").fill_null(pl.col("sales").median()))
