@@ -34,7 +34,7 @@ import polars as pl
 from tqdm import tqdm
 
 from fde.artifacts import Artifacts, add_dir_args, from_args
-from fde.cli import peak_rss_mb, run_main, summary
+from fde.cli import add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import check_writable, environment_problem, UserError
 from fde.files import atomic_outputs, Outputs
 from fde.ids import customer_key_expr
@@ -475,7 +475,7 @@ def optimize(artifacts: Artifacts, show_progress: bool = True) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_dir_args(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
     optimize(from_args(args), show_progress=not args.no_progress)
 

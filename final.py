@@ -22,7 +22,7 @@ import polars as pl
 from fde import artifacts as art
 from fde import candidates, evaluation, launch, scale_out
 from fde import hybrid as blend
-from fde.cli import Stopwatch, peak_rss_mb, run_main, summary
+from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
 from fde.evaluation import BASELINE, Inputs, load_inputs
 from fde.files import atomic_outputs, atomic_path, write_json, write_parquet
@@ -279,7 +279,7 @@ def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool =
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     art.add_dir_args(parser)
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(parser)
     parser.add_argument("--no-ranker", action="store_true", help="ignore a trained ranker: the hybrid alone")
     parser.add_argument("--engine", choices=["local", "ray"], default="local",
                         help="score the submission's customer batches here or as Ray tasks (default: %(default)s)")

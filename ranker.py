@@ -21,7 +21,7 @@ import polars as pl
 
 from fde import artifacts as art
 from fde import evaluation
-from fde.cli import Stopwatch, peak_rss_mb, run_main, summary
+from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
 from fde.evaluation import Inputs
 from fde.ranking import Model
@@ -107,7 +107,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     art.add_dir_args(parser)
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
     artifacts = art.from_args(args)
     fit_ranker(artifacts, evaluation.load_inputs(artifacts), show_progress=not args.no_progress)

@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from fde import artifacts as artifacts_mod
 from fde import sample_images
-from fde.cli import peak_rss_mb, run_main, summary
+from fde.cli import add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError
 from fde.files import atomic_path
 from fde.ids import article_id_text
@@ -1198,6 +1198,7 @@ def main() -> None:
     parser.add_argument("--image-size", default=None, metavar="WxH",
                         help="image size in pixels, portrait 2:3 (default 384x576; 128x192 at tiny)")
     parser.add_argument("--workers", type=int, default=None, help="processes drawing images (default: up to 4)")
+    add_progress_flag(parser)
     args = parser.parse_args()
     scale = "full" if args.full else args.scale
     images = not args.no_images and ((SCALES[scale].images and REGIMES[args.regime].images) or args.images)
@@ -1211,7 +1212,7 @@ def main() -> None:
             raise UserError("--image-size: at least 32x32 pixels")
         size = (w, h)
     generate(artifacts_mod.from_args(args), scale=scale, seed=args.seed, force=args.force, images=images,
-             image_size=size, workers=args.workers, regime=args.regime)
+             image_size=size, workers=args.workers, regime=args.regime, show_progress=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from fde.chunks import (
     plan_fingerprint,
     set_aside_damaged,
 )
-from fde.cli import Stopwatch, run_main, summary
+from fde.cli import Stopwatch, add_progress_flag, run_main, summary
 from fde.engines import default_workers, embed_local, embed_ray
 from fde.errors import UserError, check_writable
 from fde.files import write_json
@@ -151,14 +151,14 @@ def main():
     parser.add_argument("--replace-features", action="store_true",
                         help="embed another --images-dir into a data dir that holds a different folder's "
                              "embeddings, deleting those chunks")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(parser)
     args = parser.parse_args()
     if args.engine == "local" and (args.ray_address or args.ray_actors):
         raise UserError("--ray-address and --ray-actors need --engine ray")
     artifacts = art.from_args(args)
     check_writable(artifacts.visual_dir)  # before the work, not after it
     embed_catalogue(artifacts, backbone=args.backbone, device=args.device, batch_size=args.batch_size,
-                    num_workers=args.workers, weights=args.weights, show_progress=not args.quiet,
+                    num_workers=args.workers, weights=args.weights, show_progress=not args.no_progress,
                     precision=args.precision, fit=args.fit, engine=args.engine, ray_address=args.ray_address,
                     ray_actors=args.ray_actors, replace_features=args.replace_features, runtime=args.runtime)
 

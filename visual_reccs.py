@@ -17,7 +17,7 @@ import argparse
 import polars as pl
 
 from fde import artifacts as art
-from fde.cli import Stopwatch, run_main, summary
+from fde.cli import Stopwatch, add_progress_flag, run_main, summary
 from fde.errors import UserError, check_writable
 from fde.files import write_parquet
 from fde.ids import format_article_id, product_codes
@@ -52,7 +52,7 @@ def main():
     parser.add_argument("--exclude-same-product", action="store_true",
                         help="skip other colourways of the same product_code (trivially alike)")
     parser.add_argument("--article", help="print the twins of this one article instead of building the table")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(parser)
     args = parser.parse_args()
     artifacts = art.from_args(args)
     if not args.article:
@@ -61,7 +61,7 @@ def main():
         twins = VisualIndex.load(artifacts).twins(args.article, args.k, args.exclude_same_product)
         print(twins.with_columns(pl.col("twin_id").map_elements(format_article_id, return_dtype=pl.String)))
         return
-    build_twins(artifacts, k=args.k, exclude_same_product=args.exclude_same_product, show_progress=not args.quiet)
+    build_twins(artifacts, k=args.k, exclude_same_product=args.exclude_same_product, show_progress=not args.no_progress)
 
 
 if __name__ == "__main__":

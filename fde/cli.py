@@ -1,6 +1,7 @@
 """What every stage's command shares: ending on one line (run_main), the one-line summary, a stopwatch, peak memory."""
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 import time
@@ -26,6 +27,15 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """--no-progress: the one name, in every stage that shows progress bars, for hiding them.
+
+    --quiet, its old name in visual_features.py and visual_reccs.py, still works and is not listed.
+    """
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS)
 
 
 def summary(stage: str, **fields) -> str:

@@ -19,9 +19,9 @@ from photos import draw_catalogue, draw_garment
 
 
 def stage(monkeypatch, capsys, artifacts: Artifacts, *extra) -> tuple[int, str]:
-    """Exit code and output of `python visual_features.py --data-dir .. --images-dir .. --quiet *extra`."""
+    """Exit code and output of `python visual_features.py --data-dir .. --images-dir .. --no-progress *extra`."""
     argv = ["visual_features.py", "--data-dir", str(artifacts.data_dir), "--images-dir", str(artifacts.images_dir),
-            "--quiet", "--workers", "0", *extra]
+            "--no-progress", "--workers", "0", *extra]
     monkeypatch.setattr(sys, "argv", argv)
     code = 0
     try:
