@@ -265,6 +265,8 @@ def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool =
     """Evaluate (tune on validation, score the test week), then write the submission trained on all data;
     the results appear together or not at all."""
     check_writable(artifacts.results_dir)  # before minutes of work, not after
+    if engine == "ray":  # an unreachable cluster fails in seconds, not after the evaluation
+        scale_out.connect_ray(ray_address)
     inputs = load_inputs(artifacts)
     built_from = [artifacts.manifest("data_optim.py"), artifacts.manifest("split_data.py")]
     built_from += [p for p in (artifacts.visual_twins, artifacts.ranker_model) if p.exists()]

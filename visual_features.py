@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from fde import artifacts as art
+from fde import scale_out
 from fde.backbones import BACKBONES, RUNTIMES, find_weights, make_runtime, onnx_model, pick_device, pick_runtime
 from fde.chunks import (
     CHUNK_SIZE,
@@ -157,6 +158,7 @@ def main():
         raise UserError("--ray-address and --ray-actors need --engine ray")
     artifacts = art.from_args(args)
     check_writable(artifacts.visual_dir)  # before the work, not after it
+    scale_out.check_reachable(args.ray_address)  # seconds, not minutes of Ray's retries after the planning
     embed_catalogue(artifacts, backbone=args.backbone, device=args.device, batch_size=args.batch_size,
                     num_workers=args.workers, weights=args.weights, show_progress=not args.no_progress,
                     precision=args.precision, fit=args.fit, engine=args.engine, ray_address=args.ray_address,

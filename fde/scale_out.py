@@ -12,6 +12,7 @@ there; the batches' results come back in the customers' order, whatever order th
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,31 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # What a cluster's workers need of this repo is its code: never upload data, images, results or venvs.
 RAY_EXCLUDES = [".git", ".venv", "data", "data_*", "images", "bench/results", "test-artifacts", "*.npy",
                 "*.npz", "*.parquet", "*.csv", "*.jpg"]
+
+
+REACH_SECONDS = 5  # a cluster's head answers a TCP connect at once; Ray's own connect retries for minutes
+
+
+def cannot_reach(address: str, why: str) -> UserError:
+    return UserError(f"cannot reach a Ray cluster at {address!r} ({why}): start one with `ray start --head` "
+                     "or check --ray-address; nothing was computed")
+
+
+def check_reachable(address: str | None) -> None:
+    """A one-line error within seconds when `address` (HOST:PORT or ray://HOST:PORT) does not answer.
+
+    Without this, ray.init retries an unreachable GCS for minutes. None (start Ray here) and 'auto'
+    (ray finds the address itself, and says at once when there is none) are not probed.
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r}: give auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_SECONDS).close()
+    except OSError as exc:
+        raise cannot_reach(address, exc.strerror or type(exc).__name__) from None
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None):
@@ -47,6 +73,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None):
         raise UserError("the Ray engine needs ray: `pip install 'ray[data]'` (it is in requirements.txt)") from None
     if ray.is_initialized():
         return ray
+    check_reachable(address)
     try:
         if address is None:
             ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: the flag above, if ray came first
@@ -56,8 +83,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None):
         else:
             ray.init(address=address, runtime_env={"working_dir": str(ROOT), "excludes": RAY_EXCLUDES})
     except ConnectionError as exc:
-        raise UserError(f"cannot reach a Ray cluster at {address!r} ({exc}): start one with "
-                        f"`ray start --head` or check --ray-address") from None
+        raise cannot_reach(address, str(exc)) from None
     return ray
 
 

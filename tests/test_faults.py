@@ -467,3 +467,26 @@ def test_ranker_and_submission_are_reproducible(pipeline, tmp_path):
     assert meta[0] == meta[1]
     assert first.submission.read_bytes() == second.submission.read_bytes()
     assert pl.read_parquet(first.recommendations).equals(pl.read_parquet(second.recommendations))
+
+
+@pytest.mark.parametrize("stage", ["final.py", "visual_features.py"])
+def test_unreachable_ray_address_fails_in_seconds(tiny, tmp_path, stage):
+    """Before: final.py ran the whole evaluation, then hung in Ray's connect (killed after 300 s)."""
+    import time
+
+    art = copy_stage_inputs(tiny, Artifacts(tmp_path / "data", tiny.images_dir), "processed", "split")
+    clock = time.monotonic()
+    done = shell(stage, "--data-dir", str(art.data_dir), "--images-dir", str(tiny.images_dir), "--engine", "ray",
+                 "--ray-address", "127.0.0.1:1", "--no-progress") if stage == "visual_features.py" else \
+        shell(stage, "--data-dir", str(art.data_dir), "--engine", "ray", "--ray-address", "127.0.0.1:1")
+    one_line(done, "cannot reach a Ray cluster at '127.0.0.1:1'")
+    assert time.monotonic() - clock < 60  # the imports, under load; the work itself takes minutes
+    assert not art.results_dir.exists() and not art.visual_features.exists()
+
+
+@pytest.mark.parametrize("address", ["nowhere", "10.0.0.1:port"])
+def test_malformed_ray_address_is_one_line(address):
+    from fde.scale_out import check_reachable
+
+    with pytest.raises(UserError, match="give auto, HOST:PORT"):
+        check_reachable(address)
