@@ -95,13 +95,19 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
         "pool_recall": recalls[str(val_start)], "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))]
                                                                          for c in cutoffs],
     })
-    model.save(artifacts)
+    model.save(artifacts, trained_on(artifacts))
     top = ", ".join(f"{r['feature']}" for r in model.importance()[:5])
     summary("ranker", weeks=len(training_weeks), rows=weeks.height, features=len(features), rounds=rounds,
             validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots,
             pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}",
             top_features=top, seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
     return model.meta | {"features": features, "feature_importance": model.importance()}
+
+
+def trained_on(artifacts: art.Artifacts) -> list:
+    """The files the ranker was trained from: results/ranker/manifest.json records them, every reader checks it."""
+    files = [artifacts.articles, artifacts.customers, *(artifacts.split(p) for p in ("train", "validation", "test"))]
+    return files + [p for p in (artifacts.visual_features, artifacts.visual_twins) if p.exists()]
 
 
 def main(argv=None):

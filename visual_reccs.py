@@ -19,7 +19,7 @@ import polars as pl
 from fde import artifacts as art
 from fde.cli import Stopwatch, add_progress_flag, run_main, summary
 from fde.errors import UserError, check_writable
-from fde.files import write_parquet
+from fde.files import atomic_outputs, write_parquet
 from fde.ids import format_article_id, product_codes
 from fde.visual_index import DEFAULT_K, VisualIndex, check_k, load_features, normalize, top_k_twins, twins_table
 
@@ -35,7 +35,10 @@ def build_twins(artifacts: art.Artifacts, k: int = DEFAULT_K, exclude_same_produ
     codes = product_codes(ids) if exclude_same_product else None
     index, score = top_k_twins(normalize(features), k, codes, show_progress=show_progress)
     table = twins_table(ids, index, score)
-    write_parquet(table, artifacts.visual_twins)
+    features = [artifacts.visual_features, artifacts.visual_article_ids]  # twins of these, checked by every reader
+    with atomic_outputs(artifacts.manifest("visual_reccs.py"), features, artifacts.command("visual_reccs.py"),
+                        artifacts.data_dir) as outputs:
+        write_parquet(table, outputs(artifacts.visual_twins))
     result = {"articles": int(ids.shape[0]), "twins": table.height, "k": k,
               "exclude_same_product": exclude_same_product, "seconds": clock.seconds,
               "output": str(artifacts.visual_twins)}

@@ -23,6 +23,7 @@ from fde.errors import UserError
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_IMAGES_DIR = "images"
+IMAGE_STAGES = ("sample_data.py", "visual_features.py")  # the stages that take --images-dir
 
 
 @dataclass(frozen=True)
@@ -174,16 +175,18 @@ class Artifacts:
 
     def manifest(self, script: str) -> Path:
         """What the outputs of `script` were built from: the fingerprints of its inputs and outputs."""
-        folder = {"data_optim.py": self.processed_dir, "split_data.py": self.split_dir,
-                  "final.py": self.results_dir}[script]
-        return folder / "manifest.json"
+        return {"data_optim.py": self.processed_dir / "manifest.json",
+                "split_data.py": self.split_dir / "manifest.json",
+                "visual_features.py": self.visual_dir / "manifest.json",
+                "visual_reccs.py": self.visual_dir / "twins_manifest.json",
+                "ranker.py": self.ranker_dir / "manifest.json", "final.py": self.results_dir / "manifest.json"}[script]
 
     def command(self, script: str, images: bool = False) -> str:
         """The command line that runs `script` on these folders (for "run X first" messages)."""
         parts = ["python", script]
         if self.data_dir != Path(DEFAULT_DATA_DIR):
             parts += ["--data-dir", str(self.data_dir)]
-        if images and self.images_dir != Path(DEFAULT_IMAGES_DIR):
+        if (images or script in IMAGE_STAGES) and self.images_dir != Path(DEFAULT_IMAGES_DIR):
             parts += ["--images-dir", str(self.images_dir)]
         return " ".join(parts)
 
@@ -210,6 +213,28 @@ def require_fresh(artifacts: Artifacts, *scripts: str) -> None:
         files.require_fresh(manifest, artifacts.command(script), artifacts.data_dir)
 
 
+def require_fresh_if_built(artifacts: Artifacts, script: str, *outputs: Path) -> bool:
+    """For an optional stage (visual features, twins, the ranker): False when none of its `outputs` exist,
+    True when they are fresh; else the one-line error of require_fresh naming the command to rerun."""
+    if not any(Path(p).exists() for p in outputs):
+        return False
+    files.require_fresh(artifacts.manifest(script), artifacts.command(script), artifacts.data_dir)
+    return True
+
+
+def load_damaged(path: Path, command: str, read):
+    """read(path), or a one-line error naming `command` when the file cannot be parsed (truncated, say)."""
+    try:
+        return read(require(path, command))
+    except UserError:
+        raise
+    except Exception as exc:  # numpy, json, polars and LightGBM each raise their own kind for a damaged file
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # permissions, a full disk: said by run_main, not a damaged file
+        why = (str(exc).splitlines() or [""])[0][:120]
+        raise UserError(f"{path} is damaged ({type(exc).__name__}: {why}): rerun `{command}`") from None
+
+
 def images_without_features(artifacts: Artifacts) -> dict[int, str]:
     """article_id -> why it has no image feature (no image file, or an unreadable one), from visual_meta.json."""
     import json
@@ -224,8 +249,8 @@ def images_without_features(artifacts: Artifacts) -> dict[int, str]:
 
 
 def read_parquet(path: Path, command: str) -> pl.DataFrame:
-    """Read an artifact, or say which command writes it."""
-    return pl.read_parquet(require(path, command))
+    """Read an artifact, or say which command writes it (or rewrites it, when it is damaged)."""
+    return load_damaged(path, command, pl.read_parquet)
 
 
 def add_dir_args(parser, images: bool = False) -> None:

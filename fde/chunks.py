@@ -15,6 +15,7 @@ import polars as pl
 from tqdm import tqdm
 
 from fde import artifacts as art
+from fde import files
 from fde.errors import UserError
 from fde.files import atomic_path, save_npy, write_json
 from fde.images import DEFAULT_FIT, FITS, INPUT_SIZE, MEAN, STD
@@ -154,6 +155,10 @@ def outputs_current(artifacts: art.Artifacts, fingerprint: str) -> bool:
         ids = np.load(artifacts.visual_article_ids, mmap_mode="r").shape[0]
     except (OSError, ValueError):
         return False
+    try:  # the manifest too: a catalogue changed since (data_optim.py) means merging again, not embedding
+        files.require_fresh(artifacts.manifest("visual_features.py"), "", artifacts.data_dir)
+    except (UserError, OSError, ValueError, KeyError):
+        return False
     return meta.get("fingerprint") == fingerprint and rows == ids == meta.get("count")
 
 
@@ -213,10 +218,13 @@ def merge_chunks(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
         "chunks": len(plan["chunks"]),
         "fingerprint": fingerprint,
     }
-    # Metadata goes last: a crash in between leaves a stale fingerprint, so the next run merges again.
-    save_npy(features, artifacts.visual_features)
-    save_npy(ids, artifacts.visual_article_ids)
-    write_json(meta, artifacts.visual_meta)
+    # The three appear together with visual/manifest.json (what they were checked against: the catalogue),
+    # which every reader checks; a crash before it leaves the previous set, and the next run merges again.
+    catalogue = [artifacts.articles] if artifacts.articles.exists() else []
+    with files.atomic_outputs(artifacts.manifest("visual_features.py"), catalogue, rerun, artifacts.data_dir) as out:
+        save_npy(features, out(artifacts.visual_features))
+        save_npy(ids, out(artifacts.visual_article_ids))
+        write_json(meta, out(artifacts.visual_meta))
     for stale in superseded_chunks(chunk_dir, plan["chunks"]):
         stale.unlink()  # chunks of images that changed since: never merged again
     return meta

@@ -16,7 +16,7 @@ from fde import artifacts as art
 from fde import candidates
 from fde.errors import UserError
 from fde.features import Context, feature_columns
-from fde.files import atomic_path, write_json
+from fde.files import atomic_outputs, write_json
 from fde.ids import ARTICLE
 from fde.reasons import explain
 from fde.strategies import K, Popularity, Recommender, before, top_k
@@ -47,6 +47,13 @@ def top_with_launches(frame: pl.DataFrame, k: int, slots: int) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------------------- the model
+
+def file_sha256(path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
 
 class Model:
     """A trained booster, the feature names it reads, and what it was trained on."""
@@ -126,21 +133,29 @@ class Model:
         rows = sorted(zip(self.features, gains), key=lambda r: -r[1])
         return [{"feature": f, "gain": round(float(g), 3)} for f, g in rows]
 
-    def save(self, artifacts: art.Artifacts) -> None:
-        """model.txt and ranker.json, each written atomically."""
-        with atomic_path(artifacts.ranker_model) as tmp:
-            self.booster.save_model(str(tmp))
-        write_json({**self.meta, "features": self.features, "feature_importance": self.importance()},
-                   artifacts.ranker_meta)
+    def save(self, artifacts: art.Artifacts, inputs=()) -> None:
+        """model.txt and ranker.json as one pair: ranker.json holds model.txt's hash, and both appear together
+        with results/ranker/manifest.json (the fingerprints of `inputs`, the data it was trained on)."""
+        with atomic_outputs(artifacts.manifest("ranker.py"), inputs, artifacts.command("ranker.py"),
+                            artifacts.data_dir) as outputs:
+            model = outputs(artifacts.ranker_model)
+            self.booster.save_model(str(model))
+            write_json({**self.meta, "features": self.features, "feature_importance": self.importance(),
+                        "model_sha256": file_sha256(model)}, outputs(artifacts.ranker_meta))
 
     @classmethod
     def load(cls, artifacts: art.Artifacts) -> Model:
-        """The saved ranker; a one-line error naming the command when absent or inconsistent."""
+        """The saved ranker; a one-line error naming the command when absent, stale, damaged or not one pair."""
         import lightgbm as lgb
 
         command = artifacts.command("ranker.py")  # ranker.py reads no images: it takes --data-dir alone
-        meta = json.loads(art.require(artifacts.ranker_meta, command).read_text())
-        booster = lgb.Booster(model_file=str(art.require(artifacts.ranker_model, command)))
+        art.require(artifacts.ranker_model, command)
+        art.require_fresh_if_built(artifacts, "ranker.py", artifacts.ranker_model, artifacts.ranker_meta)
+        meta = art.load_damaged(artifacts.ranker_meta, command, lambda path: json.loads(path.read_text()))
+        if not isinstance(meta, dict) or meta.get("model_sha256") != file_sha256(artifacts.ranker_model):
+            raise UserError(f"{artifacts.ranker_model} and {artifacts.ranker_meta} are not one pair (written by "
+                            f"different runs, or one is damaged): rerun `{command}`")
+        booster = art.load_damaged(artifacts.ranker_model, command, lambda path: lgb.Booster(model_file=str(path)))
         if booster.feature_name() != meta["features"]:
             raise UserError(f"{artifacts.ranker_model} and {artifacts.ranker_meta} disagree: rerun `{command}`")
         return cls(booster, meta["features"], meta)

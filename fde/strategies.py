@@ -25,7 +25,7 @@ import polars as pl
 from fde import metrics
 from fde.errors import UserError
 from fde.ids import ARTICLE, CUSTOMER, article_id_text
-from fde.visual_index import normalize
+from fde.visual_index import load_twins, normalize
 
 K = metrics.K  # one list length: the competition's 12, defined with the metric
 OUTPUT_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "score": pl.Float32, "rank": pl.UInt16}
@@ -802,13 +802,13 @@ class VisualSimilarity(SimilarToRecent):
     @classmethod
     def load(cls, artifacts, quiet: bool = False, **kwargs) -> VisualSimilarity | None:
         """The strategy over artifacts.visual_twins, or None (saying so once) when there are no twins."""
-        path = artifacts.visual_twins
-        if not path.exists():
+        twins = load_twins(artifacts)
+        if twins is None:
             if not quiet:
-                print(f"visual: no visual twins at {path} (run visual_features.py and visual_reccs.py); "
-                      "recommending without the visual strategy", flush=True)
+                print(f"visual: no visual twins at {artifacts.visual_twins} (run visual_features.py and "
+                      "visual_reccs.py); recommending without the visual strategy", flush=True)
             return None
-        return cls(pl.read_parquet(path), **kwargs)
+        return cls(twins, **kwargs)
 
     def reason(self, article_id, source):
         return pl.format("looks like {}", article_id_text(source))

@@ -39,8 +39,10 @@ def load_features(artifacts: art.Artifacts, mmap: bool = False) -> tuple[np.ndar
     command = artifacts.command("visual_features.py", images=True)
     for path in (artifacts.visual_features, artifacts.visual_article_ids):
         art.require(path, command)
-    ids = np.load(artifacts.visual_article_ids).astype(np.int32)
-    features = np.load(artifacts.visual_features, mmap_mode="r" if mmap else None)
+    art.require_fresh_if_built(artifacts, "visual_features.py", artifacts.visual_features)
+    ids = art.load_damaged(artifacts.visual_article_ids, command, np.load).astype(np.int32)
+    features = art.load_damaged(artifacts.visual_features, command,
+                                lambda path: np.load(path, mmap_mode="r" if mmap else None))
     if features.ndim != 2 or features.shape[0] != ids.shape[0]:
         raise UserError(f"{artifacts.visual_features} ({features.shape}) and {artifacts.visual_article_ids} "
                         f"({ids.shape}) do not match: rerun `{command}`")
@@ -48,11 +50,27 @@ def load_features(artifacts: art.Artifacts, mmap: bool = False) -> tuple[np.ndar
 
 
 def load_visual_vectors(artifacts: art.Artifacts) -> tuple[np.ndarray, np.ndarray] | None:
-    """(article ids, image features) written by visual_features.py, or None when absent or mismatched."""
-    try:
-        return load_features(artifacts)
-    except UserError:
+    """(article ids, image features) written by visual_features.py, or None when it has not run.
+
+    Stale, damaged or mismatched files stop with the command to rerun: never a silent None.
+    """
+    if not artifacts.visual_features.exists() and not artifacts.visual_article_ids.exists():
         return None
+    return load_features(artifacts)
+
+
+def fresh_twins(artifacts: art.Artifacts) -> bool:
+    """True when visual_twins.parquet exists and was built from the current features (else a one-line error)."""
+    if artifacts.visual_twins.exists():  # stale features first: they are what to rerun before the twins
+        art.require_fresh_if_built(artifacts, "visual_features.py", artifacts.visual_features)
+    return art.require_fresh_if_built(artifacts, "visual_reccs.py", artifacts.visual_twins)
+
+
+def load_twins(artifacts: art.Artifacts) -> pl.DataFrame | None:
+    """visual_twins.parquet, or None when visual_reccs.py has not run; stale or damaged: the command to rerun."""
+    if not fresh_twins(artifacts):
+        return None
+    return art.read_parquet(artifacts.visual_twins, artifacts.command("visual_reccs.py"))
 
 
 def no_image_feature(article_id: int, no_image: dict, n_features: int) -> UserError:
@@ -154,7 +172,7 @@ class VisualIndex:
         """The features of visual_features.py, memory-mapped; UserError naming the command when absent."""
         ids, features = load_features(artifacts, mmap=True)
         no_image = art.images_without_features(artifacts)
-        twins = artifacts.visual_twins if artifacts.visual_twins.exists() else None
+        twins = artifacts.visual_twins if fresh_twins(artifacts) else None
         return cls(ids, features, twins, no_image)
 
     def __len__(self) -> int:

@@ -490,3 +490,105 @@ def test_malformed_ray_address_is_one_line(address):
 
     with pytest.raises(UserError, match="give auto, HOST:PORT"):
         check_reachable(address)
+
+
+# stale and damaged artifacts: every reader checks the manifest of visual/ and results/ranker/
+
+def trained_copy(pipeline: Artifacts, tmp_path: Path) -> Artifacts:
+    """A private copy of the trained pipeline's inputs, visual artifacts and ranker (not final.py's results)."""
+    art = copy_stage_inputs(pipeline, Artifacts(tmp_path / "data", pipeline.images_dir),
+                            "raw", "processed", "split", "visual")
+    shutil.copytree(pipeline.ranker_dir, art.ranker_dir)
+    return art
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, command", [
+    ("ranker_meta", "ranker.py"), ("ranker_model", "ranker.py"), ("visual_features", "visual_features.py"),
+    ("visual_article_ids", "visual_features.py"), ("visual_twins", "visual_reccs.py")])
+def test_damaged_artifact_names_the_command_that_rebuilds_it(pipeline, tmp_path, capsys, name, command):
+    """Before: a truncated ranker.json, visual_features.npy or visual_twins.parquet gave a traceback in final.py."""
+    art = trained_copy(pipeline, tmp_path)
+    path = getattr(art, name)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert run(final, art, "--no-progress") == 2
+    one_line_error(capsys, f"`python {command} --data-dir {art.data_dir}")
+    assert not art.results_dir.joinpath("submission.csv").exists()
+
+
+@pytest.mark.parametrize("read", ["json", "npy", "parquet"])
+def test_a_damaged_file_without_a_manifest_is_one_line_too(tmp_path, read):
+    """The parsers' own errors (json, numpy, polars) become one line naming the command."""
+    import numpy as np
+
+    from fde import artifacts
+
+    path = tmp_path / f"x.{read}"
+    if read == "json":
+        path.write_text('{"features": [')
+        reader = lambda p: json.loads(p.read_text())  # noqa: E731
+    elif read == "npy":
+        np.save(path, np.zeros((10, 4)))
+        path.write_bytes(path.read_bytes()[:100])
+        reader = np.load
+    else:
+        pl.DataFrame({"a": range(1000)}).write_parquet(path)
+        path.write_bytes(path.read_bytes()[:200])
+        reader = pl.read_parquet
+    with pytest.raises(UserError, match=r"is damaged .*: rerun `python make\.py`"):
+        artifacts.load_damaged(path, "python make.py", reader)
+
+
+@pytest.mark.slow
+def test_stale_image_features_and_ranker_are_not_used_silently(pipeline, tmp_path, capsys):
+    """Before: new raw data (another seed), data_optim.py and split_data.py rerun, then final.py: exit 0 and no
+    word, with image features for 1 of 360 articles. Now final.py names the command to rerun."""
+    import sample_data
+
+    art = trained_copy(pipeline, tmp_path)
+    sample_data.generate(art, scale="tiny", seed=1, force=True, images=False, show_progress=False)
+    assert run(data_optim, art, "--no-progress") == 0 and run(split_data, art) == 0
+    capsys.readouterr()
+    assert run(final, art, "--no-progress") == 2
+    one_line_error(capsys, "articles.parquet changed since", "rerun `python visual_features.py")
+    import visual_features
+    import visual_reccs
+
+    # the visual chain rebuilt (no image changed: nothing is embedded again, the chunks are merged)
+    assert visual_features.embed_catalogue(art, backbone="mobilenet_v2", num_workers=0,
+                                           show_progress=False)["embedded"] == 0
+    visual_reccs.build_twins(art, show_progress=False)
+    capsys.readouterr()
+    assert run(final, art, "--no-progress") == 2  # the ranker was trained on the old data
+    one_line_error(capsys, "rerun `python ranker.py")
+
+
+def test_a_mixed_model_pair_does_not_load(pipeline, tmp_path, monkeypatch):
+    """Before: Model.save renamed model.txt, then ranker.json; a kill in between left a pair that loaded."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from fde.ranking import Model
+
+    art = trained_copy(pipeline, tmp_path)
+    saved = Model.load(art)
+    rng = np.random.default_rng(0)
+    other = lgb.train({"objective": "regression", "verbose": -1, "min_data_in_leaf": 1},
+                      lgb.Dataset(rng.random((50, len(saved.features))), rng.random(50),
+                                  feature_name=saved.features), num_boost_round=2)
+    real_replace, calls = os.replace, []
+
+    def killed_after_the_first(src, dst):
+        if Path(dst).name.startswith("."):  # a temporary file's own atomic write
+            return real_replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the kill, between model.txt's rename and ranker.json's
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        Model(other, saved.features, saved.meta).save(art)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert Path(calls[0]) == art.ranker_model  # the new model.txt is in place beside the old ranker.json
+    with pytest.raises(UserError, match=r"rerun `python ranker\.py"):
+        Model.load(art)

@@ -10,7 +10,7 @@ import visual_reccs as vr
 from fde import visual_index
 from fde.artifacts import Artifacts
 from fde.errors import UserError
-from fde.files import save_npy, write_json
+from fde.files import atomic_outputs, save_npy, write_json
 from fde.ids import product_codes
 
 SCHEMA = {"article_id": pl.Int32, "twin_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32}
@@ -29,13 +29,14 @@ def catalogue(n_products: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
 
 def write_features(root, ids, features, missing=(), unreadable=()) -> Artifacts:
-    """The three outputs of visual_features.py, written directly."""
+    """The three outputs of visual_features.py and their manifest, written directly."""
     artifacts = Artifacts(root / "data", root / "images")
-    save_npy(features, artifacts.visual_features)
-    save_npy(ids, artifacts.visual_article_ids)
-    write_json({"count": len(ids), "dim": features.shape[1], "missing_article_ids": list(missing),
-                "unreadable": [{"article_id": a, "error": "OSError: image file is truncated"} for a in unreadable]},
-               artifacts.visual_meta)
+    with atomic_outputs(artifacts.manifest("visual_features.py"), (), "visual_features.py", artifacts.data_dir) as out:
+        save_npy(features, out(artifacts.visual_features))
+        save_npy(ids, out(artifacts.visual_article_ids))
+        write_json({"count": len(ids), "dim": features.shape[1], "missing_article_ids": list(missing),
+                    "unreadable": [{"article_id": a, "error": "OSError: image file is truncated"}
+                                   for a in unreadable]}, out(artifacts.visual_meta))
     return artifacts
 
 
