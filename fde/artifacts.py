@@ -173,6 +173,20 @@ class Artifacts:
         """The ranker's feature list, training weeks, parameters and feature importance."""
         return self.ranker_dir / "ranker.json"
 
+    # search.py --index ann (fde/ann.py): the image vectors' approximate index, built once, beside them
+    @property
+    def search_ann_index(self) -> Path:
+        return self.visual_dir / "search_ann.faiss"
+
+    @property
+    def search_ann_projection(self) -> Path:
+        """The index's projection of the image vectors (D x 256), empty when they are stored whole."""
+        return self.visual_dir / "search_ann_projection.npy"
+
+    @property
+    def search_ann_manifest(self) -> Path:
+        return self.visual_dir / "search_ann.json"
+
     # search.py (fde/search.py): built on first use from processed/, rebuilt when that changes
     @property
     def search_dir(self) -> Path:

@@ -25,14 +25,15 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
+from fde import ann, files
 from fde import artifacts as art
-from fde import files
 from fde.errors import UserError
 from fde.ids import format_article_id
 from fde.images import DEFAULT_FIT, INPUT_SIZE, load_photo
 from fde.visual_index import VisualIndex, normalize
 
 DEFAULT_K = 12
+INDEX_MODES = ("auto", "exact", "ann")  # auto: exact up to ann.EXACT_LIMIT image vectors, the ANN index beyond
 MAX_K = 1000
 PRICE_BANDS = ("low", "mid", "high")  # thirds of the median prices within each product type
 # Filters on catalogue columns: the option (CLI --index-group, app ?index_group=) -> the column.
@@ -310,11 +311,15 @@ class PhotoEmbedder:
 class Search:
     """Photo and text search over one data dir: the catalogue, its image vectors and the network, each loaded once."""
 
-    def __init__(self, artifacts: art.Artifacts):
+    def __init__(self, artifacts: art.Artifacts, index: str = "auto"):
+        if index not in INDEX_MODES:
+            raise UserError(f"unknown index {index!r}: choose {', '.join(INDEX_MODES)}")
         self.artifacts = artifacts
+        self.index_mode = index
         self.catalogue = SearchCatalogue.load(artifacts)
         self._visual: tuple[VisualIndex, np.ndarray] | None = None
         self._embedder: PhotoEmbedder | None = None
+        self._ann: ann.AnnIndex | None = None
 
     @property
     def visual(self) -> tuple[VisualIndex, np.ndarray]:
@@ -326,6 +331,44 @@ class Search:
             found = (index.sorted_ids[at] == ids) if len(index) else np.zeros(ids.shape, bool)
             self._visual = index, np.where(found, index.order[at] if len(index) else -1, -1)
         return self._visual
+
+    def uses_ann(self) -> bool:
+        """Whether photo queries go through the ANN index (INDEX_MODES)."""
+        return self.index_mode == "ann" or (self.index_mode == "auto" and len(self.visual[0]) > ann.EXACT_LIMIT)
+
+    @property
+    def ann_index(self) -> ann.AnnIndex:
+        """The saved ANN index of the image vectors, built (and saved) on first use when absent or stale."""
+        if self._ann is None:
+            self._ann = ann.load_or_build(self.artifacts, ann.UnitRows(self.visual[0].features))
+        return self._ann
+
+    def image_scores(self, vector: np.ndarray, keep: np.ndarray, k: int, one_per_product: bool) -> np.ndarray:
+        """Cosine of each catalogue row's image with the vector (-inf: no image, or not scored).
+
+        Exact: every row. ANN: the index's candidates, scored exactly from the mapped features; when the
+        filters leave fewer than k of them (or k products), every row the filters keep is scored exactly.
+        """
+        index, rows = self.visual
+        has = rows >= 0
+        scores = np.full(len(self.catalogue), -np.inf, dtype=np.float32)
+        if not self.uses_ann():
+            unit = index.unit_vectors()
+            scores[has] = unit[rows[has]] @ vector
+            return scores
+        found = self.ann_index.candidates(vector, ann.RERANK * k)[0]
+        catalogue_row = np.full(len(index), -1)
+        catalogue_row[rows[has]] = np.flatnonzero(has)
+        picked = catalogue_row[found[found >= 0]]
+        picked = np.unique(picked[(picked >= 0)])
+        enough = keep[picked].sum() >= k and (not one_per_product or
+                                               np.unique(self.catalogue.codes[picked[keep[picked]]]).size >= k)
+        if not enough:
+            picked = np.flatnonzero(keep & has)
+        order = np.argsort(rows[picked])  # a memory map reads fastest in row order
+        picked = picked[order]
+        scores[picked] = normalize(index.features[rows[picked]]) @ vector
+        return scores
 
     @property
     def embedder(self) -> PhotoEmbedder:
@@ -339,16 +382,13 @@ class Search:
         check_k(k)
         filters = self.catalogue.resolve(filters)
         vector = self.embedder(source, name)
-        index, rows = self.visual
-        unit = index.unit_vectors()
-        if unit.shape[1] != vector.shape[0]:
-            raise UserError(f"the image vectors have {unit.shape[1]} dimensions, the network {vector.shape[0]}: "
+        width = self.visual[0].features.shape[1]
+        if width != vector.shape[0]:
+            raise UserError(f"the image vectors have {width} dimensions, the network {vector.shape[0]}: "
                             f"rerun `{self.artifacts.command('visual_features.py', images=True)}`")
-        scores = np.full(len(self.catalogue), -np.inf, dtype=np.float32)
-        has = rows >= 0
-        scores[has] = unit[rows[has]] @ vector
-        top = top_rows(scores, self.catalogue.mask(filters), k,
-                       self.catalogue.codes if filters.hide_colourways else None)
+        keep = self.catalogue.mask(filters)
+        scores = self.image_scores(vector, keep, k, filters.hide_colourways)
+        top = top_rows(scores, keep, k, self.catalogue.codes if filters.hide_colourways else None)
         why = [f"looks like the photo (similarity {scores[r]:.2f})" for r in top]
         return self._results(top, scores, why)
 

@@ -276,3 +276,34 @@ def test_cli_photo_search_as_a_user_runs_it(pipeline, tmp_path):
     bad = search_cli(pipeline, "--image", str(tmp_path / "notes.jpg"))
     assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "not an image" in bad.stderr
+
+
+def test_the_ann_index_answers_like_exact_and_is_saved_with_the_features(pipeline, tmp_path, monkeypatch):
+    import shutil
+
+    from fde import ann
+
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)  # a copy: the index is written beside the features
+    for folder in (pipeline.processed_dir, pipeline.visual_dir):
+        shutil.copytree(folder, art.data_dir / folder.name, ignore=shutil.ignore_patterns("chunks"))
+    monkeypatch.setattr(ann, "EXACT_LIMIT", 10)  # auto picks the index above 10 image vectors
+    engine, exact = fs.Search(art), fs.Search(art, index="exact")
+    assert engine.uses_ann() and not exact.uses_ann()
+    ids = np.load(art.visual_article_ids)
+    catalogue = engine.catalogue.articles
+    for aid in ids[:: max(1, len(ids) // 6)][:6]:
+        got = engine.by_photo(art.image(int(aid)), k=12)
+        assert got["article_id"][0] == aid and got["score"][0] >= 0.99
+        assert got["article_id"].to_list() == exact.by_photo(art.image(int(aid)), k=12)["article_id"].to_list()
+        rare = catalogue.filter(pl.col("article_id") != aid)["colour_group_name"].value_counts().sort("count")
+        colour = rare["colour_group_name"][0]  # so few articles that the candidates cannot hold k of them
+        filters = fs.Filters(colour=colour, hide_colourways=True)
+        assert engine.by_photo(art.image(int(aid)), k=12, filters=filters).equals(
+            exact.by_photo(art.image(int(aid)), k=12, filters=filters))
+    assert art.search_ann_index.exists() and art.search_ann_manifest.exists()
+    built = art.search_ann_index.stat().st_mtime_ns
+    fs.Search(art).by_photo(art.image(int(ids[0])), k=3)
+    assert art.search_ann_index.stat().st_mtime_ns == built  # loaded, not rebuilt
+    features = np.load(art.visual_features)
+    np.save(art.visual_features, features[::-1].copy())  # other features: the index is stale
+    assert ann.AnnIndex.load(art) is None
