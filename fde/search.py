@@ -353,8 +353,7 @@ class Search:
         has = rows >= 0
         scores = np.full(len(self.catalogue), -np.inf, dtype=np.float32)
         if not self.uses_ann():
-            unit = index.unit_vectors()
-            scores[has] = unit[rows[has]] @ vector
+            scores[has] = (index.unit_vectors() @ vector)[rows[has]]  # no N x D copy in catalogue order
             return scores
         found = self.ann_index.candidates(vector, ann.RERANK * k)[0]
         catalogue_row = np.full(len(index), -1)
