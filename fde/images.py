@@ -115,10 +115,11 @@ def load_photo(source, size: int = INPUT_SIZE, fit: str = DEFAULT_FIT, name: str
         source = io.BytesIO(source)
     elif isinstance(source, str | Path):
         path = Path(source)
+        where = name if name == str(source) else f"{name} ({path})"
         if not path.is_file():
-            raise UserError(f"{name} ({path}) not found: give the path of a JPEG or PNG photo")
+            raise UserError(f"{where} not found: give the path of a JPEG or PNG photo")
         if path.stat().st_size == 0:
-            raise UserError(f"{name} ({path}) is an empty file (0 bytes): choose a JPEG or PNG photo")
+            raise UserError(f"{where} is an empty file (0 bytes): choose a JPEG or PNG photo")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
