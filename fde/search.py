@@ -200,7 +200,7 @@ class SearchCatalogue:
 
     def mask(self, filters: Filters) -> np.ndarray:
         """Rows that pass the filters (values as resolve() spells them)."""
-        keep = pl.lit(True)
+        keep = pl.repeat(True, pl.len())  # a column as long as the catalogue, also without filters
         for option, value in filters.active().items():
             if option in FILTER_COLUMNS:
                 keep = keep & (pl.col(FILTER_COLUMNS[option]) == value)

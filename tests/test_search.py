@@ -298,8 +298,9 @@ def test_the_ann_index_answers_like_exact_and_is_saved_with_the_features(pipelin
         rare = catalogue.filter(pl.col("article_id") != aid)["colour_group_name"].value_counts().sort("count")
         colour = rare["colour_group_name"][0]  # so few articles that the candidates cannot hold k of them
         filters = fs.Filters(colour=colour, hide_colourways=True)
-        assert engine.by_photo(art.image(int(aid)), k=12, filters=filters).equals(
-            exact.by_photo(art.image(int(aid)), k=12, filters=filters))
+        got, want = (e.by_photo(art.image(int(aid)), k=12, filters=filters) for e in (engine, exact))
+        assert got["article_id"].to_list() == want["article_id"].to_list() and got.height >= 1
+        assert np.allclose(got["score"].to_numpy(), want["score"].to_numpy(), atol=1e-5)  # exact scores both
     assert art.search_ann_index.exists() and art.search_ann_manifest.exists()
     built = art.search_ann_index.stat().st_mtime_ns
     fs.Search(art).by_photo(art.image(int(ids[0])), k=3)
