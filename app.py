@@ -1021,7 +1021,7 @@ def main() -> None:
     st.set_page_config(page_title="Fashion discovery", page_icon=":material/checkroom:", layout="wide")
     st.title("Fashion discovery", anchor=False)
     st.caption("Find products that look alike, see what a customer is likely to buy next and why, "
-               "and how well the engine predicted the last week of sales.")
+               "how well the engine predicted the last week of sales, and search from a photo or from words.")
     # The tab is kept in ?view= by hand rather than with bind="query-params", which would put the tab's
     # label in the URL: the link says view=launch, and view=Launch+audience (the label) works too.
     # The default must not change within a session (it is part of the tabs' identity): the link's view.

@@ -159,18 +159,29 @@ def grow_catalogue(data_dir: str, images_dir: str, root: Path, n: int = 105_542)
     big = Artifacts(root / "data", demo.images_dir)
     articles = pl.read_parquet(demo.articles)
     copies = -(-n // articles.height)
-    grown = pl.concat([articles.with_columns(article_id=pl.col("article_id") + i * 10_000_000,
-                                             product_code=pl.col("product_code") + i * 10_000)
+    codes = articles["product_code"].unique().sort()
+    rank = pl.col("product_code").replace_strict(codes, pl.int_range(codes.len(), eager=True), return_dtype=pl.Int32)
+    # copy i of product p gets product code 100000 + i * products + rank(p): ids stay unique and Int32
+    grown = pl.concat([articles.with_columns(product_code=100_000 + i * codes.len() + rank)
+                       .with_columns(article_id=pl.col("product_code") * 1000 + pl.col("article_id") % 1000)
                        for i in range(copies)]).head(n)
     big.processed_dir.mkdir(parents=True)
     grown.write_parquet(big.articles)
     ids = np.load(demo.visual_article_ids)
+    new_id = dict(zip(articles["article_id"].to_list(), range(articles.height)))
     features = np.load(demo.visual_features).astype(np.float32)
     rng = np.random.default_rng(0)
-    all_ids = np.concatenate([ids + i * 10_000_000 for i in range(copies)])[:n].astype(np.int32)
+    per_copy = grown["article_id"].to_numpy().reshape(-1)
+    positions = np.array([new_id[int(a)] for a in ids])
+    all_ids, all_features = [], []
+    for i in range(copies):
+        block = per_copy[i * articles.height:(i + 1) * articles.height]
+        keep = positions < block.shape[0]
+        all_ids.append(block[positions[keep]])
+        all_features.append(features[keep] + 0.05 * rng.standard_normal(features[keep].shape, dtype=np.float32))
+    all_ids = np.concatenate(all_ids).astype(np.int32)
+    all_features = np.concatenate(all_features)
     order = np.argsort(all_ids)
-    all_features = np.concatenate([features + 0.05 * rng.standard_normal(features.shape, dtype=np.float32)
-                                   for _ in range(copies)])[:n]
     save_npy(all_ids[order], big.visual_article_ids)
     save_npy(all_features[order].astype(np.float16), big.visual_features)
     meta = json.loads(demo.visual_meta.read_text())
