@@ -1016,7 +1016,7 @@ def guarded(view, art: Artifacts) -> None:
 
 
 def main() -> None:
-    """The page: four views in tabs; the chosen tab, like every input, is kept in the URL."""
+    """The page: five views in tabs; the chosen tab, like every input, is kept in the URL."""
     art = artifacts_from_args()
     st.set_page_config(page_title="Fashion discovery", page_icon=":material/checkroom:", layout="wide")
     st.title("Fashion discovery", anchor=False)
