@@ -1,5 +1,5 @@
 """Fashion discovery app: an article's visual twins, a customer's recommendations and why, who to show a
-new launch to, and the evaluation.
+new launch to, the evaluation, and search from a photo or from words.
 
     python -m streamlit run app.py -- --data-dir data --images-dir images
 
@@ -29,6 +29,7 @@ import streamlit as st
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from fde import launch
+from fde import search as catalogue_search
 from fde.artifacts import DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR, Artifacts, require
 from fde.errors import UserError
 from fde.ids import format_article_id, parse_article_id
@@ -48,17 +49,25 @@ RECENT_PURCHASES = 8
 SAMPLE_CUSTOMERS = 24
 SAMPLE_WINDOW_DAYS = 28     # sample customers bought something in the last four weeks
 DEFAULT_TOP, MAX_TOP = 100, 1000   # launch audience listed and exported
-VIEWS = ("Visual twins", "Customers", "Launch audience", "Evaluation")
-VIEW_SLUGS = dict(zip(VIEWS, ("twins", "customers", "launch", "evaluation")))  # what ?view= says
+VIEWS = ("Visual twins", "Customers", "Launch audience", "Evaluation", "Search")
+VIEW_SLUGS = dict(zip(VIEWS, ("twins", "customers", "launch", "evaluation", "search")))  # what ?view= says
 URL_PARAMETERS = {  # every input a link carries (README: "Share a page")
-    "view": "the tab: twins, customers, launch or evaluation (or its label, e.g. Launch+audience)",
+    "view": "the tab: twins, customers, launch, evaluation or search (or its label, e.g. Launch+audience)",
     "article": "an article id, 0108775015 or 108775015 (Visual twins and Launch audience)",
     "k": f"twins to show, 4-{MAX_K} (Visual twins)",
     "hide_colourways": "true: leave out the other colours of the same product (Visual twins)",
     "same_group": "true: only twins from the article's index group (Visual twins)",
     "customer": "a 64-hex customer_id or its last 16 hex digits (Customers)",
     "top": f"customers listed and exported, 10-{MAX_TOP} (Launch audience)",
+    "q": "words to search for, e.g. black+slim+jeans (Search)",
+    "index_group": "only this index group, e.g. Ladieswear (Search)",
+    "product_type": "only this product type, e.g. Trousers (Search)",
+    "colour": "only this colour group, e.g. Dark+Blue (Search)",
+    "price_band": "low, mid or high: a third of the product type's prices (Search)",
+    "one_per_product": "true: the best colourway of each product only (Search)",
 }
+SEARCH_FILTERS = {"index_group": "Index group", "product_type": "Product type", "colour": "Colour"}
+PHOTO_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 TOP_FEATURES = 15                  # the ranker's features shown by gain
 MAX_PICKER = 500                   # launches offered in the picker (any other can be typed)
 META_COLUMNS = ("article_id", "product_code", "prod_name", "product_type_name", "product_group_name",
@@ -214,6 +223,15 @@ def listed_audience(_scorer: launch.LaunchAudience, stamp: tuple, aid: int, top:
             "customer_id", "age").collect()
         found = found.join(ages, on="customer_id", how="left")
     return listed.join(found, on="customer_id", how="left", maintain_order="left")
+
+
+@st.cache_resource(show_spinner="Loading the search…", max_entries=2)
+def load_search(data_dir: str, images_dir: str, stamp: tuple) -> catalogue_search.Search:
+    """fde.search.Search on these artifacts (its text index built and saved on first use), shared by every session.
+
+    The network and the image vectors load on the first photo search.
+    """
+    return catalogue_search.Search(Artifacts(Path(data_dir), Path(images_dir)))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -466,7 +484,28 @@ def top_slider(target) -> int:
                          bind="query-params")
 
 
-def keep_inputs(view: str, shown: str) -> None:
+def search_inputs(words, filters, articles: pl.DataFrame) -> catalogue_search.Filters:
+    """The search box and the filters (?q=, ?index_group=, ?product_type=, ?colour=, ?price_band=,
+    ?one_per_product=); the filters' choices are the catalogue's values."""
+    words.text_input("Words", key="q", bind="query-params", icon=":material/search:",
+                     placeholder='e.g. "black slim jeans" or "floral summer dress"')
+    chosen = {}
+    columns = filters.columns(len(SEARCH_FILTERS) + 2, vertical_alignment="bottom")
+    for column, (option, label) in zip(columns, SEARCH_FILTERS.items()):
+        name = catalogue_search.FILTER_COLUMNS[option]
+        values = sorted(articles[name].drop_nulls().cast(pl.String).unique().to_list()) if name in articles.columns \
+            else []
+        chosen[option] = column.selectbox(label, values, index=None, key=option, placeholder="Any",
+                                          bind="query-params")
+    chosen["price_band"] = columns[-2].selectbox("Price band", catalogue_search.PRICE_BANDS, index=None,
+                                                 key="price_band", placeholder="Any", bind="query-params",
+                                                 help="A third of the prices paid within the product type")
+    hide = columns[-1].toggle("One per product", key="one_per_product", bind="query-params",
+                              help="Only the best colourway of each product")
+    return catalogue_search.Filters(**chosen, hide_colourways=hide)
+
+
+def keep_inputs(view: str, shown: str, art: Artifacts) -> None:
     """Draw the URL-bound inputs of a view that is not shown (in its hidden tab), so the URL keeps them."""
     if view == VIEWS[0]:
         if shown != VIEWS[2]:  # the Launch audience view draws the shared article box itself
@@ -476,6 +515,8 @@ def keep_inputs(view: str, shown: str) -> None:
         customer_box(st)
     elif view == VIEWS[2]:
         top_slider(st)
+    elif view == VIEWS[4] and art.articles.exists():
+        search_inputs(st, st, load_articles(str(art.articles), mtime(art.articles)))
 
 
 def twins_view(art: Artifacts) -> None:
@@ -908,6 +949,57 @@ def ranker_panel(art: Artifacts, metrics: dict) -> None:
             st.caption(f"No feature importance saved: rerun `{art.command('final.py')}`.")
 
 
+# ---------------------------------------------------------------- search
+
+def search_view(art: Artifacts) -> None:
+    """A photo or words in, filters on: the catalogue's best matches, each opening its visual twins."""
+    articles = load_articles(str(require(art.articles, art.command("data_optim.py"))), mtime(art.articles))
+    box, photo_box = st.columns([3, 2], vertical_alignment="bottom")
+    filters = search_inputs(box, st, articles)
+    photo = photo_box.file_uploader("Or a photo", type=PHOTO_TYPES, key="search_photo",
+                                    help="A product photo: a competitor's item, a street photo, a supplier's sample")
+    query = (st.session_state.get("q") or "").strip()
+    if photo is None and not query:
+        st.info("Type what you look for, or upload a photo, to find the catalogue's closest articles. Filters "
+                "narrow the results; a result's **More like this** opens its visual twins.", icon=":material/search:")
+        return
+    started = time.perf_counter()
+    engine = load_search(str(art.data_dir), str(art.images_dir), search_stamp(art))
+    try:
+        if photo is not None:
+            found = engine.by_photo(photo.getvalue(), GRID_COLUMNS * 2, filters, name=photo.name)
+        else:
+            found = engine.by_text(query, GRID_COLUMNS * 2, filters)
+    except UserError as exc:
+        message = str(exc)
+        st.warning(message[:1].upper() + message[1:], icon=":material/image_not_supported:")
+        return
+    seconds = time.perf_counter() - started
+    if photo is not None:
+        show_image(st.columns([1, 5])[0], photo.getvalue() if photo.size < 5_000_000 else placeholder("Your photo"))
+        what = f"the photos most like {photo.name}" + (" (the words are ignored while a photo is given)"
+                                                        if query else "")
+    else:
+        what = f"the articles whose words match \"{query[:80]}\""
+    st.subheader(f"{found.height} results", anchor=False)
+    active = [str(v) for k, v in filters.active().items() if k != "hide_colourways"]
+    st.caption(" · ".join([what[:1].upper() + what[1:], *([f"filters: {', '.join(active)}"] if active else []),
+                           f"answered in {seconds * 1000:,.0f} ms"]))
+    if found.is_empty():
+        st.info("Nothing matches: try other words or fewer filters.", icon=":material/filter_alt_off:")
+        return
+    bands = dict(zip(*engine.catalogue.articles.select("article_id", "price_band")))
+    card_grid(art, [{"article_id": row["article_id"], "because": row["why"],
+                     "note": f"`{format_article_id(row['article_id'])}` · "
+                             f"{bands.get(row['article_id']) or 'no'} price band"}
+                    for row in found.iter_rows(named=True)], articles, key="search")
+
+
+def search_stamp(art: Artifacts) -> tuple:
+    """Cache key of what the search reads: the catalogue, its sales and the visual artifacts."""
+    return mtime(art.articles), mtime(art.transactions), *visual_stamp(art)
+
+
 # ---------------------------------------------------------------- page
 
 def guarded(view, art: Artifacts) -> None:
@@ -924,12 +1016,12 @@ def guarded(view, art: Artifacts) -> None:
 
 
 def main() -> None:
-    """The page: four views in tabs; the chosen tab, like every input, is kept in the URL."""
+    """The page: five views in tabs; the chosen tab, like every input, is kept in the URL."""
     art = artifacts_from_args()
     st.set_page_config(page_title="Fashion discovery", page_icon=":material/checkroom:", layout="wide")
     st.title("Fashion discovery", anchor=False)
     st.caption("Find products that look alike, see what a customer is likely to buy next and why, "
-               "and how well the engine predicted the last week of sales.")
+               "how well the engine predicted the last week of sales, and search from a photo or from words.")
     # The tab is kept in ?view= by hand rather than with bind="query-params", which would put the tab's
     # label in the URL: the link says view=launch, and view=Launch+audience (the label) works too.
     # The default must not change within a session (it is part of the tabs' identity): the link's view.
@@ -938,10 +1030,10 @@ def main() -> None:
     shown = st.session_state.get("view") or VIEWS[0]
     if st.query_params.get("view") != VIEW_SLUGS[shown]:
         st.query_params["view"] = VIEW_SLUGS[shown]
-    for tab, name, view in zip(tabs, VIEWS, (twins_view, customers_view, launch_view, evaluation_view)):
+    for tab, name, view in zip(tabs, VIEWS, (twins_view, customers_view, launch_view, evaluation_view, search_view)):
         with tab:
             if tab.open is False:  # a hidden view's work is skipped, its inputs are kept
-                keep_inputs(name, shown)
+                keep_inputs(name, shown, art)
             else:
                 guarded(view, art)
     st.divider()

@@ -10,6 +10,7 @@ paths named here. Layout under the data dir:
     visual/         visual_features.npy, visual_article_ids.npy, visual_meta.json, chunks/, visual_twins.parquet
     results/        metrics.json, recommendations.parquet, submission.csv, launch_audience.parquet
     results/ranker/ model.txt (LightGBM), ranker.json (features, training weeks, importance)
+    search/         the search's catalogue (price bands) and text index, with their manifest (search.py)
 """
 from __future__ import annotations
 
@@ -172,6 +173,44 @@ class Artifacts:
     def ranker_meta(self) -> Path:
         """The ranker's feature list, training weeks, parameters and feature importance."""
         return self.ranker_dir / "ranker.json"
+
+    # search.py --index ann (fde/ann.py): the image vectors' approximate index, built once, beside them
+    @property
+    def search_ann_index(self) -> Path:
+        return self.visual_dir / "search_ann.faiss"
+
+    @property
+    def search_ann_projection(self) -> Path:
+        """The index's projection of the image vectors (D x 256), empty when they are stored whole."""
+        return self.visual_dir / "search_ann_projection.npy"
+
+    @property
+    def search_ann_manifest(self) -> Path:
+        return self.visual_dir / "search_ann.json"
+
+    # search.py (fde/search.py): built on first use from processed/, rebuilt when that changes
+    @property
+    def search_dir(self) -> Path:
+        return self.data_dir / "search"
+
+    @property
+    def search_catalogue(self) -> Path:
+        """The searchable articles: id, product code, median price and price band, in the text index's row order."""
+        return self.search_dir / "catalogue.parquet"
+
+    @property
+    def search_text_index(self) -> Path:
+        """BM25 weights of every article's words (scipy sparse, articles x vocabulary)."""
+        return self.search_dir / "text_index.npz"
+
+    @property
+    def search_vocabulary(self) -> Path:
+        return self.search_dir / "vocabulary.json"
+
+    @property
+    def search_manifest(self) -> Path:
+        """What the search artifacts were built from (articles.parquet, transactions.parquet)."""
+        return self.search_dir / "manifest.json"
 
     def manifest(self, script: str) -> Path:
         """What the outputs of `script` were built from: the fingerprints of its inputs and outputs."""

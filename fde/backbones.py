@@ -231,7 +231,9 @@ def make_embedder(weights: Weights, device: torch.device, precision: torch.dtype
 
 
 def embed_batch(model: Embedder, pixels: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Features of one uint8 batch as float32 numpy."""
+    """Features of one uint8 batch (a tensor, or a numpy array: a search's photo) as float32 numpy."""
+    if isinstance(pixels, np.ndarray):
+        pixels = torch.from_numpy(pixels)
     with torch.inference_mode():
         return model(pixels.to(device, non_blocking=True)).cpu().numpy()
 

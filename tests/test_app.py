@@ -464,3 +464,41 @@ def test_switching_tabs_keeps_the_other_tabs_inputs(monkeypatch, pipeline, with_
         assert at.query_params["article"] == query, view
         assert at.query_params["k"] == "6", view
         assert at.query_params["customer"] == customer, view
+
+
+# ---------------------------------------------------------------- search
+
+def test_search_by_words_from_a_shared_link(monkeypatch, pipeline, catalogue):
+    row = catalogue.filter(pl.col("product_type_name") == "Trousers").row(0, named=True)
+    colour, group = row["colour_group_name"], row["index_group_name"]
+    at = run_app(monkeypatch, pipeline, view="search", q=f"{colour} trousers", index_group=group)
+    assert_clean(at)
+    ids = [int(i) for i in card_ids(at)]
+    shown = catalogue.filter(pl.col("article_id").is_in(ids))
+    assert len(ids) == 12 and shown["index_group_name"].unique().to_list() == [group]  # the URL's filter holds
+    assert (shown["product_type_name"] == "Trousers").any() and (shown["colour_group_name"] == colour).any()
+    assert at.query_params["q"] == f"{colour} trousers" and at.query_params["view"] == "search"
+    assert any("price band" in c.value for c in at.caption) and any(": colour" in c.value for c in at.caption)
+
+
+def test_search_by_an_uploaded_photo_opens_its_twins(monkeypatch, pipeline, with_image):
+    aid = int(with_image[0])
+    at = run_app(monkeypatch, pipeline, view="search")
+    assert_clean(at)
+    at.file_uploader(key="search_photo").set_value(("mine.jpg", pipeline.image(aid).read_bytes(), "image/jpeg"))
+    at.run()
+    assert_clean(at)
+    assert card_ids(at)[0] == format_article_id(aid)
+    assert any("looks like the photo (similarity 1.00)" in c.value for c in at.caption)
+    at.button(key="search-0").click().run()  # More like this: the twins of the best match
+    assert_clean(at)
+    assert at.session_state["view"] == app.VIEWS[0] and at.session_state["article"] == format_article_id(aid)
+
+
+def test_search_bad_photo_and_unknown_filter_values(monkeypatch, pipeline):
+    at = run_app(monkeypatch, pipeline, view="search", q="dress", colour="Plaid")
+    assert not at.exception
+    at.file_uploader(key="search_photo").set_value(("broken.jpg", b"\xff\xd8\xff\xe0 not really", "image/jpeg"))
+    at.run()
+    assert not at.exception
+    assert any("could not be decoded" in w.value or "not an image" in w.value for w in at.warning)

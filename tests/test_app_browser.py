@@ -203,3 +203,20 @@ def test_shared_launch_link(server, browser, page, pipeline):
     page.wait_for_url(lambda url: "view=launch" in url, timeout=RENDER_TIMEOUT)
     page.get_by_text(f"{count:,} customers to show it to").wait_for(timeout=RENDER_TIMEOUT)
     assert_no_traceback(page)
+
+
+def test_search_uploads_a_photo_file(server, page, pipeline):
+    """A photo file uploaded in the Search view: the photo and its 12 closest articles, itself first."""
+    import numpy as np
+
+    aid = int(np.load(pipeline.visual_article_ids)[0])
+    page.goto(f"{server}/?view=search&q=trousers")
+    page.get_by_text("the articles whose words match").first.wait_for(timeout=RENDER_TIMEOUT)  # words first
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(pipeline.image(aid)))
+    page.get_by_text("looks like the photo (similarity 1.00)").first.wait_for(timeout=RENDER_TIMEOUT)
+    images = wait_for_images(page, 1 + 2 * app.GRID_COLUMNS)  # the photo and the results
+    assert all(image["w"] > 0 for image in images)
+    assert page.get_by_text(format_article_id(aid)).count() >= 1
+    assert "view=search" in page.url and "q=trousers" in page.url
+    assert_no_traceback(page)
+    print("screenshot:", screenshot(page, "app_search.png"))

@@ -1,0 +1,310 @@
+"""search.py and fde/search.py: words and filters on the hand-made shop, photos on the tiny pipeline, bad input."""
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from fde import images
+from fde import search as fs
+from fde.artifacts import Artifacts
+from fde.errors import UserError
+from fde.ids import format_article_id
+
+from shop import ARTICLES, TX
+
+ROOT = Path(__file__).resolve().parents[1]
+# 101001 cheapest trousers, 102001 dearest; 104001 the cheaper sweater; 101002 and 105001 never sold
+PRICES = {101001: 0.01, 102001: 0.03, 103001: 0.05, 104001: 0.02}
+
+
+@pytest.fixture
+def shop(tmp_path) -> Artifacts:
+    """The hand-made shop as a data dir: processed/articles.parquet and transactions.parquet."""
+    art = Artifacts(tmp_path / "data", tmp_path / "images")
+    art.processed_dir.mkdir(parents=True)
+    ARTICLES.with_columns(prod_name=pl.Series(["Slim jeans", "Slim jeans", "Skinny jeans", "Wool sweater",
+                                               "Wool sweater", "Loose jeans"])).write_parquet(art.articles)
+    TX.with_columns(price=pl.col("article_id").replace_strict(PRICES, return_dtype=pl.Float32)).write_parquet(
+        art.transactions)
+    return art
+
+
+def search_cli(art: Artifacts, *args) -> subprocess.CompletedProcess:
+    """search.py as a user runs it, from a shell."""
+    return subprocess.run([sys.executable, "search.py", "--data-dir", str(art.data_dir),
+                           "--images-dir", str(art.images_dir), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def csv_ids(stdout: str) -> list[str]:
+    lines = stdout.strip().splitlines()
+    assert lines[0] == "rank,article_id,score"
+    return [line.split(",")[1] for line in lines[1:]]
+
+
+# ---------------------------------------------------------------- words and filters (hand-made shop)
+
+def test_words_fold_plurals_and_pattern_adjectives():
+    assert fs.words("Dark-blue TROUSERS, dresses & striped jeans") == ["dark", "blue", "trouser", "dress",
+                                                                      "stripe", "jean"]
+    assert fs.words("dress glass chorus") == ["dress", "glass", "chorus"]
+
+
+def test_price_bands_are_thirds_within_the_product_type(shop):
+    bands = fs.price_bands(pl.read_parquet(shop.articles), pl.scan_parquet(shop.transactions))
+    got = dict(zip(bands["article_id"], bands["price_band"]))
+    assert got == {101001: "low", 102001: "high", 103001: "high", 104001: "low", 101002: None, 105001: None}
+
+
+def test_text_search_ranks_the_articles_with_every_word_first(shop):
+    engine = fs.Search(shop)
+    found = engine.by_text("black slim jeans", k=6)
+    # 101001 and 102001 have all three words (101001 "slim" in its name too); the others two of them
+    assert found["article_id"].to_list()[:2] == [101001, 102001]
+    assert set(found["article_id"].to_list()[2:]) == {101002, 105001}
+    assert found["score"].is_sorted(descending=True)
+    assert "black: colour" in found["why"][0] and "slim" in found["why"][0]
+    assert 103001 not in found["article_id"].to_list()  # a sweater has none of the words: no answer
+
+
+def test_filters_on_the_hand_made_shop(shop):
+    engine = fs.Search(shop)
+    ids = lambda query, **f: engine.by_text(query, k=6, filters=fs.Filters(**f))["article_id"].to_list()  # noqa: E731
+    assert ids("jeans", colour="blue") == [101002]                      # any case
+    assert set(ids("jeans sweater", product_type="Sweater")) == {103001, 104001}
+    assert ids("jeans", price_band="low") == [101001]
+    assert ids("jeans", price_band="high") == [102001]
+    assert ids("sweater", price_band="mid") == []
+    assert set(ids("jeans", hide_colourways=True)) == {101001, 102001, 105001}  # one of product 101's two
+    with pytest.raises(UserError, match=r"--index-group 'Menswear' is not in the catalogue: choose one of "
+                                        r"Ladieswear$"):
+        ids("jeans", index_group="Menswear")
+    with pytest.raises(UserError, match="--price-band 'cheap'.*low, mid, high"):
+        ids("jeans", price_band="cheap")
+    with pytest.raises(UserError, match="--colour 'Navy'.*Black, Blue, Red"):
+        ids("jeans", colour="Navy")
+
+
+@pytest.mark.parametrize("query", ["", "   ", "?!", None])
+def test_a_query_without_words_is_a_message(shop, query):
+    with pytest.raises(UserError, match="the query has no words"):
+        fs.Search(shop).by_text(query)
+
+
+def test_a_10000_character_query_is_answered(shop):
+    found = fs.Search(shop).by_text("wool " + "x" * 9_995)
+    assert set(found["article_id"].to_list()) == {103001, 104001}
+
+
+def test_the_text_index_is_saved_and_rebuilt_when_the_articles_change(shop):
+    fs.Search(shop)
+    assert fs.is_current(shop) and shop.search_manifest.exists()
+    before = shop.search_text_index.stat().st_mtime_ns
+    assert fs.Search(shop).catalogue.vocabulary  # loaded, not rebuilt
+    assert shop.search_text_index.stat().st_mtime_ns == before
+    pl.read_parquet(shop.articles).with_columns(detail_desc=pl.lit("linen")).write_parquet(shop.articles)
+    assert not fs.is_current(shop)
+    assert fs.Search(shop).by_text("linen", k=6).height == 6  # rebuilt from the new articles
+    assert fs.is_current(shop)
+
+
+def test_cli_text_search_and_its_errors(shop):
+    done = search_cli(shop, "--text", "slim jeans", "--k", "2")
+    assert done.returncode == 0, done.stderr
+    assert csv_ids(done.stdout) == ["0000101001", "0000101002"]
+    assert "[search] query=text results=2" in done.stderr
+    bad = search_cli(shop, "--text", "jeans", "--product-type", "Dress")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip() == ("error: --product-type 'Dress' is not in the catalogue: choose one of "
+                                  "Sweater, Trousers")
+    empty = search_cli(shop, "--text", "")
+    assert empty.returncode == 2 and "Traceback" not in empty.stderr and "the query has no words" in empty.stderr
+
+
+# ---------------------------------------------------------------- photos: decoding (no network needed)
+
+def packshot(path: Path, size=(200, 300)) -> Path:
+    """A drawn red dress on white."""
+    im = Image.new("RGB", size, (246, 246, 244))
+    from PIL import ImageDraw
+
+    w, h = size
+    ImageDraw.Draw(im).polygon([(0.4 * w, 0.13 * h), (0.6 * w, 0.13 * h), (0.85 * w, 0.9 * h), (0.15 * w, 0.9 * h)],
+                               fill=(200, 30, 40))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, quality=95)
+    return path
+
+
+def test_a_catalogue_photo_decodes_as_the_catalogue_decodes_it(tmp_path):
+    path = packshot(tmp_path / "p.jpg")
+    assert np.array_equal(images.load_photo(path), images.load_image(path))
+    assert np.array_equal(images.load_photo(path.read_bytes()), images.load_image(path))
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    path = packshot(tmp_path / "p.png")
+    upright = images.load_photo(path)
+    rotated = Image.open(path).rotate(90, expand=True)  # a phone stores the sensor's view plus an EXIF turn
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    rotated.save(tmp_path / "r.jpg", exif=exif, quality=98)
+    again = images.load_photo(tmp_path / "r.jpg").astype(int)
+    assert np.abs(again - upright.astype(int)).mean() < 4  # upright again (only JPEG noise differs)
+    assert np.abs(images.load_image(tmp_path / "r.jpg").astype(int) - upright.astype(int)).mean() > 20
+
+
+def test_cmyk_and_16_bit_photos_decode_like_their_8_bit_rgb(tmp_path):
+    path = packshot(tmp_path / "p.png")
+    rgb = Image.open(path).convert("RGB")
+    rgb.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=98)
+    assert np.abs(images.load_photo(tmp_path / "cmyk.jpg").astype(int) - images.load_photo(path)).mean() < 4
+    grey = np.asarray(rgb.convert("L"), dtype=np.uint16)
+    Image.fromarray(grey * 257).save(tmp_path / "grey16.png")  # 16-bit greyscale PNG (mode I;16)
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    Image.fromarray(grey.astype(np.uint8)).save(tmp_path / "grey8.png")
+    assert np.array_equal(images.load_photo(tmp_path / "grey16.png"), images.load_photo(tmp_path / "grey8.png"))
+
+
+def test_a_50_megapixel_jpeg_is_answered_and_a_huge_png_refused(tmp_path, monkeypatch):
+    big = Image.new("RGB", (8660, 5774), (246, 246, 244))
+    big.paste((200, 30, 40), (3000, 1000, 5600, 5000))
+    big.save(tmp_path / "big.jpg", quality=80)
+    del big
+    pixels = images.load_photo(tmp_path / "big.jpg")
+    assert pixels.shape == (224, 224, 3) and pixels[112, 112, 0] > 150  # the red block, at the centre
+    monkeypatch.setattr(images, "MAX_PHOTO_PIXELS", 50_000)  # the rule, without writing a 60 MP PNG
+    packshot(tmp_path / "p.png", size=(300, 450))
+    with pytest.raises(UserError, match=r"300x450 \(0 megapixels\), more than 0 for a PNG image: shrink it"):
+        images.load_photo(tmp_path / "p.png")
+
+
+@pytest.mark.parametrize("case,content,message", [
+    ("empty", b"", "empty file"),
+    ("text", b"rank,article_id\n1,2\n", "not an image PIL can read"),
+    ("truncated", None, "could not be decoded, it may be truncated or damaged"),
+    ("missing", "absent", "not found"),
+])
+def test_bad_photos_are_one_line_messages(tmp_path, case, content, message):
+    path = tmp_path / f"{case}.jpg"
+    if content is None:
+        data = packshot(tmp_path / "whole.jpg").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as raised:
+        images.load_photo(path)
+    assert "\n" not in str(raised.value)
+    if isinstance(content, bytes):
+        with pytest.raises(UserError, match=message):
+            images.load_photo(io.BytesIO(content).getvalue() if content else b"")
+
+
+# ---------------------------------------------------------------- photos: the network (tiny pipeline)
+
+@pytest.fixture(scope="module")
+def engine(pipeline):
+    return fs.Search(pipeline)
+
+
+@pytest.fixture(scope="module")
+def demo_size(tmp_path_factory) -> Artifacts:
+    """The tiny sample generated again with its packshots at the demo's 384x576, and embedded.
+
+    The tiny sample's own photos are 128x192: a half-size copy of one (64x96) is far smaller than any
+    photo a user has (on the demo's 384x576 packshots, 150 of 150 half-size copies found their product
+    in the top 3), so the half-size test uses these.
+    """
+    import data_optim
+    import sample_data
+    import visual_features
+
+    root = tmp_path_factory.mktemp("demo_size")
+    art = Artifacts(root / "data", root / "images")
+    sample_data.generate(art, scale="tiny", seed=0, show_progress=False, image_size=(384, 576))
+    data_optim.optimize(art, show_progress=False)
+    visual_features.embed_catalogue(art, backbone="mobilenet_v2", num_workers=0, show_progress=False)
+    return art
+
+
+def test_a_catalogue_photo_finds_itself(engine, pipeline):
+    ids = np.load(pipeline.visual_article_ids)
+    for aid in ids[:: max(1, len(ids) // 5)][:5]:
+        found = engine.by_photo(pipeline.image(int(aid)), k=3)
+        assert found["article_id"][0] == aid and found["score"][0] >= 0.99, found
+
+
+@pytest.mark.slow
+def test_a_reencoded_half_size_copy_finds_its_product(demo_size, tmp_path):
+    engine = fs.Search(demo_size)
+    ids = np.load(demo_size.visual_article_ids)
+    hits = []
+    for aid in ids[:: max(1, len(ids) // 12)][:12]:
+        with Image.open(demo_size.image(int(aid))) as im:
+            half = im.convert("RGB").resize((im.width // 2, im.height // 2))
+        half.save(tmp_path / "half.jpg", quality=70)
+        found = engine.by_photo(tmp_path / "half.jpg", k=3)
+        hits.append(int(aid) // 1000 in (found["article_id"].to_numpy() // 1000))
+    assert all(hits), hits
+
+
+def test_photo_search_filters(engine, pipeline):
+    catalogue = engine.catalogue.articles
+    aid = int(np.load(pipeline.visual_article_ids)[0])
+    group = catalogue.filter(pl.col("article_id") == aid)["index_group_name"].item()
+    found = engine.by_photo(pipeline.image(aid), k=24, filters=fs.Filters(index_group=group.upper(),
+                                                                           hide_colourways=True))
+    groups = catalogue.join(found, on="article_id")["index_group_name"].unique().to_list()
+    assert groups == [group]
+    codes = found["article_id"].to_numpy() // 1000
+    assert len(set(codes)) == len(codes) and found["article_id"][0] == aid
+
+
+def test_cli_photo_search_as_a_user_runs_it(pipeline, tmp_path):
+    aid = int(np.load(pipeline.visual_article_ids)[0])
+    done = search_cli(pipeline, "--image", str(pipeline.image(aid)), "--k", "5")
+    assert done.returncode == 0, done.stderr
+    assert csv_ids(done.stdout)[0] == format_article_id(aid)
+    assert float(done.stdout.splitlines()[1].split(",")[2]) >= 0.99
+    assert "[search] query=photo results=5" in done.stderr
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    bad = search_cli(pipeline, "--image", str(tmp_path / "notes.jpg"))
+    assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "not an image" in bad.stderr
+
+
+def test_the_ann_index_answers_like_exact_and_is_saved_with_the_features(pipeline, tmp_path, monkeypatch):
+    import shutil
+
+    from fde import ann
+
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)  # a copy: the index is written beside the features
+    for folder in (pipeline.processed_dir, pipeline.visual_dir):
+        shutil.copytree(folder, art.data_dir / folder.name, ignore=shutil.ignore_patterns("chunks"))
+    monkeypatch.setattr(ann, "EXACT_LIMIT", 10)  # auto picks the index above 10 image vectors
+    engine, exact = fs.Search(art), fs.Search(art, index="exact")
+    assert engine.uses_ann() and not exact.uses_ann()
+    ids = np.load(art.visual_article_ids)
+    catalogue = engine.catalogue.articles
+    for aid in ids[:: max(1, len(ids) // 6)][:6]:
+        got = engine.by_photo(art.image(int(aid)), k=12)
+        assert got["article_id"][0] == aid and got["score"][0] >= 0.99
+        assert got["article_id"].to_list() == exact.by_photo(art.image(int(aid)), k=12)["article_id"].to_list()
+        rare = catalogue.filter(pl.col("article_id") != aid)["colour_group_name"].value_counts().sort("count")
+        colour = rare["colour_group_name"][0]  # so few articles that the candidates cannot hold k of them
+        filters = fs.Filters(colour=colour, hide_colourways=True)
+        got, want = (e.by_photo(art.image(int(aid)), k=12, filters=filters) for e in (engine, exact))
+        assert got["article_id"].to_list() == want["article_id"].to_list() and got.height >= 1
+        assert np.allclose(got["score"].to_numpy(), want["score"].to_numpy(), atol=1e-5)  # exact scores both
+    assert art.search_ann_index.exists() and art.search_ann_manifest.exists()
+    built = art.search_ann_index.stat().st_mtime_ns
+    fs.Search(art).by_photo(art.image(int(ids[0])), k=3)
+    assert art.search_ann_index.stat().st_mtime_ns == built  # loaded, not rebuilt
+    features = np.load(art.visual_features)
+    np.save(art.visual_features, features[::-1].copy())  # other features: the index is stale
+    assert ann.AnnIndex.load(art) is None
