@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 STAGES = ["sample_data.py", "data_optim.py", "split_data.py", "visual_features.py", "visual_reccs.py",
-          "individual_baseline.py", "ranker.py", "final.py", "launch.py"]
+          "individual_baseline.py", "ranker.py", "final.py", "launch.py", "search.py"]
 
 # Commands a test cannot run, each with the reason. A key matches a command equal to it or starting with it.
 NOT_RUN = {
@@ -59,6 +59,7 @@ RUN_AS = {
     "make app ADDRESS=0.0.0.0": "ADDRESS=127.0.0.2: binding every interface in a test would expose the test "
                                 "machine; another address shows ADDRESS reaches streamlit",
     "0XXXXXXXXX": "an article of the catalogue",
+    "photo.jpg": "a catalogue photo of the scratch images/ (a user's own photo is tests/test_search.py's)",
     "python X.py --help": "--help of every stage",
     "python bench/*.py": "--help only: benchmarks take minutes to hours at the sizes they are written for",
 }
@@ -172,6 +173,8 @@ class Scenario:
                 word = self.ray_address
             elif word == "0XXXXXXXXX":
                 word = self.article()
+            elif before == "--image" and word == "photo.jpg":
+                word = str(min(Path(self.folder("images")).rglob("*.jpg")))
             out.append(word)
         if out[0] == "python":
             out[0] = sys.executable
