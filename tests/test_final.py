@@ -10,6 +10,7 @@ import final
 from fde import hybrid as blend
 from fde import metrics
 from fde.artifacts import Artifacts
+from fde.files import manifest_record, write_json
 from fde.strategies import Popularity, PurchaseHistory, VisualSimilarity, as_customer_frame
 
 from shop import ARTICLES, CUSTOMERS, TWINS, TX, check_interface, lists
@@ -200,5 +201,8 @@ def test_run_with_visual_twins_uses_them(tiny, tmp_path):
                            score=pl.lit(0.8, dtype=pl.Float32)))
     copy.visual_twins.parent.mkdir(parents=True, exist_ok=True)
     twins.write_parquet(copy.visual_twins)
+    # recorded as visual_reccs.py records its output, so that the readers' freshness check accepts it
+    write_json(manifest_record({}, {copy.visual_twins: copy.visual_twins}, "stand-in twins", copy.data_dir),
+               copy.manifest("visual_reccs.py"))
     meta = final.evaluate(copy, show_progress=False)
     assert "visual" in meta["strategies"] and "visual" in meta["weights"]
