@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from fde import launch
 from fde import search as catalogue_search
-from fde.artifacts import DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR, Artifacts, require
+from fde.artifacts import DEFAULT_DATA_DIR, DEFAULT_IMAGES_DIR, Artifacts, require, require_fresh_if_built
 from fde.errors import UserError
 from fde.ids import format_article_id, parse_article_id
 from fde.visual_index import VisualIndex
@@ -434,6 +434,19 @@ def missing(what: str, exc: UserError) -> None:
     st.warning(f"**{what}**  \n{exc}", icon=":material/inventory_2:")
 
 
+STALE_RESULTS = "The saved results are out of date."
+
+
+def results_error(art: Artifacts, path: Path) -> UserError | None:
+    """Why final.py's `path` cannot be shown as current (missing, or results/ older than its inputs), else None."""
+    try:
+        require(path, art.command("final.py"))
+        require_fresh_if_built(art, "final.py", path)
+    except UserError as exc:
+        return exc
+    return None
+
+
 # ---------------------------------------------------------------- visual twins
 
 def random_article(choices: np.ndarray) -> None:
@@ -626,12 +639,9 @@ def customers_view(art: Artifacts) -> None:
 
     full_id = customer_hex(str(ids_path), mtime(ids_path), key)
     bought = customer_purchases(str(transactions), mtime(transactions), key)
-    recommended, recs_missing = None, None
-    try:
-        recs_path = require(art.recommendations, art.command("final.py"))
-        recommended = customer_recommendations(str(recs_path), mtime(recs_path), key)
-    except UserError as exc:
-        recs_missing = exc
+    recs_missing = results_error(art, art.recommendations)
+    recommended = None if recs_missing is not None else \
+        customer_recommendations(str(art.recommendations), mtime(art.recommendations), key)
     if full_id is None and bought.is_empty() and (recommended is None or recommended.is_empty()):
         st.error(f"No customer {short_hex(text.lower())} in this data. Check the id, or pick one from the sample.",
                  icon=":material/person_off:")
@@ -664,7 +674,8 @@ def customers_view(art: Artifacts) -> None:
 
     st.markdown("##### Recommended next")
     if recs_missing is not None:
-        missing("Recommendations are not computed yet.", recs_missing)
+        missing("Recommendations are not computed yet." if not art.recommendations.exists() else STALE_RESULTS,
+                recs_missing)
         return
     if recommended.is_empty():
         st.info("The saved recommendations have no entry for this customer.", icon=":material/info:")
@@ -720,7 +731,8 @@ def launch_view(art: Artifacts) -> None:
     articles = load_articles(str(require(art.articles, art.command("data_optim.py"))), mtime(art.articles))
     transactions = require(art.transactions, art.command("data_optim.py"))
     ids_path = require(art.customer_ids, art.command("data_optim.py"))
-    stamp = (mtime(art.articles), mtime(transactions), mtime(art.launch_audience)) + visual_stamp(art)
+    stamp = (mtime(art.articles), mtime(transactions), mtime(art.launch_audience),
+             mtime(art.manifest("final.py"))) + visual_stamp(art)
     scorer = load_launch_audience(str(art.data_dir), str(art.images_dir), stamp)
     new = launch_ids(scorer, stamp, str(transactions))
     meta_of = describe(articles, new[:MAX_PICKER])
@@ -837,6 +849,10 @@ def bar_chart(table: pl.DataFrame, value: str, fmt: str, highlight: str | None) 
 def evaluation_view(art: Artifacts) -> None:
     """MAP@12 of every strategy on the held-out test week, and the cold-start slice."""
     path = require(art.metrics, art.command("final.py"))
+    stale = results_error(art, path)
+    if stale is not None:
+        missing(STALE_RESULTS, stale)
+        return
     metrics = load_json(str(path), mtime(path))
     strategies = metrics.get("strategies") or {}
     if not strategies:

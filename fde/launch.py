@@ -129,7 +129,9 @@ class LaunchAudience:
         articles = art.read_parquet(artifacts.articles, command)
         transactions = pl.scan_parquet(art.require(artifacts.transactions, command))
         visual = VisualIndex.load(artifacts) if artifacts.visual_features.exists() else None
-        ranked = artifacts.launch_audience if artifacts.launch_audience.exists() else None
+        # the ranker's audiences of older data would be shown as current: final.py must run again first
+        ranked = artifacts.launch_audience if art.require_fresh_if_built(artifacts, "final.py",
+                                                                        artifacts.launch_audience) else None
         return cls(articles, transactions, cutoff, visual, ranked)
 
     def launch(self, article_id) -> dict:

@@ -13,7 +13,7 @@ import app
 from fde import launch, visual_index
 from fde.artifacts import Artifacts
 from fde.errors import UserError
-from fde.files import fingerprint
+from fde.files import fingerprint, manifest_record, write_json
 from fde.ids import format_article_id
 
 APP = Path(app.__file__).resolve()
@@ -279,10 +279,40 @@ def test_evaluation_matches_metrics_json(monkeypatch, pipeline):
         assert any(m.value == f"{cold:,}" for m in at.metric)
 
 
+def test_results_older_than_the_data_are_not_shown_as_current(monkeypatch, pipeline, tmp_path):
+    """Issue 17. Before: after new data (data_optim.py rerun, final.py not), the Evaluation view showed the old
+    metrics and the Customers view said a new customer had no entry in the recommendations."""
+    import data_optim
+
+    art = copy_artifacts(pipeline, tmp_path)
+    shutil.copytree(pipeline.raw_dir, art.raw_dir)
+    newcomer = "f" * 48 + "0123456789abcdef"
+    first = art.raw_transactions.read_text().splitlines()[1].split(",")
+    with open(art.raw_transactions, "a") as fh:  # a new customer's purchase on the last day
+        fh.write(",".join([max(line[:10] for line in art.raw_transactions.read_text().splitlines()[1:]),
+                           newcomer, *first[2:]]) + "\n")
+    data_optim.optimize(art, show_progress=False)
+    rerun = f"python final.py --data-dir {art.data_dir}"
+
+    at = run_app(monkeypatch, art, view="evaluation")
+    assert not at.exception and not at.metric  # no old MAP@12 shown as the current one
+    assert any(app.STALE_RESULTS in w.value and rerun in w.value for w in at.warning), [w.value for w in at.warning]
+
+    at = run_app(monkeypatch, art, view="customers", customer=newcomer)
+    assert not at.exception and not at.info
+    assert any(app.STALE_RESULTS in w.value and rerun in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.metric[0].value == "1"  # the newcomer's purchase, read from the current data, is still shown
+
+    at = run_app(monkeypatch, art, view="launch")  # the ranker's audiences of the old data are not served either
+    assert not at.exception
+    assert any(rerun in w.value for w in at.warning), [w.value for w in at.warning]
+
+
 def test_corrupt_metrics_is_a_message_not_a_traceback(monkeypatch, pipeline, tmp_path):
     art = Artifacts(tmp_path / "data", pipeline.images_dir)
     art.results_dir.mkdir(parents=True)
     art.metrics.write_text("{not json")
+    record_results(art)  # as if final.py had written it (a manifest records it): the file itself is damaged
     at = run_app(monkeypatch, art, view="Evaluation")
     assert not at.exception
     assert "could not be shown" in at.error[0].value
@@ -296,6 +326,7 @@ def test_evaluation_without_the_ranker_says_how_to_produce_it(monkeypatch, pipel
     del metrics["strategies"]["ranker"], metrics["validation_map12"]["ranker"]
     metrics.update(pool_recall={}, feature_importance=[], training_weeks=[], recommender_used="hybrid")
     art.metrics.write_text(json.dumps(metrics))
+    record_results(art)
     at = run_app(monkeypatch, art, view="evaluation")
     assert_clean(at)
     assert any("ranker" in w.value and "final.py" in w.value for w in at.warning)
@@ -312,6 +343,7 @@ def test_evaluation_shows_the_ranker(monkeypatch, pipeline, tmp_path):
     metrics["training_weeks"] = [["2020-08-26", "2020-09-01"], ["2020-09-02", "2020-09-08"]]
     metrics["recommender_used"] = "ranker"
     art.metrics.write_text(json.dumps(metrics))
+    record_results(art)
     at = run_app(monkeypatch, art, view="evaluation")
     assert_clean(at)
     assert at.metric[0].label == "MAP@12 · ranker" and at.metric[0].value == "0.5000"
@@ -332,6 +364,15 @@ def copy_artifacts(pipeline: Artifacts, tmp_path: Path) -> Artifacts:
     for part in ("processed_dir", "visual_dir", "results_dir"):
         shutil.copytree(getattr(pipeline, part), getattr(art, part))
     return art
+
+
+def record_results(art: Artifacts) -> None:
+    """Stand-in results written in place: record them in results/manifest.json as final.py would, from the
+    inputs it last used, so that the app takes them as current."""
+    manifest = art.manifest("final.py")
+    old = json.loads(manifest.read_text()) if manifest.exists() else {"inputs": {}, "built_by": "stand-in results"}
+    written = [p for p in (art.metrics, art.recommendations, art.submission, art.launch_audience) if p.exists()]
+    write_json(manifest_record(old["inputs"], {p: p for p in written}, old["built_by"], art.data_dir), manifest)
 
 
 def launch_table(at: AppTest):
@@ -437,6 +478,7 @@ def test_launch_from_the_ranker_table(monkeypatch, pipeline, tmp_path):
                           schema={"article_id": pl.Int32, "customer_id": pl.UInt64, "rank": pl.UInt16,
                                   "score": pl.Float32, "reason": pl.String, "source_article_id": pl.Int32})
     ranked.write_parquet(art.launch_audience)
+    record_results(art)
     at = run_app(monkeypatch, art, view="launch", article=aid)
     assert_clean(at)
     assert "3 customers to show it to" in [s.value for s in at.subheader]
@@ -452,6 +494,7 @@ def test_customer_view_shows_the_rankers_breakdown(monkeypatch, pipeline, tmp_pa
              {"feature": "score__popular", "contribution": -0.25, "text": "less popular than most"}]
     kind = pl.List(pl.Struct({"feature": pl.String, "contribution": pl.Float32, "text": pl.String}))
     recs.with_columns(explanation=pl.Series([parts] * recs.height, dtype=kind)).write_parquet(art.recommendations)
+    record_results(art)
     customer = pl.read_parquet(art.customer_ids).filter(
         pl.col("customer_id").is_in(recs["customer_id"].implode()))["customer_id_hex"][0]
     at = run_app(monkeypatch, art, view="customers", customer=customer)
