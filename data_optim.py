@@ -33,10 +33,11 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
+from fde import dates
 from fde.artifacts import Artifacts, add_dir_args, from_args
 from fde.cli import add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import check_writable, environment_problem, UserError
-from fde.files import atomic_outputs, Outputs
+from fde.files import atomic_outputs, atomic_path, Outputs
 from fde.ids import customer_key_expr
 
 ROW_GROUP_SIZE = 1_000_000  # ~5 MB per transactions row group: fast to skip, cheap to read
@@ -91,7 +92,6 @@ ARTICLES = {
 
 EXTRA = "extra_field"  # catches a field beyond the header's: such a row is rejected
 LINE = "line"  # line of the row in the CSV (header = 1; exact unless a quoted field spans lines)
-HEX_LEN = 64
 
 
 def missing_raw(path: Path, art: Artifacts) -> UserError:
@@ -147,9 +147,9 @@ def parsed(name: str, col: Col) -> pl.Expr:
     """The typed value of a text column; null where the text does not parse (its range is checked apart)."""
     text = pl.col(name)
     if name == "customer_id":
-        return pl.when(text.str.len_bytes() == HEX_LEN).then(customer_key_expr(name))
+        return customer_key_expr(name)
     if col.dtype == pl.Date:
-        return text.str.to_date("%Y-%m-%d", strict=False)
+        return dates.parse(name)
     if col.dtype.is_float():
         number = text.cast(col.dtype, strict=False)
         return pl.when(number.is_finite() & (number >= 0)).then(number)
@@ -164,7 +164,7 @@ def problem(name: str, col: Col) -> str:
     if name == "customer_id":
         return "customer_id is not a 64-hex id"
     if col.dtype == pl.Date:
-        return f"{name} is not a YYYY-MM-DD date"
+        return f"{name} is not a {dates.EXPECTED} date"
     if col.dtype.is_float():
         return f"{name} is not a number >= 0"
     return f"{name} is not a whole number that fits {col.dtype}"
@@ -408,12 +408,41 @@ def optimize_transactions(art: Artifacts, staged: Outputs, known: pl.DataFrame,
     ])[-1]
     rows_out = pl.scan_parquet(out).select(pl.len()).collect().item()
     n_bad = pl.scan_csv(rejects, infer_schema=False).select(pl.len()).collect().item()
+    written = name_date_formats(rejects)
     if rows_out == 0:
-        why = f"all {n_bad:,} are malformed" if n_bad else "it holds only a header"
-        raise UserError(f"{path} has no valid transaction rows ({why}): check it is the Kaggle transactions_train.csv")
+        raise no_valid_transactions(path, n_bad, written)
     info = report("transactions", rows_out, n_bad, path, out, rejects, staged.final, time.perf_counter() - t0)
     info["isolated_days"] = flag_isolated_days(out)
     return info, strangers
+
+
+def name_date_formats(rejects: Path, column: str = "t_dat") -> pl.DataFrame:
+    """Name, in each bad-date reason of a rejects file, the other format its date is written in (after the
+    pass, on the rejects alone, so the pass over every row stays as fast). Return the formats found:
+    format, rows, and one example each, most rows first."""
+    bad = pl.col("reason") == problem(column, TRANSACTIONS[column])
+    found = dates.other_format(column)
+    rows = pl.scan_csv(rejects, infer_schema=False)
+    formats = (rows.filter(bad).select(found.alias("format"), pl.col(column).alias("example")).drop_nulls()
+               .group_by("format").agg(rows=pl.len(), example=pl.col("example").first())
+               .sort(["rows", "format"], descending=[True, False]).collect())
+    if formats.height:
+        named = pl.when(bad & found.is_not_null()).then(pl.concat_str(pl.col("reason"), pl.lit(": it is written "),
+                                                                      found)).otherwise(pl.col("reason"))
+        with atomic_path(rejects) as tmp:
+            rows.with_columns(reason=named).sink_csv(tmp)
+    return formats
+
+
+def no_valid_transactions(path: Path, n_bad: int, written: pl.DataFrame) -> UserError:
+    """The error for a transactions file without one good row; it names a date format that is the cause."""
+    if written.height and written["rows"][0] * 2 > n_bad:
+        fmt, rows, example = written.row(0)
+        return UserError(f"{path} has no valid transaction rows: t_dat is written {fmt} (e.g. {example!r}) in "
+                         f"{rows:,} of its {n_bad:,} rows, and data_optim.py reads {dates.EXPECTED} (Kaggle's "
+                         f"format, e.g. 2020-09-22): rewrite the dates as {dates.EXPECTED}")
+    why = f"all {n_bad:,} are malformed" if n_bad else "it holds only a header"
+    return UserError(f"{path} has no valid transaction rows ({why}): check it is the Kaggle transactions_train.csv")
 
 
 def isolated_days(path: Path) -> tuple[pl.DataFrame, date, date]:

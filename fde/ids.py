@@ -7,6 +7,7 @@ import polars as pl
 from fde.errors import UserError
 
 CUSTOMER = pl.UInt64  # a customer's key: the last 16 hex digits of the 64-hex customer_id
+CUSTOMER_HEX = r"^[0-9a-fA-F]{64}$"  # Kaggle's customer_id
 ARTICLE = pl.Int32
 
 
@@ -25,8 +26,14 @@ def format_article_id(article_id: int) -> str:
 
 
 def customer_key_expr(col: str = "customer_id") -> pl.Expr:
-    """UInt64 key of a 64-hex customer_id: its last 16 hex digits."""
-    return pl.col(col).str.slice(-16).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+    """UInt64 key of a 64-hex customer_id: its last 16 hex digits; null for a text that is not 64 hex digits.
+
+    Only the last 16 digits make the key, so without the whole check 'ZZZZ' + 60 hex digits would pass
+    as the key of whichever customer shares those 16 digits.
+    """
+    text = pl.col(col)
+    return pl.when(text.str.contains(CUSTOMER_HEX)).then(
+        text.str.slice(-16).str.to_integer(base=16, dtype=pl.UInt64, strict=False))
 
 
 def article_id_text(expr: pl.Expr) -> pl.Expr:

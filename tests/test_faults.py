@@ -592,3 +592,83 @@ def test_a_mixed_model_pair_does_not_load(pipeline, tmp_path, monkeypatch):
     assert Path(calls[0]) == art.ranker_model  # the new model.txt is in place beside the old ranker.json
     with pytest.raises(UserError, match=r"rerun `python ranker\.py"):
         Model.load(art)
+
+
+# the app, launch.py and the last cases of the sweep: stale results, malformed ids, dates in another format
+
+@pytest.mark.slow
+def test_launch_audience_older_than_the_data_is_not_served(pipeline, tmp_path):
+    """Before: after new data (data_optim.py rerun, final.py not), launch.py printed the old data's ranker audience."""
+    art = copy_stage_inputs(pipeline, Artifacts(tmp_path / "data", pipeline.images_dir),
+                            "raw", "processed", "split", "visual", "results")
+    add_transaction(art, last_day(art))
+    assert run(data_optim, art, "--no-progress") == 0
+    one_line(shell("launch.py", "--data-dir", str(art.data_dir)), f"rerun `python final.py --data-dir {art.data_dir}`")
+
+
+def data_optim_from_a_shell(art: Artifacts) -> subprocess.CompletedProcess:
+    return shell("data_optim.py", "--data-dir", str(art.data_dir), "--no-progress")
+
+
+@pytest.mark.parametrize("table", ["transactions", "customers"])
+def test_malformed_customer_id_is_a_reject(raw, table):
+    """Before: 'ZZZZ' + 60 hex digits shares its last 16 hex digits (the key) with a real customer, and
+    data_optim.py refused the whole data set as a collision of two customer ids."""
+    path = raw.raw_transactions if table == "transactions" else raw.raw_customers
+    rows = data_rows(path)
+    bad = "ZZZZ" + field(path, 2, "customer_id")[4:]  # line 2's customer is real: its key is taken
+    edit_field(path, 3, "customer_id", bad)
+    done = data_optim_from_a_shell(raw)
+    assert done.returncode == 0, done.stderr
+    rejects = pl.read_csv(raw.rejects(table), infer_schema=False)
+    assert rejects.select("line", "customer_id", "reason").rows() == [("3", bad, "customer_id is not a 64-hex id")]
+    assert pl.read_parquet(raw.transactions if table == "transactions" else raw.customers).height == rows - 1
+    ids = pl.read_parquet(raw.customer_ids)["customer_id_hex"]
+    assert bad not in ids.to_list() and field(path, 2, "customer_id") in ids.to_list()
+
+
+def test_a_well_formed_id_collision_still_stops_the_run(raw):
+    """The collision check stays for two real 64-hex ids with the same last 16 digits."""
+    other = "f" * 48 + field(raw.raw_customers, 2, "customer_id")[-16:]
+    edit_field(raw.raw_customers, 3, "customer_id", other)
+    one_line(data_optim_from_a_shell(raw), "share their last 16 hex digits")
+
+
+def rewrite_dates(path: Path, day: date | None, text: str) -> int:
+    """Write the transactions dated `day` (every one when None) as `text`, a date in another format; return how many."""
+    lines = path.read_text().splitlines()
+    changed = 0
+    for i, line in enumerate(lines[1:], start=1):
+        if line and (day is None or line[:10] == day.isoformat()):
+            lines[i], changed = text.format(d=date.fromisoformat(line[:10])) + line[10:], changed + 1
+    path.write_text("\n".join(lines) + "\n")
+    return changed
+
+
+def test_last_day_in_another_date_format_does_not_move_the_test_week(raw):
+    """Before: the last day's rows, dated 22-09-2020, were rejected and reported, then split_data.py took the
+    week before as the test week without a word."""
+    end = last_day(raw)
+    rewritten = rewrite_dates(raw.raw_transactions, end, "{d:%d-%m-%Y}")
+    done = data_optim_from_a_shell(raw)
+    assert done.returncode == 0, done.stderr
+    assert f"t_dat is not a YYYY-MM-DD date: it is written DD-MM-YYYY: {rewritten}" in done.stdout
+    rejects = pl.read_csv(raw.rejects("transactions"), infer_schema=False)
+    assert rejects.height == rewritten and rejects["t_dat"][0] == f"{end:%d-%m-%Y}"
+    kept = end - timedelta(days=1)
+    line = one_line(shell("split_data.py", "--data-dir", str(raw.data_dir)),
+                    f"{rewritten} transactions dated after {kept}", "written DD-MM-YYYY", "YYYY-MM-DD",
+                    f"rerun `python data_optim.py --data-dir {raw.data_dir}`", f"--end-date {kept}")
+    assert "test week would move back" in line
+    assert snapshot(raw.split_dir) == {}
+    done = shell("split_data.py", "--data-dir", str(raw.data_dir), "--end-date", kept.isoformat())  # deliberately
+    assert done.returncode == 0, done.stderr
+    assert json.loads(raw.split_info.read_text())["test"]["end"] == kept.isoformat()
+
+
+def test_every_date_in_another_format_names_it(raw):
+    """Before: 'has no valid transaction rows (all 27,588 are malformed)', without a word about the dates."""
+    rows = rewrite_dates(raw.raw_transactions, None, "{d:%Y/%m/%d}")
+    one_line(data_optim_from_a_shell(raw), "t_dat is written YYYY/MM/DD", f"in {rows:,} of its {rows:,} rows",
+             "reads YYYY-MM-DD", "(e.g. '20")
+    assert snapshot(raw.processed_dir) == {}
