@@ -22,6 +22,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from fde import dates
 from fde.artifacts import Artifacts, add_dir_args, from_args, require, require_fresh
 from fde.cli import peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
@@ -120,6 +121,24 @@ def last_before(source: pl.LazyFrame, day: date) -> date | None:
     return source.filter(pl.col("t_dat") < day).select(pl.col("t_dat").max()).collect().item()
 
 
+def check_late_rejects(art: Artifacts, last: date) -> None:
+    """UserError when data_optim.py rejected transactions dated after `last` (the last day it kept) because
+    their date is written in another format: without them, the test week would silently be an earlier one."""
+    path = art.rejects("transactions")
+    if not path.exists():
+        return
+    late = (pl.scan_csv(path, infer_schema=False)
+            .select("line", "t_dat", format=dates.other_format("t_dat"), day=dates.in_other_format("t_dat"))
+            .filter(pl.col("day") > last).collect())
+    if late.height:
+        row = late.row(0, named=True)
+        raise UserError(f"{late.height:,} transactions dated after {last}, the last day kept, were rejected by "
+                        f"data_optim.py: t_dat is written {row['format']} (line {row['line']}: {row['t_dat']!r}), "
+                        f"not {dates.EXPECTED}; without them the test week would move back. Rewrite their dates "
+                        f"as {dates.EXPECTED} and rerun `{art.command('data_optim.py')}`, or give --end-date {last} "
+                        f"to split without them")
+
+
 def check_thin(source: pl.LazyFrame, bounds: dict[str, tuple[date, date]], rows: dict[str, int]) -> None:
     """UserError when a held-out window has far fewer rows a day than the REFERENCE_DAYS before the
     validation window: a stray late transaction, or data that ends early, not a week to score on."""
@@ -160,7 +179,10 @@ def split(artifacts: Artifacts, test_days: int = TEST_DAYS, validation_days: int
     require_fresh(art, "data_optim.py")
     check_writable(art.split_dir)
     source = pl.scan_parquet(art.transactions)
-    bounds = windows(*date_range(source), test_days, validation_days, end_date)
+    first, last = date_range(source)
+    if end_date is None:  # a chosen --end-date is deliberate; the default one must not move back unseen
+        check_late_rejects(art, last)
+    bounds = windows(first, last, test_days, validation_days, end_date)
     part = part_expr(bounds)
     # one pass for the counts, so an empty week stops the run before anything is written
     stats = (source.group_by(part.alias("part"))
