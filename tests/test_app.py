@@ -166,6 +166,9 @@ def test_unknown_and_malformed_article_ids(monkeypatch, pipeline):
     at.text_input(key="article").input("²").run()  # issue 17: before, a ValueError that said to rerun the pipeline
     assert not at.exception
     assert "is not an article id" in at.error[0].value and "rerun" not in at.error[0].value
+    at.text_input(key="article").input("../../etc/passwd").run()  # never a path: no image is read from it
+    assert not at.exception and not at.image
+    assert "is not an article id" in at.error[0].value
 
 
 def test_article_without_features_says_so(monkeypatch, pipeline, catalogue, with_image):

@@ -672,3 +672,148 @@ def test_every_date_in_another_format_names_it(raw):
     one_line(data_optim_from_a_shell(raw), "t_dat is written YYYY/MM/DD", f"in {rows:,} of its {rows:,} rows",
              "reads YYYY-MM-DD", "(e.g. '20")
     assert snapshot(raw.processed_dir) == {}
+
+
+# ---------------------------------------------------------------------------- security stays as good as it is
+# (issue 17: the sweep found nothing unpickled or evaluated, torch.load(weights_only=True), no path through an
+# article id, a local Ray on loopback; each is kept under a test here)
+
+SOURCES = sorted([*ROOT.glob("*.py"), *ROOT.glob("fde/*.py"), *ROOT.glob("bench/*.py")])
+UNSAFE_MODULES = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "joblib"}
+UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}  # builtins that run text as code
+UNSAFE_METHODS = {"read_pickle", "unsafe_load", "full_load"}
+
+
+def dotted(node) -> str:
+    """'np.load' for the function of a call np.load(...); '' when it is not a plain dotted name."""
+    import ast
+
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else ""
+
+
+def keyword(call, name: str):
+    """The constant value of a call's keyword argument; '<absent>' or '<not a constant>' otherwise."""
+    import ast
+
+    found = next((k.value for k in call.keywords if k.arg == name), None)
+    if found is None:
+        return "<absent>"
+    if isinstance(found, ast.Constant):
+        return found.value
+    return dotted(found) or "<not a constant>"
+
+
+def test_nothing_is_unpickled_or_evaluated():
+    """Every stage, the app, the library and the benchmarks: no pickle (or its kin), no eval/exec, torch.load only
+    with weights_only=True, np.load never with allow_pickle=True, no yaml.load without SafeLoader."""
+    import ast
+
+    problems, seen = [], {"torch.load": 0, "np.load": 0}
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                problems += [f"{where} imports {n}" for n in names if n and n.split(".")[0] in UNSAFE_MODULES]
+                if isinstance(node, ast.ImportFrom) and node.module in ("torch", "numpy", "yaml") and \
+                        any(a.name == "load" for a in node.names):
+                    problems.append(f"{where} imports {node.module}.load by name (the checks below read torch.load)")
+            if not isinstance(node, ast.Call):
+                continue
+            name = dotted(node.func)
+            last = name.rsplit(".", 1)[-1]
+            if name in UNSAFE_CALLS or last in UNSAFE_METHODS:
+                problems.append(f"{where} calls {name}")
+            if name == "torch.load":
+                seen["torch.load"] += 1
+                if keyword(node, "weights_only") is not True:
+                    problems.append(f"{where} torch.load without weights_only=True")
+            if name in ("np.load", "numpy.load"):
+                seen["np.load"] += 1
+                if keyword(node, "allow_pickle") not in ("<absent>", False):
+                    problems.append(f"{where} np.load with allow_pickle={keyword(node, 'allow_pickle')}")
+            if name == "yaml.load" and keyword(node, "Loader") not in ("yaml.SafeLoader", "yaml.CSafeLoader"):
+                problems.append(f"{where} yaml.load without SafeLoader")
+    assert not problems, problems
+    assert seen["torch.load"] >= 1 and seen["np.load"] >= 1, seen  # the rules were applied to real calls
+
+
+@pytest.mark.parametrize("text", ["../../etc/passwd", "..", "/etc/passwd", "0108775015/../../x", "-1", "1e3",
+                                  "0x10", "108775015 ", "108775015\x00"])
+def test_an_article_id_never_makes_a_path(text, tmp_path):
+    """An article id is digits only; the image path made from one always lies inside --images-dir."""
+    images = tmp_path / "images"
+    art = Artifacts(tmp_path / "data", images)
+    try:
+        aid = parse_article_id(text)
+    except UserError as exc:
+        assert "is not an article id" in str(exc)
+        return
+    assert art.image(aid).resolve().is_relative_to(images.resolve())
+
+
+@pytest.mark.parametrize("aid", [0, 1, 108775015, 9_999_999_999, 10**30, -1, -10**12])
+def test_an_image_path_stays_in_the_images_dir(aid, tmp_path):
+    art = Artifacts(tmp_path / "data", tmp_path / "images")
+    assert art.image(aid).resolve().parent.parent == (tmp_path / "images").resolve()
+
+
+def test_an_article_path_is_refused_from_a_shell(tiny):
+    done = shell("launch.py", "--data-dir", str(tiny.data_dir), "--article", "../../etc/passwd")
+    one_line(done, "'../../etc/passwd' is not an article id")
+
+
+def process_tree(root: int) -> set[int]:
+    """`root` and every process below it, from /proc."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a process that ended meanwhile
+    found = {root}
+    while grown := {pid for pid, up in parent.items() if up in found} - found:
+        found |= grown
+    return found
+
+
+def listening_sockets(pids: set[int]) -> set[str]:
+    """'address:port' (hex, as /proc/net/tcp* writes them) of every TCP socket these processes listen on."""
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes |= {link[len("socket:["):-1] for link in links if link.startswith("socket:[")}
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(fields[1])
+    return found
+
+
+LOOPBACK = ("0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000")  # 127.0.0.1, v6
+
+
+def test_a_local_ray_listens_on_loopback_only(local_ray):
+    """The Ray that --engine ray starts on this machine (scale_out.connect_ray without an address): its GCS,
+    raylet and workers listen on 127.0.0.1, never on every interface."""
+    local_ray.get(local_ray.remote(lambda: 1).remote())  # a worker is up too
+    sockets = listening_sockets(process_tree(os.getpid()))
+    gcs_port = int(local_ray.get_runtime_context().gcs_address.rsplit(":", 1)[1])
+    assert any(int(s.split(":")[1], 16) == gcs_port for s in sockets), sockets
+    assert {s.split(":")[0] for s in sockets} <= set(LOOPBACK), sockets
+
+
+def test_readme_says_how_to_expose_the_app_deliberately():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "listens on 127.0.0.1 only" in readme and "no authentication" in readme
+    assert "`make app ADDRESS=0.0.0.0`" in readme
