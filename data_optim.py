@@ -9,7 +9,8 @@ data/processed/{articles,customers,transactions,customer_ids}.parquet (see fde/a
     customer_ids  customer_id UInt64 -> customer_id_hex String (the original 64-hex id, for submissions)
 
 A customer_id becomes its last 16 hex digits as a UInt64 (8 bytes instead of 64); the map
-keeps the original, and two different ids with the same key stop the run. Every CSV is
+keeps the original, and two different ids with the same key stop the run (an id that is not 64 hex
+digits is a bad row, not a second customer). Every CSV is
 read lazily as text and cast with strict=False; a row whose text does not parse (bad date,
 non-numeric id or price, wrong field count, ...), a transaction of an article that is not in
 articles.csv or dated in the future, goes to processed/rejects/<table>_rejects.csv with its
@@ -38,7 +39,7 @@ from fde.artifacts import Artifacts, add_dir_args, from_args
 from fde.cli import add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import check_writable, environment_problem, UserError
 from fde.files import atomic_outputs, atomic_path, Outputs
-from fde.ids import customer_key_expr
+from fde.ids import customer_key_expr, is_customer_hex
 
 ROW_GROUP_SIZE = 1_000_000  # ~5 MB per transactions row group: fast to skip, cheap to read
 GAP_DAYS = 28  # sales days further than this from all the others are flagged (a typo'd year, a stray row)
@@ -92,6 +93,7 @@ ARTICLES = {
 
 EXTRA = "extra_field"  # catches a field beyond the header's: such a row is rejected
 LINE = "line"  # line of the row in the CSV (header = 1; exact unless a quoted field spans lines)
+HEX_LEN = 64
 
 
 def missing_raw(path: Path, art: Artifacts) -> UserError:
@@ -147,7 +149,7 @@ def parsed(name: str, col: Col) -> pl.Expr:
     """The typed value of a text column; null where the text does not parse (its range is checked apart)."""
     text = pl.col(name)
     if name == "customer_id":
-        return customer_key_expr(name)
+        return pl.when(text.str.len_bytes() == HEX_LEN).then(customer_key_expr(name))
     if col.dtype == pl.Date:
         return dates.parse(name)
     if col.dtype.is_float():
@@ -279,12 +281,12 @@ def require_rows(path: Path, table: str, rows: int, rejected: int) -> None:
         raise UserError(f"{path} has no rows of {table} ({why}): check it is the Kaggle {path.name}")
 
 
-def load_small(path: Path, table: str, spec: dict[str, Col], art: Artifacts,
-               keep: tuple[str, ...] = ()) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+def load_small(path: Path, table: str, spec: dict[str, Col], art: Artifacts, keep: tuple[str, ...] = (),
+               row_checks: tuple[tuple[pl.Expr, str], ...] = ()) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     """Typed good rows (with their line), rejected rows and the header of a table small enough
     to hold (articles, customers); `keep` names columns whose text is kept as `<name>_text` too."""
     header = read_header(path, table, spec, art)
-    rows = typed_rows(scan_text(path, header), header, spec).cache()
+    rows = typed_rows(scan_text(path, header), header, spec, row_checks).cache()
     good = rows.filter(pl.col("reason").is_null()).select(
         [pl.col(LINE)] + good_columns(header, spec) + [pl.col(c).alias(f"{c}_text") for c in keep])
     bad = listed(rows).select(reject_columns(header) + [pl.col("reason").is_null().alias("kept")])
@@ -360,7 +362,8 @@ def optimize_articles(art: Artifacts, staged: Outputs) -> tuple[dict, pl.Series]
 def optimize_customers(art: Artifacts, staged: Outputs) -> tuple[dict, pl.DataFrame]:
     """customers.csv -> customers.parquet (+ rejects); also return its (customer_id, customer_id_hex) pairs."""
     t0 = time.perf_counter()
-    good, bad, header = load_small(art.raw_customers, "customers", CUSTOMERS, art, keep=("customer_id",))
+    good, bad, header = load_small(art.raw_customers, "customers", CUSTOMERS, art, keep=("customer_id",),
+                                   row_checks=(malformed_id(CUSTOMERS, ~is_customer_hex()),))
     # two different ids on one key stop the run here, before repeats of a key are rejected as duplicates
     ids = unique_ids(good.select("customer_id", customer_id_hex="customer_id_text"))
     good, bad = drop_duplicates(art.raw_customers, header, good.drop("customer_id_text"), bad, "customer_id")
@@ -369,6 +372,12 @@ def optimize_customers(art: Artifacts, staged: Outputs) -> tuple[dict, pl.DataFr
     info = report("customers", good.height, n_bad, art.raw_customers, out, rejects, staged.final,
                   time.perf_counter() - t0)
     return info, ids
+
+
+def malformed_id(spec: dict[str, Col], condition: pl.Expr) -> tuple[pl.Expr, str]:
+    """A row check: a customer_id of 64 characters that are not all hex digits (the parse reads only the
+    last 16, for the key) is as bad as one of another length."""
+    return condition, problem("customer_id", spec["customer_id"])
 
 
 def transaction_checks(catalogue: pl.Series) -> tuple[tuple[pl.Expr, str], ...]:
@@ -389,23 +398,16 @@ def optimize_transactions(art: Artifacts, staged: Outputs, known: pl.DataFrame,
     t0 = time.perf_counter()
     path = art.raw_transactions
     header = read_header(path, "transactions", TRANSACTIONS, art)
-    # cache(): the three results below share one parse of the file instead of three
-    rows = typed_rows(scan_text(path, header), header, TRANSACTIONS, transaction_checks(catalogue)).cache()
-    good = rows.filter(pl.col("reason").is_null())
-    bad = rows.filter(pl.col("reason").is_not_null()).select(reject_columns(header))
-    # a buyer whose 64-hex id is in customers.csv maps to it; only the others (usually none) are kept,
-    # found by a hash of the text rather than by holding 1.4M hex strings through the pass
-    known_hashes = known["customer_id_hex"].hash().implode()
-    strangers = (good.filter(~pl.col("customer_id").hash().is_in(known_hashes))
-                 .select(pl.col("_customer_id").alias("customer_id"), customer_id_hex="customer_id").unique())
     out, rejects = staged(art.transactions), staged(art.rejects("transactions"))
-    # one streaming pass; the text of the whole file is never held in memory
-    strangers = collect(path, [
-        good.select(good_columns(header, TRANSACTIONS)).sink_parquet(
-            out, compression="zstd", row_group_size=ROW_GROUP_SIZE, lazy=True),
-        bad.sink_csv(rejects, lazy=True),
-        strangers,
-    ])[-1]
+    checks = transaction_checks(catalogue)
+    strangers = convert_transactions(path, header, out, rejects, known, checks)
+    # Checking all 64 digits of every row would make the pass several times slower, and an id that is in
+    # customers.csv (checked there) is well formed: so only the ids outside it (usually none) are checked
+    # here, and in the rare case that one is malformed, the pass is redone with its rows rejected.
+    malformed = strangers.filter(~is_customer_hex("customer_id_hex"))["customer_id_hex"]
+    if malformed.len():
+        checks += (malformed_id(TRANSACTIONS, pl.col("customer_id").is_in(malformed.implode())),)
+        strangers = convert_transactions(path, header, out, rejects, known, checks)
     rows_out = pl.scan_parquet(out).select(pl.len()).collect().item()
     n_bad = pl.scan_csv(rejects, infer_schema=False).select(pl.len()).collect().item()
     written = name_date_formats(rejects)
@@ -414,6 +416,28 @@ def optimize_transactions(art: Artifacts, staged: Outputs, known: pl.DataFrame,
     info = report("transactions", rows_out, n_bad, path, out, rejects, staged.final, time.perf_counter() - t0)
     info["isolated_days"] = flag_isolated_days(out)
     return info, strangers
+
+
+def convert_transactions(path: Path, header: list[str], out: Path, rejects: Path, known: pl.DataFrame,
+                         checks: tuple[tuple[pl.Expr, str], ...]) -> pl.DataFrame:
+    """One streaming pass: the good rows to `out`, the rejected ones to `rejects`; return the distinct
+    (customer_id, customer_id_hex) of good rows whose id is not one of `known`'s. The text of the whole
+    file is never held in memory."""
+    # cache(): the three results below share one parse of the file instead of three
+    rows = typed_rows(scan_text(path, header), header, TRANSACTIONS, checks).cache()
+    good = rows.filter(pl.col("reason").is_null())
+    bad = rows.filter(pl.col("reason").is_not_null()).select(reject_columns(header))
+    # a buyer whose 64-hex id is in customers.csv maps to it; only the others (usually none) are kept,
+    # found by a hash of the text rather than by holding 1.4M hex strings through the pass
+    known_hashes = known["customer_id_hex"].hash().implode()
+    strangers = (good.filter(~pl.col("customer_id").hash().is_in(known_hashes))
+                 .select(pl.col("_customer_id").alias("customer_id"), customer_id_hex="customer_id").unique())
+    return collect(path, [
+        good.select(good_columns(header, TRANSACTIONS)).sink_parquet(
+            out, compression="zstd", row_group_size=ROW_GROUP_SIZE, lazy=True),
+        bad.sink_csv(rejects, lazy=True),
+        strangers,
+    ])[-1]
 
 
 def name_date_formats(rejects: Path, column: str = "t_dat") -> pl.DataFrame:

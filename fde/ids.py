@@ -26,14 +26,14 @@ def format_article_id(article_id: int) -> str:
 
 
 def customer_key_expr(col: str = "customer_id") -> pl.Expr:
-    """UInt64 key of a 64-hex customer_id: its last 16 hex digits; null for a text that is not 64 hex digits.
+    """UInt64 key of a 64-hex customer_id: its last 16 hex digits (see is_customer_hex for the other 48)."""
+    return pl.col(col).str.slice(-16).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
 
-    Only the last 16 digits make the key, so without the whole check 'ZZZZ' + 60 hex digits would pass
-    as the key of whichever customer shares those 16 digits.
-    """
-    text = pl.col(col)
-    return pl.when(text.str.contains(CUSTOMER_HEX)).then(
-        text.str.slice(-16).str.to_integer(base=16, dtype=pl.UInt64, strict=False))
+
+def is_customer_hex(col: str = "customer_id") -> pl.Expr:
+    """True for a text of 64 hex digits. The key reads only the last 16, so 'ZZZZ' + 60 hex digits would
+    otherwise pass as the key of whichever customer shares those 16 digits."""
+    return pl.col(col).str.contains(CUSTOMER_HEX)
 
 
 def article_id_text(expr: pl.Expr) -> pl.Expr:
