@@ -15,7 +15,9 @@ content vectors always). `Context.features(pool)` adds, per pooled row:
 - a year back (1st place on Kaggle): the article's sales and the pair's purchases in the same week a
   year before the label week, the article's lifetime sales and distinct buyers;
 - near the customer (2nd place): the article's share of the last weeks' sales among customers of the
-  same postal code, and of the same age band and postal code (when customers have postal codes).
+  same postal code, and of the same age band and postal code (when customers have postal codes);
+- taste: mf_score, the dot product of the customer's and the article's factors (factors.py, refitted
+  at each cut-off; null when either has no purchase in the factors' window).
 
 Time scales are given at several values (HALF_LIVES, SALES_WEEKS) so the ranker weighs them,
 rather than one scale being chosen by hand. A feature the data cannot support (no images, no
@@ -28,6 +30,7 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
+from fde import factors
 from fde.candidates import KEYS
 from fde.strategies import ARTICLE, age_band, decay
 
@@ -76,6 +79,7 @@ class Context:
         self.lifetime_table = self._lifetime(history)
         self.last_year_tables = self._last_year(history)
         self.local_tables = self._local(history, customers)
+        self.factors = factors.fit(history, cutoff)
 
     def _customers(self, history: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
         stats = history.group_by("customer_id").agg(
@@ -175,7 +179,7 @@ class Context:
         return groups, tables
 
     def _with_history_features(self, out: pl.DataFrame) -> pl.DataFrame:
-        """The lifetime, last-year and postal-code features joined to a feature frame (rows unchanged)."""
+        """The lifetime, last-year, taste and postal-code features joined to a feature frame (rows unchanged)."""
         out = (out.join(self.lifetime_table, on="article_id", how="left", maintain_order="left")
                .with_columns(pl.col("lifetime_sales", "lifetime_buyers").fill_null(0.0)))
         if self.last_year_tables is None:
@@ -186,6 +190,8 @@ class Context:
             out = (out.join(articles, on="article_id", how="left", maintain_order="left")
                    .join(pairs, on=KEYS, how="left", maintain_order="left")
                    .with_columns(pl.col("last_year_week_sales", "last_year_week_bought").fill_null(0.0)))
+        out = out.with_columns(mf_score=self.factors.score_pairs(out) if self.factors is not None
+                               else pl.lit(None, dtype=pl.Float32))
         if self.local_tables is None:
             return out
         groups, tables = self.local_tables
@@ -288,6 +294,7 @@ FAMILIES = {
     "age": ("score__popular_age",),
     "local": ("postal_share_", "age_postal_share_", "score__popular_age_postal", "rank__popular_age_postal"),
     "last_year": ("last_year_week_sales", "last_year_week_bought"),
+    "taste": ("mf_score",),
     "trend": ("sales_", "trend", "score__popular_decayed", "score__popular_last_week", "score__popular_all_time",
               "repeat_buyer_share", "lifetime_sales", "lifetime_buyers"),
     "price": ("price",),

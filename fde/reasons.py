@@ -57,6 +57,7 @@ def family_texts(articles: pl.DataFrame, columns: list[str]) -> dict[str, pl.Exp
         "colour": pl.format("often buys {}", name_of("colour_group_name", "this colour")),
         "age": pl.lit("popular at your age"),
         "local": pl.lit("popular near you"),
+        "taste": pl.lit("bought by customers with tastes like yours"),
         "last_year": pl.when(pl.col("last_year_week_bought") > 0).then(pl.lit("you bought it this week last year"))
                        .otherwise(pl.format("{} sold this week last year",
                                             pl.col("last_year_week_sales").cast(pl.Int32))),
@@ -109,6 +110,7 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
         "new": pl.col("days_since_first_sale").is_null(),
         "price": pl.col("price").is_not_null(),
         "last_year": pl.col("last_year_week_sales") > 0,
+        "taste": pl.col("mf_score") > 0,
         "local": pl.any_horizontal(pl.col(c) > 0 for c in local) if local else pl.lit(False),
     }
     mask = ranked.select([available.get(n, pl.lit(True)).fill_null(False).alias(n) for n in names]).to_numpy()

@@ -1,12 +1,17 @@
 """The year-back and postal-code features (and the customer x article factors) on a hand-made shop of their own:
 exact values, unknown where the data cannot say, and nothing from the label week."""
+import subprocess
+import sys
 from datetime import date, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 
+from fde import factors
 from fde.features import Context, family_of
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 CUTOFF = date(2020, 9, 16)  # the label week's twin a year back: [2019-09-18, 2019-09-25)
 ARTICLES = pl.DataFrame({"article_id": [101, 102, 103, 104], "product_code": [1, 2, 3, 4]},
                         schema={"article_id": pl.Int32, "product_code": pl.Int32})
@@ -27,7 +32,7 @@ TX = pl.DataFrame({
 POOL = pl.DataFrame([(1, 101), (1, 102), (2, 101), (3, 101), (3, 102), (4, 102), (5, 102), (1, 104)],
                     schema={"customer_id": pl.UInt64, "article_id": pl.Int32}, orient="row")
 NEW = ("lifetime_sales", "lifetime_buyers", "last_year_week_sales", "last_year_week_bought", "postal_customers",
-       "postal_share_1w", "postal_share_4w", "age_postal_share_1w", "age_postal_share_4w")
+       "postal_share_1w", "postal_share_4w", "age_postal_share_1w", "age_postal_share_4w", "mf_score")
 
 
 def row(frame, customer, article):
@@ -107,3 +112,64 @@ def test_every_new_feature_has_a_family_or_is_about_the_customer(feature):
     from fde.features import CUSTOMER_ONLY
 
     assert family_of(feature) is not None or feature in CUSTOMER_ONLY
+
+
+# ---------------------------------------------------------------------------- customer x article factors
+
+def test_mf_score_is_the_dot_product_of_the_fitted_factors_and_unknown_without_them(frame):
+    fitted = factors.fit(TX, CUTOFF)
+    customer = {c: i for i, c in enumerate(fitted.customer_ids)}
+    article = {a: i for i, a in enumerate(fitted.article_ids)}
+    # the factors' year holds 2019-09-18 on: customer 1 bought 101 and 102 in it
+    assert set(customer) == {1, 2, 3} and set(article) == {101, 102, 103}
+    expected = float(fitted.customers[customer[3]] @ fitted.articles[article[102]])
+    assert row(frame, 3, 102)["mf_score"] == pytest.approx(expected, rel=1e-5)
+    assert row(frame, 5, 102)["mf_score"] is None   # no purchase: no factors
+    assert row(frame, 1, 104)["mf_score"] is None   # never sold
+
+
+def two_tastes(seed: int = 0) -> pl.DataFrame:
+    """Customers 0-39 buy from articles 0-9, customers 40-79 from articles 10-19, a few each."""
+    rng = np.random.default_rng(seed)
+    rows = [(date(2020, 9, 1) + timedelta(days=int(rng.integers(0, 14))), customer,
+             int(rng.integers(0, 10)) + (10 if customer >= 40 else 0))
+            for customer in range(80) for _ in range(4)]
+    return pl.DataFrame(rows, schema={"t_dat": pl.Date, "customer_id": pl.UInt64, "article_id": pl.Int32},
+                        orient="row")
+
+
+def test_mf_scores_a_customer_s_own_taste_above_the_other():
+    tx = two_tastes()
+    fitted = factors.fit(tx, CUTOFF, factors=2)  # two tastes: two factors (more would memorise 20 articles)
+    pairs = pl.DataFrame({"customer_id": np.repeat(np.arange(80), 20), "article_id": np.tile(np.arange(20), 80)},
+                         schema={"customer_id": pl.UInt64, "article_id": pl.Int32})
+    scores = pairs.with_columns(score=fitted.score_pairs(pairs), same=(pl.col("customer_id") >= 40)
+                                == (pl.col("article_id") >= 10))
+    means = scores.group_by("same").agg(pl.col("score").mean())
+    assert means.filter("same")["score"][0] > means.filter(~pl.col("same"))["score"][0] + 0.3
+    # every customer's top 10 are their own taste's 10 articles, bought or not
+    top = fitted.top(pl.Series(np.arange(80), dtype=pl.UInt64), 10)
+    assert top.height == 800
+    assert ((top["customer_id"] >= 40) == (top["article_id"] >= 10)).all()
+
+
+def test_mf_fit_is_deterministic_whatever_the_threads():
+    tx = two_tastes(1)
+    first, again, single = (factors.fit(tx, CUTOFF, threads=2), factors.fit(tx, CUTOFF, threads=2),
+                            factors.fit(tx, CUTOFF, threads=1))
+    for other in (again, single):
+        assert np.array_equal(first.customers, other.customers) and np.array_equal(first.articles, other.articles)
+    assert not np.array_equal(first.customers, factors.fit(tx, CUTOFF, seed=1).customers)
+
+
+def test_mf_knows_only_the_purchases_before_the_cutoff():
+    assert factors.fit(TX, date(2019, 9, 1)) is None  # nothing before: no factors, every mf_score unknown
+    assert Context(TX, ARTICLES, CUSTOMERS, date(2019, 9, 1)).features(POOL)["mf_score"].null_count() == POOL.height
+    frame = Context(TX, ARTICLES, CUSTOMERS, date(2019, 9, 2)).features(POOL)  # one purchase: 1 bought 101
+    assert row(frame, 1, 101)["mf_score"] is not None
+    assert frame["mf_score"].null_count() == POOL.height - 1
+
+
+def test_loading_the_stages_does_not_import_implicit():
+    code = "import sys, final, ranker, fde.features; sys.exit('implicit' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=str(ROOT)).returncode == 0
