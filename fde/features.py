@@ -32,7 +32,7 @@ import polars as pl
 
 from fde import factors
 from fde.candidates import KEYS
-from fde.strategies import ARTICLE, age_band, decay
+from fde.strategies import ARTICLE, age_postal_groups, decay
 
 HALF_LIVES = (7.0, 30.0, 180.0)  # decayed purchase counts at three scales: a week, a month, a season
 SALES_WEEKS = (1, 2, 4, 12)
@@ -159,16 +159,12 @@ class Context:
         """
         if "postal_code" not in customers.columns:
             return None
-        ages = age_band() if "age" in customers.columns else pl.lit(None, dtype=pl.Int8).alias("band")
-        groups = (customers.select("customer_id", "postal_code", ages)
-                  .with_columns(postal_customers=pl.len().over("postal_code").cast(pl.Float32))
-                  .with_columns(pl.when(pl.col("postal_code").is_null()).then(None)
-                                .otherwise(pl.col("postal_customers")).alias("postal_customers")))
+        groups = age_postal_groups(customers).with_columns(
+            postal_customers=pl.len().over("postal_code").cast(pl.Float32))
         tables = {}
         for weeks in POSTAL_WEEKS:
             recent = (history.filter(pl.col("t_dat") >= self.cutoff - timedelta(weeks=weeks))
-                      .select("customer_id", "article_id").join(groups, on="customer_id", how="inner")
-                      .filter(pl.col("postal_code").is_not_null()))
+                      .select("customer_id", "article_id").join(groups, on="customer_id", how="inner"))
             for name, keys in ((f"postal_share_{weeks}w", ["postal_code"]),
                                (f"age_postal_share_{weeks}w", ["band", "postal_code"])):
                 share = (recent.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))

@@ -173,3 +173,30 @@ def test_mf_knows_only_the_purchases_before_the_cutoff():
 def test_loading_the_stages_does_not_import_implicit():
     code = "import sys, final, ranker, fde.features; sys.exit('implicit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=str(ROOT)).returncode == 0
+
+
+# ---------------------------------------------------------------------------- the age x postal-code source
+
+def test_local_popularity_proposes_each_group_s_own_recent_articles():
+    from fde.strategies import LocalPopularity
+
+    from shop import check_interface
+
+    week = LocalPopularity(CUSTOMERS, window_days=7, min_sales=1).fit(TX, ARTICLES, CUTOFF)
+    recs = week.recommend([1, 2, 3, 4, 5], 12)
+    check_interface(recs, 12)
+    # 1 (band 0, A) and 2 (band 3, A) each bought 102 last week, 3 (band 0, B) bought 103; 4 has no age, 5 no postal
+    assert recs.select("customer_id", "article_id", "score").rows() == [(1, 102, 1.0), (2, 102, 1.0), (3, 103, 1.0)]
+    # four weeks, at least two purchases per group: only band 0 x B is big enough (101 on 08-25, 103 on 09-15)
+    month = LocalPopularity(CUSTOMERS, window_days=28, min_sales=2).fit(TX, ARTICLES, CUTOFF)
+    assert month.recommend([1, 2, 3, 4, 5], 12).select("customer_id", "article_id", "score").rows() == [
+        (3, 101, 0.5), (3, 103, 0.5)]
+    assert month.recommend([3], 1)["article_id"].to_list() == [101]  # ties: the smaller article id
+
+
+def test_local_popularity_needs_postal_codes():
+    from fde.errors import UserError
+    from fde.strategies import LocalPopularity
+
+    with pytest.raises(UserError, match="postal_code"):
+        LocalPopularity(CUSTOMERS.drop("postal_code"))
