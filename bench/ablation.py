@@ -13,6 +13,9 @@ alike for every subset) and the rounds. The groups:
 
 "base" is every other feature; each group is measured both added to base and removed from all.
 The pool is the same for every subset (popular_age_postal's candidates stay in it; its recall is shown).
+--seeds 0 1 2 trains each subset with each LightGBM seed (bagging and feature fractions) and reports
+every run, so that a difference can be read against the spread one seed to the next; --only names
+the subsets to train.
 
     python sample_data.py --scale demo --data-dir /tmp/f15/data --images-dir /tmp/f15/images --no-images
     python data_optim.py --data-dir /tmp/f15/data && python split_data.py --data-dir /tmp/f15/data
@@ -28,7 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from fde import artifacts as art
-from fde import evaluation
+from fde import evaluation, training
 from fde.cli import run_main, summary
 from fde.files import write_json
 from fde.training import MAX_ROUNDS, TRAINING_WEEKS, load_vectors, train, usable_features, week_frame
@@ -67,22 +70,32 @@ def frames(artifacts: art.Artifacts):
     return built[:-1], built[-1]
 
 
-def ablation(artifacts: art.Artifacts) -> dict:
-    """Validation MAP@12 and rounds per feature subset, and the validation pool's recall per source."""
+def ablation(artifacts: art.Artifacts, seeds: tuple[int, ...] = (0,), only: tuple[str, ...] = ()) -> dict:
+    """Validation MAP@12 and rounds per feature subset and seed, and the validation pool's recall per source."""
     start = time.perf_counter()
     weeks, (valid, valid_truth, recall) = frames(artifacts)
     build_seconds = time.perf_counter() - start
-    training = pl.concat([f for f, _, _ in weeks], how="diagonal_relaxed")
-    features, dropped = usable_features(training)
+    weeks_frame = pl.concat([f for f, _, _ in weeks], how="diagonal_relaxed")
+    features, dropped = usable_features(weeks_frame)
     rows = {}
+    seed = training.PARAMS["seed"]
     for name, subset in subsets(features).items():
-        clock = time.perf_counter()
-        columns = [*subset, "label", "cutoff", "customer_id"]
-        _, rounds, curve = train(training.select(columns), subset, MAX_ROUNDS, valid.select(columns), valid_truth)
-        rows[name] = {"validation_map12": round(max(curve), 5) if curve else 0.0, "rounds": rounds,
-                      "features": len(subset), "seconds": round(time.perf_counter() - clock, 1)}
-        print(f"{name:18s} MAP@12 {rows[name]['validation_map12']:.5f}  rounds {rounds:3d}  "
-              f"features {len(subset)}", flush=True)
+        if only and name not in only:
+            continue
+        for s in seeds:
+            clock = time.perf_counter()
+            columns = [*subset, "label", "cutoff", "customer_id"]
+            training.PARAMS["seed"] = s  # the one parameter varied; restored below
+            try:
+                _, rounds, curve = train(weeks_frame.select(columns), subset, MAX_ROUNDS, valid.select(columns),
+                                         valid_truth)
+            finally:
+                training.PARAMS["seed"] = seed
+            key = name if seeds == (0,) else f"{name} (seed {s})"
+            rows[key] = {"validation_map12": round(max(curve), 5) if curve else 0.0, "rounds": rounds,
+                         "features": len(subset), "seconds": round(time.perf_counter() - clock, 1)}
+            print(f"{key:26s} MAP@12 {rows[key]['validation_map12']:.5f}  rounds {rounds:3d}  "
+                  f"features {len(subset)}", flush=True)
     return {"subsets": rows, "dropped_features": dropped, "validation_pool_recall": recall,
             "frames_seconds": round(build_seconds, 1)}
 
@@ -91,9 +104,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     art.add_dir_args(parser)
     parser.add_argument("--out", default=None, help="JSON file for the table (default: bench/results/ablation.json)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="LightGBM seeds (default: 0, as ranker.py)")
+    parser.add_argument("--only", nargs="+", default=[], help="train only these subsets (e.g. base all)")
     args = parser.parse_args(argv)
     artifacts = art.from_args(args)
-    result = ablation(artifacts)
+    result = ablation(artifacts, tuple(args.seeds), tuple(args.only))
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / "ablation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json({"data_dir": str(artifacts.data_dir), **result}, out)
