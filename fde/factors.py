@@ -2,9 +2,9 @@
 
 Fitted on the history before a cut-off, as every feature is. A pair's `mf_score` is the dot product
 of the customer's and the article's factors: what customers who buy like this customer also buy,
-beyond the few articles they share. ALS rather than BPR: as fast here, better on validation, and
-deterministic with several threads (each row's solve is independent; BPR's Hogwild updates race).
-bench/factors.py measures both and the fit time.
+beyond the few articles they share. ALS rather than BPR: on the demo 1.0 s against 5.2 s, validation
+MAP@12 of its own top 12 0.0202 against 0.0148, and the same factors on any number of threads (each
+row's solve is independent; BPR's Hogwild updates race). bench/factors.py measures both and the fit time.
 
 `implicit` is imported inside `fit` only: loading the app or a stage does not pay for it.
 """
