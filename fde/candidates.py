@@ -24,6 +24,7 @@ from fde.strategies import (
     Colourways,
     ContentSimilarity,
     CoPurchase,
+    LocalPopularity,
     NewArrivals,
     Popularity,
     PurchaseHistory,
@@ -209,7 +210,8 @@ def choose_depths(curves: dict, budget: float = POOL_ROWS) -> tuple[dict[str, in
 
 def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | None = None,
                  visual_vectors=None, scales: dict | None = None) -> tuple[list[Popularity], list[Recommender]]:
-    """Fresh popularity lists and personal candidate sources (visual only with twins; new arrivals always).
+    """Fresh popularity lists and personal candidate sources (visual only with twins; new arrivals always;
+    popularity by age band x postal code when customers have postal codes).
 
     scales: the time scales chosen on the validation week (evaluation.choose_scales), by source name.
     """
@@ -221,6 +223,8 @@ def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | No
     if twins is not None:
         personal.append(VisualSimilarity(twins))
     personal.append(NewArrivals(visual_vectors))
+    if customers is not None and "postal_code" in customers.columns:
+        personal.append(LocalPopularity(customers))
     return populars, personal
 
 
