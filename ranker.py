@@ -32,11 +32,13 @@ from fde.training import (
     MAX_ROUNDS,
     OBJECTIVES,
     PARAMS,
+    TRAINING_ROWS,
     TRAINING_WEEKS,
     WEEK_CHOICES,
     choose_depths,
     choose_launch_slots,
     load_vectors,
+    thin,
     train,
     usable_features,
     week_frame,
@@ -79,7 +81,8 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     frames, recalls = [], {}
     for cutoff in [*cutoffs, val_start]:
         progress.set_postfix_str(f"features at {cutoff}")
-        frame, truth, recall = week_frame(inputs, history, cutoff, scales, vectors, depths)
+        frame, truth, recall = week_frame(inputs, history, cutoff, scales, vectors, depths,
+                                          max_rows=None if cutoff == val_start else TRAINING_ROWS // len(cutoffs))
         frames.append((frame, truth))
         recalls[str(cutoff)] = recall
         progress.update(1)
@@ -118,7 +121,8 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     del scored, boosters
     progress.set_postfix_str(f"retrain {chosen}, {setup['rounds']} rounds, up to the test week")
     n_weeks = setup["weeks"]
-    weeks = weeks_of(frames[len(cutoffs) - n_weeks + 1:])
+    # the validation week joins the training weeks, thinned as they are
+    weeks = weeks_of([*frames[len(cutoffs) - n_weeks + 1:-1], (thin(valid, TRAINING_ROWS // len(cutoffs)), None)])
     booster, _, _ = train(weeks, features, setup["rounds"], objective=setup["objective"])
     progress.update(1)
     progress.close()

@@ -204,10 +204,13 @@ class LearnedRanker(Recommender):
         self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors)
         return self
 
+    def pool(self, customers: pl.DataFrame) -> pl.DataFrame:
+        """The candidate pool of these customers: every source's evidence, no features yet."""
+        return candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular)
+
     def frame(self, customers: pl.DataFrame) -> pl.DataFrame:
         """The pool of these customers with every feature."""
-        pool = candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular)
-        return self.context.features(pool)
+        return self.context.features(self.pool(customers))
 
     def scored(self, customers: pl.DataFrame, n: int) -> pl.DataFrame:
         """Each customer's top n pooled rows by the model's score, with all their features."""

@@ -22,6 +22,10 @@ WEEK_CHOICES = (3, 6)        # label weeks before the validation week the model 
 OBJECTIVES = ("lambdarank", "binary")  # the training objective, chosen on the validation week too
 TRAINING_WEEKS = min(WEEK_CHOICES)     # the fewest weeks the ranker needs before the validation week
 MAX_WEEK_CUSTOMERS = 40_000  # buyers per week in a training frame (a seeded sample above this bounds time)
+# A cost, not a behaviour: the rows LightGBM learns from, all training weeks together. Above it the
+# training weeks keep every purchased row and a seeded share of the others (negative sampling, before
+# the features are computed); the validation week and every scored customer keep their whole pool.
+TRAINING_ROWS = 2_000_000
 PARAMS = {
     "objective": "lambdarank", "metric": "None", "learning_rate": 0.05, "num_leaves": 31,
     "min_data_in_leaf": 40, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
@@ -155,20 +159,37 @@ def load_vectors(artifacts: art.Artifacts, articles: pl.DataFrame) -> dict:
     return out
 
 
+def thin(pool: pl.DataFrame, max_rows: int, seed: int = 0) -> pl.DataFrame:
+    """A training week's labelled pool for learning: only groups with a purchase (the others teach a ranker
+    nothing), then, above max_rows, every purchased row and a seeded share of the others."""
+    pool = pool.filter(pl.col("label").max().over("customer_id") > 0)
+    positives = int(pool["label"].sum())
+    if pool.height <= max_rows:
+        return pool
+    share = max(max_rows - positives, 0) / max(pool.height - positives, 1)
+    keep = np.random.default_rng(seed).random(pool.height) < share
+    return pool.filter(pl.Series(keep) | (pl.col("label") > 0))
+
+
 def week_frame(inputs: Inputs, transactions: pl.DataFrame, cutoff, scales: dict, vectors: dict,
                depths: dict[str, int] | None = None, max_customers: int = MAX_WEEK_CUSTOMERS,
-               seed: int = 0) -> tuple[pl.DataFrame, WeekTruth, dict]:
+               seed: int = 0, max_rows: int | None = None) -> tuple[pl.DataFrame, WeekTruth, dict]:
     """Features and labels of one week's buyers at a cut-off, with the truth counts the metric needs.
 
-    Returns (frame sorted by customer, the week's truth, pool recall per source).
+    max_rows: a training week's share of TRAINING_ROWS (thin); None keeps the whole pool (the
+    validation week, on which MAP@12 is measured). Returns (frame sorted by customer, the week's truth,
+    pool recall per source, measured before any thinning).
     """
     truth = evaluation.sample_customers(candidates.week_truth(transactions, cutoff), max_customers, seed)
     populars, personal = candidates.make_sources(inputs.customers, inputs.twins,
                                                  inputs.visual_vectors, scales)
     ranker = LearnedRanker(None, populars, personal, inputs.customers, vectors, depths=depths)
     ranker.fit(transactions, inputs.articles, cutoff)
-    frame = candidates.labels(ranker.frame(truth.select("customer_id")), truth)
-    frame = frame.with_columns(cutoff=pl.lit(cutoff)).sort("customer_id", "article_id")
+    pool = candidates.labels(ranker.pool(truth.select("customer_id")).sort("customer_id", "article_id"), truth)
+    recall = candidates.recall(pool, truth)
+    if max_rows is not None:
+        pool = thin(pool, max_rows, seed)
+    frame = ranker.context.features(pool).with_columns(cutoff=pl.lit(cutoff)).sort("customer_id", "article_id")
     n_truth = (frame.select("customer_id").unique(maintain_order=True)
                .join(truth.select("customer_id", n=pl.col("article_ids").list.len()), on="customer_id", how="left"))
-    return (frame, WeekTruth(truth, n_truth["n"].to_numpy(), truth.height), candidates.recall(frame, truth))
+    return frame, WeekTruth(truth, n_truth["n"].to_numpy(), truth.height), recall

@@ -86,3 +86,27 @@ def test_a_launch_slot_that_costs_nothing_is_kept():
     slots, table = training.choose_launch_slots(*slots_frame(launch_bought=True))
     assert table[1][0] >= table[0][0] and table[1][1] == 1 and table[0][1] == 0
     assert slots == 1  # more slots add no hit: the fewest with the most hits
+
+
+def labelled_pool(customers: int, rows: int, bought_by: set[int]) -> pl.DataFrame:
+    """`rows` pooled articles per customer; customers in bought_by bought their articles 0 and 1."""
+    return pl.DataFrame({
+        "customer_id": [c for c in range(customers) for _ in range(rows)],
+        "article_id": [a for _ in range(customers) for a in range(rows)],
+        "label": [int(c in bought_by and a < 2) for c in range(customers) for a in range(rows)],
+    }, schema={"customer_id": pl.UInt64, "article_id": pl.Int32, "label": pl.UInt8})
+
+
+def test_thinning_keeps_every_purchase_and_bounds_the_rows():
+    pool = labelled_pool(100, 50, bought_by=set(range(0, 100, 2)))  # 5,000 rows, 100 purchases
+    thinned = training.thin(pool, max_rows=1_000)
+    assert thinned["label"].sum() == 100                      # every purchased row stays
+    assert set(thinned["customer_id"].unique()) == set(range(0, 100, 2))  # groups without a purchase go
+    assert 800 <= thinned.height <= 1_200                     # about the budget (a seeded share)
+    assert thinned.equals(training.thin(pool, max_rows=1_000))  # the same rows every run
+    assert thinned.join(pool, on=["customer_id", "article_id"], how="anti").height == 0
+
+
+def test_a_pool_within_the_budget_loses_only_groups_without_a_purchase():
+    pool = labelled_pool(10, 20, bought_by={3})
+    assert training.thin(pool, max_rows=10_000).equals(pool.filter(pl.col("customer_id") == 3))
