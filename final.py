@@ -35,6 +35,7 @@ from fde.visual_index import VisualIndex
 LAUNCH_AUDIENCE = 500     # customers scored by the ranker for each launch (the app shows the best of them)
 TUNING_CUSTOMERS = 50_000  # validation customers the weights are tuned on (a seeded sample above this)
 CHUNK_CUSTOMERS = 100_000  # customers per batch when recommending for everyone (bounds memory)
+CHUNK_ROWS = 5_000_000      # the ranker's batches: pool rows (with their features) in memory at once
 RECOMMENDATION_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32,
                          "reason": pl.String, "source_article_id": pl.Int32}
 
@@ -257,7 +258,10 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     del transactions
     # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
-    recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress, engine=engine,
+    # the ranker holds every pooled row's features: its batches are bounded by rows, not customers
+    chunk = (max(1, CHUNK_ROWS // candidates.POOL_ROWS) if isinstance(recommender, LearnedRanker)
+             else CHUNK_CUSTOMERS)
+    recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress, chunk=chunk, engine=engine,
                               ray_address=ray_address)
     submission = submission_frame(recs, customer_ids, customer_ids)
     check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))

@@ -25,7 +25,8 @@ MAX_WEEK_CUSTOMERS = 40_000  # buyers per week in a training frame (a seeded sam
 # A cost, not a behaviour: the rows LightGBM learns from, all training weeks together. Above it the
 # training weeks keep every purchased row and a seeded share of the others (negative sampling, before
 # the features are computed); the validation week and every scored customer keep their whole pool.
-TRAINING_ROWS = 2_000_000
+# Fashion demo: validation MAP@12 0.0597 at 500k rows, 0.0595 at 2M; training 764 s against 1,200 s.
+TRAINING_ROWS = 500_000
 PARAMS = {
     "objective": "lambdarank", "metric": "None", "learning_rate": 0.05, "num_leaves": 31,
     "min_data_in_leaf": 40, "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
