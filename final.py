@@ -35,6 +35,7 @@ from fde.visual_index import VisualIndex
 LAUNCH_AUDIENCE = 500     # customers scored by the ranker for each launch (the app shows the best of them)
 TUNING_CUSTOMERS = 50_000  # validation customers the weights are tuned on (a seeded sample above this)
 CHUNK_CUSTOMERS = 100_000  # customers per batch when recommending for everyone (bounds memory)
+CHUNK_ROWS = 5_000_000      # the ranker's batches: pool rows (with their features) in memory at once
 RECOMMENDATION_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32,
                          "reason": pl.String, "source_article_id": pl.Int32}
 
@@ -69,11 +70,13 @@ def scales_of(model: Model | None, inputs: Inputs, progress=None) -> dict:
     return scales
 
 
-def make_ranker(model: Model | None, populars, personal, inputs: Inputs, vectors) -> LearnedRanker | None:
-    """The ranker over already made strategies (its features must match the model's)."""
+def make_ranker(model: Model | None, populars, personal, inputs: Inputs, vectors,
+                launch_slots: int | None = None) -> LearnedRanker | None:
+    """The ranker over already made strategies (its features must match the model's), with the depths
+    chosen on validation and its launch slots (or launch_slots, when forced)."""
     if model is None:
         return None
-    return LearnedRanker(model, populars, personal, inputs.customers, vectors)
+    return LearnedRanker(model, populars, personal, inputs.customers, vectors, launch_slots=launch_slots)
 
 
 def print_report(table: pl.DataFrame, meta: dict) -> None:
@@ -98,11 +101,16 @@ def print_report(table: pl.DataFrame, meta: dict) -> None:
     if meta.get("feature_importance"):
         top = ", ".join(f"{r['feature']} ({r['gain']:,.0f})" for r in meta["feature_importance"][:8])
         print(f"ranker's top features by gain: {top}")
+    if meta.get("ranker_setup"):
+        depths = ", ".join(f"{k}={v}" for k, v in meta["depths"].items()) if isinstance(meta["depths"], dict) \
+            else meta["depths"]
+        print(f"ranker: {meta['ranker_setup']} (chosen on validation); launch slots {meta['launch_slots']}; "
+              f"candidates per source: {depths}")
     print(f"recommendations and submission come from: {meta['recommender_used']}")
 
 
 def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Inputs | None = None,
-             use_ranker: bool = True) -> dict:
+             use_ranker: bool = True, launch_slots: int | None = None) -> dict:
     """Tune on validation, score every strategy, the hybrid and the ranker once on the test week."""
     from tqdm.auto import tqdm
 
@@ -137,7 +145,7 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
     test_start = inputs.test["t_dat"].min()
     fit_all(strategies, before_test, articles, test_start, progress)
     vectors = load_vectors(artifacts, articles) if model is not None else None
-    ranker = make_ranker(model, populars, personal, inputs, vectors)
+    ranker = make_ranker(model, populars, personal, inputs, vectors, launch_slots)
     scored = [*strategies, hybrid]
     test_truth = inputs.test_truth
     pool_recall = {}
@@ -166,6 +174,10 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
         "pool_recall": pool_recall,
         "feature_importance": model.importance() if model is not None else [],
         "training_weeks": model.meta.get("training_weeks", []) if model is not None else [],
+        "ranker_setup": model.meta.get("setup") if model is not None else None,
+        "depths": ranker.n_candidates if ranker is not None else None,
+        "launch_slots": (ranker.launch_slots if ranker.launch_slots is not None
+                         else model.meta.get("launch_slots", 0)) if ranker is not None else None,
         "seconds": clock.seconds,
     }
     print_report(evaluation.table_of(results, validation), meta)
@@ -223,7 +235,8 @@ def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactio
 
 
 def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inputs: Inputs | None = None,
-           outputs=lambda path: path, engine: str = "local", ray_address: str | None = None) -> dict:
+           outputs=lambda path: path, engine: str = "local", ray_address: str | None = None,
+           launch_slots: int | None = None) -> dict:
     """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every
     customer of customers.csv and every buyer (to `outputs(path)`: see files.atomic_outputs)."""
     clock = Stopwatch()
@@ -235,7 +248,8 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     populars, personal = candidates.make_sources(customers, inputs.twins, inputs.visual_vectors, meta["scales"])
     if meta["recommender_used"] == "ranker":
         model = Model.load(artifacts)
-        recommender = make_ranker(model, populars, personal, inputs, load_vectors(artifacts, articles))
+        recommender = make_ranker(model, populars, personal, inputs, load_vectors(artifacts, articles),
+                                  launch_slots)
     else:
         recommender = blend.make(populars, personal, weights, rank_weight)
     recommender.fit(transactions, articles)
@@ -244,7 +258,10 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     del transactions
     # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
-    recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress, engine=engine,
+    # the ranker holds every pooled row's features: its batches are bounded by rows, not customers
+    chunk = (max(1, CHUNK_ROWS // candidates.POOL_ROWS) if isinstance(recommender, LearnedRanker)
+             else CHUNK_CUSTOMERS)
+    recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress, chunk=chunk, engine=engine,
                               ray_address=ray_address)
     submission = submission_frame(recs, customer_ids, customer_ids)
     check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))
@@ -261,7 +278,7 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
 
 
 def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool = True, engine: str = "local",
-        ray_address: str | None = None) -> dict:
+        ray_address: str | None = None, launch_slots: int | None = None) -> dict:
     """Evaluate (tune on validation, score the test week), then write the submission trained on all data;
     the results appear together or not at all."""
     check_writable(artifacts.results_dir)  # before minutes of work, not after
@@ -272,8 +289,9 @@ def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool =
     built_from += [p for p in (artifacts.visual_twins, artifacts.ranker_model) if p.exists()]
     with atomic_outputs(artifacts.manifest("final.py"), built_from, artifacts.command("final.py"),
                         artifacts.data_dir) as outputs:
-        meta = evaluate(artifacts, show_progress, inputs, use_ranker)
-        meta["submission"] = submit(artifacts, meta, show_progress, inputs, outputs, engine, ray_address)
+        meta = evaluate(artifacts, show_progress, inputs, use_ranker, launch_slots)
+        meta["submission"] = submit(artifacts, meta, show_progress, inputs, outputs, engine, ray_address,
+                                    launch_slots)
         write_json(meta, outputs(artifacts.metrics))
     return meta
 
@@ -287,11 +305,16 @@ def main(argv=None):
                         help="score the submission's customer batches here or as Ray tasks (default: %(default)s)")
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster to join (auto, or ray://HOST:10001); default: start Ray on this machine")
+    parser.add_argument("--launch-slots", type=int, default=None, metavar="N",
+                        help="keep the last N places of every ranker list for launches (default: the number "
+                             "ranker.py chose on validation, 0 when slots cost more than 1%% of MAP@12)")
     args = parser.parse_args(argv)
     if args.ray_address and args.engine != "ray":
         raise UserError("--ray-address needs --engine ray")
+    if args.launch_slots is not None and not 0 <= args.launch_slots <= K:
+        raise UserError(f"--launch-slots {args.launch_slots}: give a number of places from 0 to {K}")
     run(art.from_args(args), show_progress=not args.no_progress, use_ranker=not args.no_ranker, engine=args.engine,
-        ray_address=args.ray_address)
+        ray_address=args.ray_address, launch_slots=args.launch_slots)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,19 @@
 
     python ranker.py --data-dir data
 
-1. The repurchase and co-purchase time scales are chosen on the validation week (fitted on train).
-2. For each of TRAINING_WEEKS cut-offs before the validation week and the validation week itself,
+1. Chosen on the validation week (sources fitted on train): the repurchase and co-purchase time
+   scales, then each candidate source's depth from its recall curve (candidates.choose_depths).
+2. For each of max(WEEK_CHOICES) cut-offs before the validation week and the validation week itself,
    every source is fitted on the history before that cut-off; the pool of that week's buyers gets
-   its features (features.py) and label = bought in the 7 days after the cut-off. One LambdaRank
-   group per (week, customer); groups without a positive in the pool are dropped from training.
-3. The model trains on the weeks before the validation week, with early stopping on the
-   validation week's MAP@12 (every buyer counts, as the metric does). Then it is retrained with
-   that number of rounds on the weeks up to the test week (the validation week included) and
-   saved to results/ranker/ (model.txt, ranker.json). final.py scores it on the test week once.
+   its features (features.py) and label = bought in the 7 days after the cut-off. One group per
+   (week, customer); groups without a positive in the pool are dropped from training.
+3. Set-ups train on the weeks before the validation week, each with early stopping on the
+   validation week's MAP@12 (every buyer counts, as the metric does): LambdaRank and a binary
+   objective on 3 weeks, then 6 weeks with the objective that won; the best is kept, and the launch
+   slots are chosen on its validation scores (at most 1% of MAP@12 for them).
+   Then it is retrained with its number of rounds on the weeks up to the test week (the validation
+   week included) and saved to results/ranker/ (model.txt, ranker.json). final.py scores it on the
+   test week once.
 """
 from __future__ import annotations
 
@@ -20,46 +24,67 @@ from datetime import timedelta
 import polars as pl
 
 from fde import artifacts as art
-from fde import evaluation
+from fde import candidates, evaluation
 from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
 from fde.evaluation import Inputs
 from fde.ranking import Model
 from fde.training import (
     MAX_ROUNDS,
+    OBJECTIVES,
     PARAMS,
+    TRAINING_ROWS,
     TRAINING_WEEKS,
+    WEEK_CHOICES,
+    choose_depths,
     choose_launch_slots,
     load_vectors,
+    thin,
     train,
     usable_features,
     week_frame,
 )
 
 
+def variant_name(weeks: int, objective: str) -> str:
+    return f"{weeks} weeks, {objective}"
+
+
 def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = True) -> dict:
-    """Choose scales, build the weekly frames, early-stop on validation, retrain up to the test week, save."""
+    """Choose scales and depths, build the weekly frames, choose the training set-up on validation
+    (early stopping), retrain up to the test week, save."""
     from tqdm.auto import tqdm
 
     clock = Stopwatch()
     check_writable(artifacts.ranker_dir)  # before minutes of work, not after
     history = pl.concat([inputs.train, inputs.validation])  # never the test week
     val_start = inputs.validation["t_dat"].min()
-    cutoffs = [val_start - timedelta(weeks=w) for w in range(TRAINING_WEEKS, 0, -1)]
-    if inputs.train["t_dat"].min() > cutoffs[0] - timedelta(weeks=1):
+    first_day = inputs.train["t_dat"].min()
+    choices = [w for w in WEEK_CHOICES if first_day <= val_start - timedelta(weeks=w + 1)]
+    if not choices:
         raise UserError(f"the ranker needs at least {TRAINING_WEEKS + 1} weeks of history before the validation week "
-                        f"(training weeks from {cutoffs[0]}): give more data or use the hybrid (final.py)")
-    progress = tqdm(total=evaluation.scale_steps() + len(cutoffs) + 1 + MAX_ROUNDS, desc="ranker", unit="step",
+                        f"(training weeks from {val_start - timedelta(weeks=TRAINING_WEEKS)}): give more data or "
+                        "use the hybrid (final.py)")
+    cutoffs = [val_start - timedelta(weeks=w) for w in range(max(choices), 0, -1)]
+    steps = 2 + len(cutoffs) + 1 + len(OBJECTIVES) + len(choices) - 1 + 1  # scales, depths, frames, set-ups, retrain
+    progress = tqdm(total=steps, desc="ranker", unit="step",
                     disable=not show_progress)
     timings = {}
+    progress.set_postfix_str("choose time scales")
     scales, scale_scores = evaluation.choose_scales(inputs.train, inputs.articles, inputs.validation_truth,
-                                                    val_start, progress)
+                                                    val_start)
+    progress.update(1)
     timings["choose_scales"] = clock.seconds
+    depths, depth_info = choose_depths(inputs, scales, progress)
+    progress.update(1)
+    timings["choose_depths"] = clock.seconds - sum(timings.values())
+    print_depths(depths, depth_info)
     vectors = load_vectors(artifacts, inputs.articles)
     frames, recalls = [], {}
     for cutoff in [*cutoffs, val_start]:
         progress.set_postfix_str(f"features at {cutoff}")
-        frame, truth, recall = week_frame(inputs, history, cutoff, scales, vectors)
+        frame, truth, recall = week_frame(inputs, history, cutoff, scales, vectors, depths,
+                                          max_rows=None if cutoff == val_start else TRAINING_ROWS // len(cutoffs))
         frames.append((frame, truth))
         recalls[str(cutoff)] = recall
         progress.update(1)
@@ -69,38 +94,67 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     if dropped:
         print(f"ranker: training without {', '.join(dropped)} (no information in this data: no images, "
               "colours or descriptions, or a constant value)", flush=True)
-    progress.set_postfix_str("train, early stopping on validation")
-    weeks = pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f, _ in frames[:-1]])
-    booster, rounds, curve = train(weeks, features, MAX_ROUNDS,
-                                   valid.select(*features, "label", "cutoff", "customer_id"),
-                                   valid_truth, progress)
-    val_map = max(curve) if curve else 0.0
+
+    def weeks_of(parts):
+        return pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f, _ in parts])
+
+    # the set-up (training weeks, objective) with the best validation MAP@12, each early-stopped there
+    valid_rows = valid.select(*features, "label", "cutoff", "customer_id")
+    variants, boosters = {}, {}
+
+    def try_setup(n_weeks: int, objective: str) -> None:
+        name = variant_name(n_weeks, objective)
+        progress.set_postfix_str(f"train {name}, early stopping on validation")
+        weeks = weeks_of(frames[len(cutoffs) - n_weeks:len(cutoffs)])
+        booster, rounds, curve = train(weeks, features, MAX_ROUNDS, valid_rows, valid_truth, objective=objective)
+        variants[name] = {"map12": round(max(curve) if curve else 0.0, 5), "rounds": rounds, "weeks": n_weeks,
+                          "objective": objective}
+        boosters[name] = booster
+        progress.update(1)
+
+    # the objective on the fewest weeks, then the other week counts with the objective that won there
+    for objective in OBJECTIVES:
+        try_setup(choices[0], objective)
+    best_objective = max(OBJECTIVES, key=lambda o: variants[variant_name(choices[0], o)]["map12"])
+    for n_weeks in choices[1:]:
+        try_setup(n_weeks, best_objective)
+    # ties keep the fewer weeks and LambdaRank: the cheaper and the first tried
+    chosen = max(variants, key=lambda v: (variants[v]["map12"], -variants[v]["weeks"],
+                                          variants[v]["objective"] == OBJECTIVES[0]))
+    setup = variants[chosen]
+    booster = boosters[chosen]
+    val_map = setup["map12"]
     scored = valid.with_columns(score=pl.Series(
-        booster.predict(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(), num_iteration=rounds),
-        dtype=pl.Float32))
+        booster.predict(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
+                        num_iteration=setup["rounds"]), dtype=pl.Float32))
     slots, slot_scores = choose_launch_slots(scored, valid_truth.truth, inputs.train["article_id"].unique())
     del scored
-    progress.set_postfix_str(f"retrain {rounds} rounds up to the test week")
-    weeks = pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f, _ in frames[1:]])
-    booster, _, _ = train(weeks, features, rounds)
-    progress.total = progress.n
+    boosters.clear()
+    progress.set_postfix_str(f"retrain {chosen}, {setup['rounds']} rounds, up to the test week")
+    n_weeks = setup["weeks"]
+    # the validation week joins the training weeks, thinned as they are
+    weeks = weeks_of([*frames[len(cutoffs) - n_weeks + 1:-1], (thin(valid, TRAINING_ROWS // len(cutoffs)), None)])
+    booster, _, _ = train(weeks, features, setup["rounds"], objective=setup["objective"])
+    progress.update(1)
     progress.close()
     timings["training"] = clock.seconds - sum(timings.values())
-    training_weeks = [[str(c), str(c + timedelta(days=6))] for c in [*cutoffs[1:], val_start]]
+    training_weeks = [[str(c), str(c + timedelta(days=6))] for c in [*cutoffs, val_start][-n_weeks:]]
     model = Model(booster, features, {
-        "training_weeks": training_weeks, "rounds": rounds, "params": PARAMS, "scales": scales,
-        "scale_scores": scale_scores, "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
+        "training_weeks": training_weeks, "rounds": setup["rounds"], "objective": setup["objective"],
+        "setups": variants, "setup": chosen, "params": PARAMS, "scales": scales,
+        "scale_scores": scale_scores, "depths": depths, "recall_curves": depth_info,
+        "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
         "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots,
         "launch_slot_scores": slot_scores,
-        "pool_recall": recalls[str(val_start)], "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))]
-                                                                         for c in cutoffs],
+        "pool_recall": recalls[str(val_start)],
+        "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))] for c in cutoffs[len(cutoffs) - n_weeks:]],
     })
     model.save(artifacts, trained_on(artifacts))
     top = ", ".join(f"{r['feature']}" for r in model.importance()[:5])
-    summary("ranker", weeks=len(training_weeks), rows=weeks.height, features=len(features), rounds=rounds,
-            validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots,
-            pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}",
-            top_features=top, seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
+    summary("ranker", setup=chosen.replace(" ", "_").replace(",", ""), rows=weeks.height, features=len(features),
+            rounds=setup["rounds"], validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots,
+            pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}", top_features=top, seconds=clock.seconds,
+            peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
     return model.meta | {"features": features, "feature_importance": model.importance()}
 
 
@@ -108,6 +162,23 @@ def trained_on(artifacts: art.Artifacts) -> list:
     """The files the ranker was trained from: results/ranker/manifest.json records them, every reader checks it."""
     files = [artifacts.articles, artifacts.customers, *(artifacts.split(p) for p in ("train", "validation", "test"))]
     return files + [p for p in (artifacts.visual_features, artifacts.visual_twins) if p.exists()]
+
+
+def print_depths(depths: dict, info: dict) -> None:
+    """The recall curves (each source alone) and the depths chosen from them."""
+    print(f"ranker: recall of each source's candidates at each depth on the validation week "
+          f"({info['customers']:,} buyers; rows = candidates per customer):", flush=True)
+    table = pl.DataFrame(info["curves"])
+    depths_tried = [int(c.removeprefix("recall@")) for c in table.columns if c.startswith("recall@")]
+    cells = [pl.format("{} ({})", pl.col(f"recall@{d}").round(3), pl.col(f"rows@{d}").round(0).cast(pl.Int64))
+             .alias(f"recall@{d} (rows)") for d in depths_tried]
+    evaluation.print_table(table.select("source", *cells).with_columns(
+        chosen=pl.col("source").replace_strict(depths, default=None)))
+    choice = info["choice"]
+    print("ranker: depths chosen (most purchases per added row first, up to "
+          f"{candidates.POOL_ROWS} rows per customer): " + ", ".join(f"{k}={v}" for k, v in depths.items())
+          + f"; pool recall {choice['pool_recall']:.3f} with {choice['rows_per_customer']:.0f} rows per customer",
+          flush=True)
 
 
 def main(argv=None):

@@ -107,6 +107,7 @@ class Regime:
     images: bool  # packshots are drawn by default
     popularity_sigma: float  # spread (log-normal sigma) of the products' popularity
     basket_mean_extra: float  # a visit buys 1 + Poisson(about this on average) different articles
+    buyers: float = 1.0  # share of the customers who ever buy (the rest are in customers.csv only)
 
 
 REGIMES = {
@@ -116,7 +117,9 @@ REGIMES = {
     "habitual": Regime("the same shoppers buy the same articles again over months, few launches, "
                        "no colours, descriptions or photos", pre_launched=0.85, colours_and_descriptions=False,
                        images=False, popularity_sigma=2.5,
-                       basket_mean_extra=0.6),  # smaller baskets, more visits: shopping for needs
+                       # real habitual shops (a grocery chain, a gift wholesaler): fewer, regular buyers
+                       # with baskets of 10-30 lines and repertoires of 30-200 articles
+                       basket_mean_extra=25.0, buyers=0.04),
 }
 
 ARTICLE_COLUMNS = [
@@ -794,13 +797,13 @@ BASIC_TYPES = ("Socks", "Underwear bottom", "Underwear Tights", "Leggings/Tights
 
 # The habitual regime: each customer has a repertoire of slots (needs: "my shampoo", "the kids'
 # socks"), each with a fixed liking; a slot holds the article the customer settled on for it.
-HABIT_MEAN = 0.5  # mean share of a customer's lines that go to their repertoire (the rest: browsing, one-offs)
-REPERTOIRE_SLOTS = 20  # mean slots per customer beyond the first (Poisson)
-MAX_SLOTS = 40
-SLOT_LIKING_SHAPE = 1.5  # gamma shape of the slot likings: some needs come back more often than others
+HABIT_MEAN = 0.6  # mean share of a customer's lines that go to their repertoire (the rest: browsing, one-offs)
+REPERTOIRE_SLOTS = 100  # median slots per customer (log-normal, between MIN_SLOTS and MAX_SLOTS)
+MIN_SLOTS, MAX_SLOTS = 30, 200
+SLOT_LIKING_SHAPE = 4.0  # gamma shape of the slot likings: some needs come back more often than others
 STAY = 0.92  # a slot line buys the held article again; otherwise the customer tries another of its type
 SWITCH = 0.3  # and keeps the one they tried instead from then on
-REFILL_WEEKS = 8.0  # mean weeks a purchase for a slot lasts at home before the need comes back in full
+REFILL_WEEKS = 4.0  # mean weeks a purchase for a slot lasts at home before the need comes back in full
 
 
 def weekly_popularity(rng: np.random.Generator, articles: pl.DataFrame, cal: Calendar) -> np.ndarray:
@@ -865,6 +868,8 @@ def make_transactions(rng: np.random.Generator, articles: pl.DataFrame, tastes: 
     expected_visits = tastes["activity"] * window / 365
     basket_extra = REGIMES[regime].basket_mean_extra
     rows_per_visit = (1 + basket_extra) * (1 + 1.3 * tastes["repeat"].mean()) * (1 + DUPLICATE * 1.6)
+    if REGIMES[regime].buyers < 1.0:  # the rows go to the customers who buy
+        expected_visits = np.where(tastes["never"], 0.0, expected_visits)
     expected_visits *= target_rows / rows_per_visit / expected_visits.sum()
     n_visits = np.where(tastes["never"], 0, np.maximum(rng.poisson(expected_visits), 1))
     v_cust = np.repeat(np.arange(n_c, dtype=np.int32), n_visits)
@@ -1012,7 +1017,7 @@ def _habitual_lines(rng, tastes, line_cust, week_bounds, pop, pair, pair_mass, p
     n_types = len(PRODUCT_TYPES)
     n_pairs = pair_mass.shape[1]
     habit = rng.beta(4 * HABIT_MEAN, 4 * (1 - HABIT_MEAN), n_c)
-    n_slots = np.minimum(1 + rng.poisson(REPERTOIRE_SLOTS, n_c), MAX_SLOTS)
+    n_slots = np.clip(np.exp(rng.normal(np.log(REPERTOIRE_SLOTS), 0.6, n_c)), MIN_SLOTS, MAX_SLOTS).astype(np.int64)
     # float32: at the full scale these are 1.37M x MAX_SLOTS
     liking = (rng.gamma(SLOT_LIKING_SHAPE, size=(n_c, MAX_SLOTS)) * (np.arange(MAX_SLOTS)[None, :] < n_slots[:, None])
               ).astype(np.float32)
@@ -1156,6 +1161,8 @@ def generate(artifacts: artifacts_mod.Artifacts, scale: str = "demo", seed: int 
         n_images = sample_images.write_images(art, articles, image_size or sc.image_size, seed, force,
                                               show_progress, workers)
     customers, tastes = make_customers(rng_cust, sc.customers, articles, cal)
+    if REGIMES[regime].buyers < 1.0:  # (only then: the fashion regime's draws stay as they were)
+        tastes["never"] |= rng_cust.random(customers.height) >= REGIMES[regime].buyers
     rows = make_transactions(rng_tx, articles, tastes, cal, sc.transactions, show_progress, regime)
     public = articles if REGIMES[regime].colours_and_descriptions else without_colours_and_descriptions(articles)
     sizes = {

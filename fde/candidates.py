@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import polars as pl
 
 from fde import metrics
@@ -23,6 +24,7 @@ from fde.strategies import (
     Colourways,
     ContentSimilarity,
     CoPurchase,
+    LocalPopularity,
     NewArrivals,
     Popularity,
     PurchaseHistory,
@@ -32,9 +34,15 @@ from fde.strategies import (
     popularity_strategies,
 )
 
-N_CANDIDATES = 24  # candidates per personal source and customer
-N_POPULAR = 16     # popular candidates per customer: the fill, and room for trends
+N_CANDIDATES = 24  # candidates per personal source and customer, until the depths are chosen on validation
+N_POPULAR = 16     # popular candidates per customer: the fill, and room for trends (idem)
 KEYS = ["customer_id", "article_id"]
+# Each source's depth is chosen on the validation week (choose_depths) among DEPTHS, from the recall
+# curves of the sources' candidates. POOL_ROWS is a cost, not a behaviour: every customer's pool is
+# scored for the submission, so its rows per customer (on average) are bounded.
+DEPTHS = (12, 24, 50, 100, 200)
+POOL_ROWS = 250
+DEPTH_CUSTOMERS = 5_000  # validation buyers the curves are measured on (a seeded sample above this)
 
 
 def score_column(name: str) -> str:
@@ -49,13 +57,19 @@ def source_column(name: str) -> str:
     return f"source__{name}"
 
 
-def proposals(personal: list[Recommender], customers: pl.DataFrame, n: int = N_CANDIDATES) -> dict[str, pl.DataFrame]:
-    """Each fitted personal source's top n candidates for these customers, by source name."""
-    return {strategy.name: strategy.candidates(customers, n) for strategy in personal}
+def depth_of(depths: int | dict[str, int], name: str, default: int = N_CANDIDATES) -> int:
+    """A source's depth: one number for every source, or a source -> depth map (chosen on validation)."""
+    return depths if isinstance(depths, int) else int(depths.get(name, default))
+
+
+def proposals(personal: list[Recommender], customers: pl.DataFrame,
+              n: int | dict[str, int] = N_CANDIDATES) -> dict[str, pl.DataFrame]:
+    """Each fitted personal source's top candidates for these customers (n, or n[source]), by source name."""
+    return {strategy.name: strategy.candidates(customers, depth_of(n, strategy.name)) for strategy in personal}
 
 
 def build(personal: list[Recommender], popular: list[Popularity], customers: pl.DataFrame,
-          n_candidates: int = N_CANDIDATES, n_popular: int = N_POPULAR,
+          n_candidates: int | dict[str, int] = N_CANDIDATES, n_popular: int = N_POPULAR,
           proposed: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
     """The pool for these customers: the union of every source's candidates with every source's evidence.
 
@@ -119,9 +133,85 @@ def labels(pool: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
             .with_columns(pl.col("label").fill_null(0)))
 
 
+def recall_curves(sources: list[Recommender], truth: pl.DataFrame,
+                  depths: tuple[int, ...] = DEPTHS) -> tuple[pl.DataFrame, dict]:
+    """Every fitted source's recall and pool rows per customer at each depth, on one week's buyers.
+
+    Returns (one row per source: recall@d and rows@d for d in depths, each source alone; and what
+    choose_depths needs: each candidate pair's rank in every source and whether it was bought).
+    """
+    customers = truth.select("customer_id")
+    bought = metrics.truth_pairs(truth).with_columns(hit=pl.lit(True))
+    ranked = []
+    for strategy in sources:
+        frame = strategy.candidates(customers, max(depths)).select(*KEYS, "score")
+        ranked.append(frame.sort(["customer_id", "score", "article_id"], descending=[False, True, False])
+                      .select(*KEYS, source=pl.lit(strategy.name),
+                              rank=pl.int_range(1, pl.len() + 1).over("customer_id").cast(pl.Int32)))
+    long = pl.concat(ranked).with_columns(pl.col("article_id").cast(ARTICLE))
+    wide = (long.pivot(on="source", index=KEYS, values="rank", aggregate_function="min")
+            .join(bought, on=KEYS, how="left").with_columns(pl.col("hit").fill_null(False)).sort(KEYS))
+    names = [s.name for s in sources]
+    ranks = np.column_stack([wide[n].fill_null(np.iinfo(np.int32).max).to_numpy() if n in wide.columns
+                             else np.full(wide.height, np.iinfo(np.int32).max) for n in names])
+    hits = wide["hit"].to_numpy()
+    n_customers, n_bought = max(customers.height, 1), max(bought.height, 1)
+    rows = []
+    for j, name in enumerate(names):
+        row = {"source": name}
+        for d in depths:
+            inside = ranks[:, j] <= d
+            row[f"recall@{d}"] = round(float(hits[inside].sum()) / n_bought, 4)
+            row[f"rows@{d}"] = round(float(inside.sum()) / n_customers, 1)
+        rows.append(row)
+    return pl.DataFrame(rows), {"names": names, "ranks": ranks, "hits": hits, "customers": n_customers,
+                                "bought": n_bought, "depths": depths}
+
+
+def choose_depths(curves: dict, budget: float = POOL_ROWS) -> tuple[dict[str, int], dict]:
+    """Each source's depth, deepened greedily where the pool gains the most purchases per added row.
+
+    Every source starts at the smallest depth. Each step (one source one depth deeper) adds the
+    candidates no other source proposes yet; the step whose added rows were bought most often is
+    taken first, until no step adds a purchase or the pool would exceed `budget` rows per customer:
+    the most recall the cost allows, wherever the data puts it (a habitual shop's repertoires, a
+    fashion shop's similar articles). Returns ({source: depth}, {"pool_recall", "rows_per_customer",
+    "precision_deepest"}: the last is the precision of the pool with every source at its deepest).
+    """
+    names, ranks, hits, depths = curves["names"], curves["ranks"], curves["hits"], curves["depths"]
+    level = {name: 0 for name in names}                 # index into depths
+    limit = np.array([depths[0]] * len(names))
+    covered = (ranks <= limit).any(axis=1)
+    deepest = (ranks <= depths[-1]).any(axis=1)
+    floor = hits[deepest].sum() / max(deepest.sum(), 1)  # precision of the deepest pool
+    full = set()  # sources whose next step no longer fits in the budget
+    while True:
+        best = None
+        for j, name in enumerate(names):
+            if level[name] + 1 >= len(depths) or name in full:
+                continue
+            step = (ranks[:, j] > depths[level[name]]) & (ranks[:, j] <= depths[level[name] + 1]) & ~covered
+            added, gained = int(step.sum()), int(hits[step].sum())
+            if gained and (best is None or gained / added > best[0]):
+                best = (gained / added, j, name, step)
+        if best is None:
+            break
+        _, j, name, step = best
+        if (covered.sum() + step.sum()) / curves["customers"] > budget:
+            full.add(name)
+            continue
+        level[name] += 1
+        covered |= step
+    chosen = {name: depths[level[name]] for name in names}
+    return chosen, {"pool_recall": round(float(hits[covered].sum()) / curves["bought"], 4),
+                    "rows_per_customer": round(float(covered.sum()) / curves["customers"], 1),
+                    "precision_deepest": round(float(floor), 5)}
+
+
 def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | None = None,
                  visual_vectors=None, scales: dict | None = None) -> tuple[list[Popularity], list[Recommender]]:
-    """Fresh popularity lists and personal candidate sources (visual only with twins; new arrivals always).
+    """Fresh popularity lists and personal candidate sources (visual only with twins; new arrivals always;
+    popularity by age band x postal code when customers have postal codes).
 
     scales: the time scales chosen on the validation week (evaluation.choose_scales), by source name.
     """
@@ -133,6 +223,8 @@ def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | No
     if twins is not None:
         personal.append(VisualSimilarity(twins))
     personal.append(NewArrivals(visual_vectors))
+    if customers is not None and "postal_code" in customers.columns:
+        personal.append(LocalPopularity(customers))
     return populars, personal
 
 

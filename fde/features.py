@@ -11,7 +11,13 @@ content vectors always). `Context.features(pool)` adds, per pooled row:
 - customer x article: times bought, days since last bought, decayed counts at three half-lives,
   the share of the customer's purchases in the article's product type, department and colour,
   and the highest visual and content similarity to the customer's recent purchases (with the
-  purchase that gives it, for the reasons; not a feature).
+  purchase that gives it, for the reasons; not a feature);
+- a year back (1st place on Kaggle): the article's sales and the pair's purchases in the same week a
+  year before the label week, the article's lifetime sales and distinct buyers;
+- near the customer (2nd place): the article's share of the last weeks' sales among customers of the
+  same postal code, and of the same age band and postal code (when customers have postal codes);
+- taste: mf_score, the dot product of the customer's and the article's factors (factors.py, refitted
+  at each cut-off; null when either has no purchase in the factors' window).
 
 Time scales are given at several values (HALF_LIVES, SALES_WEEKS) so the ranker weighs them,
 rather than one scale being chosen by hand. A feature the data cannot support (no images, no
@@ -24,14 +30,18 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
+from fde import factors
 from fde.candidates import KEYS
-from fde.strategies import ARTICLE, decay
+from fde.strategies import ARTICLE, age_postal_groups, decay
 
 HALF_LIVES = (7.0, 30.0, 180.0)  # decayed purchase counts at three scales: a week, a month, a season
 SALES_WEEKS = (1, 2, 4, 12)
 RECENT_ITEMS = 6                  # distinct latest purchases a candidate's similarity is measured against
 VECTOR_DIMS = 64                  # similarity features use vectors reduced to this many dimensions
 SIMILARITY_BLOCK = 1_000_000      # rows per block when measuring similarities (bounds memory)
+# the label week's twin a year back: the 7 days from 364 days (52 weeks, the same weekdays) before the cut-off
+LAST_YEAR_DAYS = 364
+POSTAL_WEEKS = (1, 4)  # windows of the postal-code popularity shares
 AFFINITIES = {"product_type_no": "affinity_type", "department_no": "affinity_department",
               "colour_group_code": "affinity_colour"}
 
@@ -66,6 +76,10 @@ class Context:
         self.recent = (history.group_by("customer_id", "article_id").agg(last=pl.col("t_dat").max())
                        .sort(["customer_id", "last", "article_id"], descending=[False, True, False])
                        .group_by("customer_id", maintain_order=True).head(RECENT_ITEMS))
+        self.lifetime_table = self._lifetime(history)
+        self.last_year_tables = self._last_year(history)
+        self.local_tables = self._local(history, customers)
+        self.factors = factors.fit(history, cutoff)
 
     def _customers(self, history: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
         stats = history.group_by("customer_id").agg(
@@ -114,6 +128,76 @@ class Context:
                       .drop("n"))
             tables[feature] = (values, shares)
         return tables
+
+    @staticmethod
+    def _lifetime(history: pl.DataFrame) -> pl.DataFrame:
+        """article_id -> lifetime_sales, lifetime_buyers: every purchase before the cut-off.
+
+        The pair's lifetime count is times_bought (the pair table counts every purchase before the cut-off).
+        """
+        return history.group_by("article_id").agg(lifetime_sales=pl.len().cast(pl.Float32),
+                                                  lifetime_buyers=pl.col("customer_id").n_unique().cast(pl.Float32))
+
+    def _last_year(self, history: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+        """(article -> last_year_week_sales, pair -> last_year_week_bought) in [cutoff - 364 d, cutoff - 357 d).
+
+        None when the history starts after that week began: unknown then, not zero.
+        """
+        start = self.cutoff - timedelta(days=LAST_YEAR_DAYS)
+        if history.height == 0 or history["t_dat"].min() > start:
+            return None
+        week = history.filter((pl.col("t_dat") >= start) & (pl.col("t_dat") < start + timedelta(days=7)))
+        return (week.group_by("article_id").agg(last_year_week_sales=pl.len().cast(pl.Float32)),
+                week.group_by("customer_id", "article_id").agg(last_year_week_bought=pl.len().cast(pl.Float32)))
+
+    def _local(self, history: pl.DataFrame, customers: pl.DataFrame) -> tuple[pl.DataFrame, dict] | None:
+        """The customers' groups (postal code; age band x postal code) and each group's article shares per window.
+
+        Returns (customer_id -> postal_code, band, postal_customers; {feature: (group keys, share table)}),
+        None when the customers have no postal codes. A group's share of an article is its sales among
+        the group's customers over the group's sales, in the last w weeks.
+        """
+        if "postal_code" not in customers.columns:
+            return None
+        groups = age_postal_groups(customers).with_columns(
+            postal_customers=pl.len().over("postal_code").cast(pl.Float32))
+        tables = {}
+        for weeks in POSTAL_WEEKS:
+            recent = (history.filter(pl.col("t_dat") >= self.cutoff - timedelta(weeks=weeks))
+                      .select("customer_id", "article_id").join(groups, on="customer_id", how="inner"))
+            for name, keys in ((f"postal_share_{weeks}w", ["postal_code"]),
+                               (f"age_postal_share_{weeks}w", ["band", "postal_code"])):
+                share = (recent.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
+                         .group_by(*keys, "article_id").agg(n=pl.len())
+                         .with_columns((pl.col("n") / pl.col("n").sum().over(keys)).cast(pl.Float32).alias(name))
+                         .drop("n"))
+                tables[name] = (keys, share)
+        return groups, tables
+
+    def _with_history_features(self, out: pl.DataFrame) -> pl.DataFrame:
+        """The lifetime, last-year, taste and postal-code features joined to a feature frame (rows unchanged)."""
+        out = (out.join(self.lifetime_table, on="article_id", how="left", maintain_order="left")
+               .with_columns(pl.col("lifetime_sales", "lifetime_buyers").fill_null(0.0)))
+        if self.last_year_tables is None:
+            out = out.with_columns(last_year_week_sales=pl.lit(None, dtype=pl.Float32),
+                                   last_year_week_bought=pl.lit(None, dtype=pl.Float32))
+        else:
+            articles, pairs = self.last_year_tables
+            out = (out.join(articles, on="article_id", how="left", maintain_order="left")
+                   .join(pairs, on=KEYS, how="left", maintain_order="left")
+                   .with_columns(pl.col("last_year_week_sales", "last_year_week_bought").fill_null(0.0)))
+        out = out.with_columns(mf_score=self.factors.score_pairs(out) if self.factors is not None
+                               else pl.lit(None, dtype=pl.Float32))
+        if self.local_tables is None:
+            return out
+        groups, tables = self.local_tables
+        out = out.join(groups, on="customer_id", how="left", maintain_order="left")
+        for name, (keys, table) in tables.items():
+            known = pl.all_horizontal(pl.col(k).is_not_null() for k in keys)
+            # a customer in a known group whose members did not buy the article: 0; no group: unknown
+            out = (out.join(table, on=[*keys, "article_id"], how="left", maintain_order="left")
+                   .with_columns(pl.when(known).then(pl.col(name).fill_null(0.0)).otherwise(None).alias(name)))
+        return out.drop("postal_code", "band")
 
     def similarity(self, pool: pl.DataFrame, kind: str) -> pl.DataFrame:
         """KEYS + sim_<kind>: the highest cosine between the article and the customer's recent purchases,
@@ -179,7 +263,7 @@ class Context:
             out = out.join(self.similarity(pool, kind), on=KEYS, how="left", maintain_order="left")
         fills = [c for c in out.columns if c.startswith("sales_") or c in ("times_bought", *AFFINITIES.values())
                  or c.startswith("bought_decayed_")]
-        return out.with_columns(pl.col(c).fill_null(0.0) for c in fills)
+        return self._with_history_features(out.with_columns(pl.col(c).fill_null(0.0) for c in fills))
 
 
 def feature_columns(frame: pl.DataFrame) -> list[str]:
@@ -204,11 +288,15 @@ FAMILIES = {
     "department": ("affinity_department", "score__popular_department", "rank__popular_department"),
     "colour": ("affinity_colour",),
     "age": ("score__popular_age",),
+    "local": ("postal_share_", "age_postal_share_", "score__popular_age_postal", "rank__popular_age_postal"),
+    "last_year": ("last_year_week_sales", "last_year_week_bought"),
+    "taste": ("mf_score",),
     "trend": ("sales_", "trend", "score__popular_decayed", "score__popular_last_week", "score__popular_all_time",
-              "repeat_buyer_share"),
+              "repeat_buyer_share", "lifetime_sales", "lifetime_buyers"),
     "price": ("price",),
 }
-CUSTOMER_ONLY = ("age", "days_since_last_purchase", "purchases", "customer_avg_price", "channel_2_share")
+CUSTOMER_ONLY = ("age", "days_since_last_purchase", "purchases", "customer_avg_price", "channel_2_share",
+                 "postal_customers")
 
 
 def family_of(feature: str) -> str | None:

@@ -171,15 +171,28 @@ class LearnedRanker(Recommender):
 
     def __init__(self, model: Model | None, populars: list[Popularity], personal: list[Recommender],
                  customers: pl.DataFrame, vectors: dict | None = None,
-                 n_candidates: int = candidates.N_CANDIDATES, n_popular: int = candidates.N_POPULAR):
+                 depths: dict[str, int] | None = None, launch_slots: int | None = None):
+        """depths: each source's candidates per customer (default: what ranker.py chose on validation, saved
+        with the model); launch_slots: places kept for launches (default: the model's choice)."""
         self.model = model
         by_name = {p.name: p for p in populars}
         self.popular = [by_name[name] for name in PRIORS if name in by_name]
         self.personal = personal
         self.customers = customers
         self.vectors = vectors
-        self.n_candidates = n_candidates
-        self.n_popular = n_popular
+        depths = depths if depths is not None else (model.meta.get("depths") if model is not None else None)
+        self.n_candidates = depths or candidates.N_CANDIDATES
+        self.n_popular = candidates.depth_of(depths or {}, self.proposer, candidates.N_POPULAR)
+        self.launch_slots = launch_slots
+
+    @property
+    def proposer(self) -> str | None:
+        """The popularity prior whose top articles every customer's pool gets."""
+        return self.popular[0].name if self.popular else None
+
+    def sources(self) -> list[Recommender]:
+        """Every source that proposes candidates: the personal ones and the proposing prior."""
+        return [*self.personal, *self.popular[:1]]
 
     def fit(self, transactions, articles, cutoff=None, fit_sources: bool = True):
         """Fit every source at the cut-off (unless already fitted there) and the feature context."""
@@ -191,16 +204,20 @@ class LearnedRanker(Recommender):
         self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors)
         return self
 
+    def pool(self, customers: pl.DataFrame) -> pl.DataFrame:
+        """The candidate pool of these customers: every source's evidence, no features yet."""
+        return candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular)
+
     def frame(self, customers: pl.DataFrame) -> pl.DataFrame:
         """The pool of these customers with every feature."""
-        pool = candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular)
-        return self.context.features(pool)
+        return self.context.features(self.pool(customers))
 
     def scored(self, customers: pl.DataFrame, n: int) -> pl.DataFrame:
         """Each customer's top n pooled rows by the model's score, with all their features."""
         frame = self.frame(customers)
         frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32))
-        return top_with_launches(frame, n, int(self.model.meta.get("launch_slots", 0)))
+        slots = self.launch_slots if self.launch_slots is not None else int(self.model.meta.get("launch_slots", 0))
+        return top_with_launches(frame, n, slots)
 
     def candidates(self, customers, n):
         ranked = self.scored(customers, n)

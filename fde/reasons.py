@@ -56,6 +56,11 @@ def family_texts(articles: pl.DataFrame, columns: list[str]) -> dict[str, pl.Exp
         "department": pl.format("often buys from {}", name_of("department_name", "this department")),
         "colour": pl.format("often buys {}", name_of("colour_group_name", "this colour")),
         "age": pl.lit("popular at your age"),
+        "local": pl.lit("popular near you"),
+        "taste": pl.lit("bought by customers with tastes like yours"),
+        "last_year": pl.when(pl.col("last_year_week_bought") > 0).then(pl.lit("you bought it this week last year"))
+                       .otherwise(pl.format("{} sold this week last year",
+                                            pl.col("last_year_week_sales").cast(pl.Int32))),
         "trend": pl.format("trending: {} sold last week", pl.col("sales_1w").cast(pl.Int32)),
         "price": pl.lit("in your price range"),
     }
@@ -94,6 +99,8 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
         """The row has this evidence (a column the data may lack altogether)."""
         return pl.col(column).is_not_null() if column in ranked.columns else pl.lit(False)
 
+    # near you: some of the customer's postal-code neighbours bought the article lately
+    local = [c for c in ranked.columns if c.startswith(("postal_share_", "age_postal_share_"))]
     available = {
         "bought": pl.col("times_bought") > 0,
         "colourway": has("source__colourways"),
@@ -102,6 +109,9 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
         "content": has("sim_content_source"),
         "new": pl.col("days_since_first_sale").is_null(),
         "price": pl.col("price").is_not_null(),
+        "last_year": pl.col("last_year_week_sales") > 0,
+        "taste": pl.col("mf_score") > 0,
+        "local": pl.any_horizontal(pl.col(c) > 0 for c in local) if local else pl.lit(False),
     }
     mask = ranked.select([available.get(n, pl.lit(True)).fill_null(False).alias(n) for n in names]).to_numpy()
     by_family = np.where(mask, by_family, -np.inf)

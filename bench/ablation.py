@@ -1,0 +1,121 @@
+"""What each feature group of issue 15 adds to the ranker: validation MAP@12 with and without it.
+
+The weekly frames are built once, as ranker.py builds them (time scales chosen on validation, the
+TRAINING_WEEKS cut-offs before the validation week, every source, every feature); then LambdaRank
+is trained on the training weeks with each subset of features, early-stopping on the validation
+week's MAP@12, as ranker.py does. Reported per subset: that best validation MAP@12 (ranker.json's
+validation_map12_without_launch_slots: the week that chose the rounds, so a little optimistic,
+alike for every subset) and the rounds. The groups:
+
+    last_year  the same week last year (article, pair) and the article's lifetime sales and buyers
+    local      postal-code and age x postal-code shares, and the popular_age_postal source's score and rank
+    mf         mf_score (ALS factors, fde/factors.py)
+
+"base" is every other feature; each group is measured both added to base and removed from all.
+The pool is the same for every subset (popular_age_postal's candidates stay in it; its recall is shown).
+--seeds 0 1 2 trains each subset with each LightGBM seed (bagging and feature fractions) and reports
+every run, so that a difference can be read against the spread one seed to the next; --only names
+the subsets to train.
+
+    python sample_data.py --scale demo --data-dir /tmp/f15/data --images-dir /tmp/f15/images --no-images
+    python data_optim.py --data-dir /tmp/f15/data && python split_data.py --data-dir /tmp/f15/data
+    python bench/ablation.py --data-dir /tmp/f15/data
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+from fde import artifacts as art
+from fde import evaluation, training
+from fde.cli import run_main, summary
+from fde.files import write_json
+from fde.training import MAX_ROUNDS, TRAINING_WEEKS, load_vectors, train, usable_features, week_frame
+
+GROUPS = {
+    "last_year": ("last_year_week_sales", "last_year_week_bought", "lifetime_sales", "lifetime_buyers"),
+    "local": ("postal_customers", "postal_share_", "age_postal_share_", "score__popular_age_postal",
+              "rank__popular_age_postal"),
+    "mf": ("mf_score",),
+}
+
+
+def in_group(feature: str, group: str) -> bool:
+    return any(feature == p or (p.endswith("_") and feature.startswith(p)) for p in GROUPS[group])
+
+
+def subsets(features: list[str]) -> dict[str, list[str]]:
+    """name -> features: base, base + each group, all - each group, all."""
+    base = [f for f in features if not any(in_group(f, g) for g in GROUPS)]
+    out = {"base": base}
+    out.update({f"base + {g}": [f for f in features if f in base or in_group(f, g)] for g in GROUPS})
+    out.update({f"all - {g}": [f for f in features if not in_group(f, g)] for g in GROUPS})
+    out["all"] = list(features)
+    return out
+
+
+def frames(artifacts: art.Artifacts):
+    """The training weeks' frames and the validation week's (frame, truth), built as ranker.py builds them."""
+    inputs = evaluation.load_inputs(artifacts)
+    history = pl.concat([inputs.train, inputs.validation])
+    val_start = inputs.validation["t_dat"].min()
+    cutoffs = [val_start - timedelta(weeks=w) for w in range(TRAINING_WEEKS, 0, -1)]
+    scales, _ = evaluation.choose_scales(inputs.train, inputs.articles, inputs.validation_truth, val_start)
+    vectors = load_vectors(artifacts, inputs.articles)
+    built = [week_frame(inputs, history, c, scales, vectors) for c in [*cutoffs, val_start]]
+    return built[:-1], built[-1]
+
+
+def ablation(artifacts: art.Artifacts, seeds: tuple[int, ...] = (0,), only: tuple[str, ...] = ()) -> dict:
+    """Validation MAP@12 and rounds per feature subset and seed, and the validation pool's recall per source."""
+    start = time.perf_counter()
+    weeks, (valid, valid_truth, recall) = frames(artifacts)
+    build_seconds = time.perf_counter() - start
+    weeks_frame = pl.concat([f for f, _, _ in weeks], how="diagonal_relaxed")
+    features, dropped = usable_features(weeks_frame)
+    rows = {}
+    seed = training.PARAMS["seed"]
+    for name, subset in subsets(features).items():
+        if only and name not in only:
+            continue
+        for s in seeds:
+            clock = time.perf_counter()
+            columns = [*subset, "label", "cutoff", "customer_id"]
+            training.PARAMS["seed"] = s  # the one parameter varied; restored below
+            try:
+                _, rounds, curve = train(weeks_frame.select(columns), subset, MAX_ROUNDS, valid.select(columns),
+                                         valid_truth)
+            finally:
+                training.PARAMS["seed"] = seed
+            key = name if seeds == (0,) else f"{name} (seed {s})"
+            rows[key] = {"validation_map12": round(max(curve), 5) if curve else 0.0, "rounds": rounds,
+                         "features": len(subset), "seconds": round(time.perf_counter() - clock, 1)}
+            print(f"{key:26s} MAP@12 {rows[key]['validation_map12']:.5f}  rounds {rounds:3d}  "
+                  f"features {len(subset)}", flush=True)
+    return {"subsets": rows, "dropped_features": dropped, "validation_pool_recall": recall,
+            "frames_seconds": round(build_seconds, 1)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    art.add_dir_args(parser)
+    parser.add_argument("--out", default=None, help="JSON file for the table (default: bench/results/ablation.json)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="LightGBM seeds (default: 0, as ranker.py)")
+    parser.add_argument("--only", nargs="+", default=[], help="train only these subsets (e.g. base all)")
+    args = parser.parse_args(argv)
+    artifacts = art.from_args(args)
+    result = ablation(artifacts, tuple(args.seeds), tuple(args.only))
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / "ablation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json({"data_dir": str(artifacts.data_dir), **result}, out)
+    best = max(result["subsets"], key=lambda k: result["subsets"][k]["validation_map12"])
+    summary("ablation", subsets=len(result["subsets"]), best=best,
+            best_map12=result["subsets"][best]["validation_map12"], output=str(out))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,112 @@
+"""Choices the ranker makes on the validation week: each source's depth, and the launch slots' price."""
+from datetime import date, timedelta
+
+import polars as pl
+
+from fde import candidates, training
+from fde.strategies import Popularity, Repurchase
+
+CUTOFF = date(2020, 9, 16)
+
+
+def shop(regulars: int, weeks: int = 8) -> pl.DataFrame:
+    """Customer 1 buys `regulars` articles (1..regulars) every week; customers 2-9 buy articles 500-505."""
+    rows = []
+    for week in range(1, weeks + 1):
+        day = CUTOFF - timedelta(weeks=week) + timedelta(days=week % 3)
+        rows += [(day, 1, a) for a in range(1, regulars + 1)]
+        rows += [(day, c, 500 + (c + week) % 6) for c in range(2, 10)]
+    return pl.DataFrame(rows, schema={"t_dat": pl.Date, "customer_id": pl.UInt64, "article_id": pl.Int32},
+                        orient="row").with_columns(price=pl.lit(0.02), sales_channel_id=pl.lit(2, dtype=pl.Int8))
+
+
+def truth_of(lists: dict[int, list[int]]) -> pl.DataFrame:
+    return pl.DataFrame({"customer_id": list(lists), "article_ids": list(lists.values())},
+                        schema={"customer_id": pl.UInt64, "article_ids": pl.List(pl.Int32)})
+
+
+def chosen_depths(regulars: int) -> tuple[dict, pl.DataFrame, list]:
+    history = shop(regulars)
+    articles = pl.DataFrame({"article_id": sorted(history["article_id"].unique().to_list())},
+                            schema={"article_id": pl.Int32})
+    sources = [Repurchase().fit(history, articles, CUTOFF),
+               Popularity("popular", window_days=28).fit(history, articles, CUTOFF)]
+    truth = truth_of({1: list(range(1, regulars + 1)), 2: [502]})
+    table, curves = candidates.recall_curves(sources, truth)
+    depths, _ = candidates.choose_depths(curves)
+    return depths, table, sources
+
+
+def test_a_customer_with_40_regular_articles_gets_all_40_in_the_pool():
+    depths, table, sources = chosen_depths(40)
+    assert depths["repurchase"] == 50  # 24 would miss 16 of them; 50 holds all 40, 100 adds nothing
+    pool = candidates.build([sources[0]], [sources[1]], pl.DataFrame({"customer_id": [1]}, schema={
+        "customer_id": pl.UInt64}), depths, depths["popular"])
+    assert set(range(1, 41)) <= set(pool["article_id"].to_list())
+    curve = table.filter(pl.col("source") == "repurchase").row(0, named=True)
+    assert curve["recall@24"] < curve["recall@50"] == curve["recall@200"]
+
+
+def test_a_short_repertoire_keeps_the_shallowest_depth():
+    depths, _, _ = chosen_depths(8)
+    assert depths["repurchase"] == 12  # deeper adds rows and no purchase
+
+
+def test_the_pool_stays_within_its_row_budget():
+    history = shop(40)
+    articles = pl.DataFrame({"article_id": sorted(history["article_id"].unique().to_list())},
+                            schema={"article_id": pl.Int32})
+    sources = [Repurchase().fit(history, articles, CUTOFF)]
+    _, curves = candidates.recall_curves(sources, truth_of({1: list(range(1, 41))}))
+    depths, choice = candidates.choose_depths(curves, budget=30)
+    assert depths["repurchase"] == 24 and choice["rows_per_customer"] <= 30
+
+
+def slots_frame(launch_bought: bool) -> tuple[pl.DataFrame, pl.DataFrame, pl.Series]:
+    """One customer: 12 old articles by score (1 best), and launch 50 just below them.
+
+    The customer bought old article 12 (the 12th place) and, when launch_bought, the launch.
+    """
+    frame = pl.DataFrame({
+        "customer_id": [1] * 13, "article_id": [*range(1, 13), 50],
+        "score": [1.0 - i / 100 for i in range(13)],
+        "days_since_first_sale": [30.0] * 12 + [None], "rank__new_arrivals": [None] * 12 + [1],
+    }, schema_overrides={"customer_id": pl.UInt64, "article_id": pl.Int32, "rank__new_arrivals": pl.UInt16})
+    bought = [12, 50] if launch_bought else [12]
+    return frame, truth_of({1: bought}), pl.Series(list(range(1, 13)), dtype=pl.Int32)
+
+
+def test_a_launch_slot_that_costs_map_is_refused():
+    slots, table = training.choose_launch_slots(*slots_frame(launch_bought=False))
+    assert table[1][0] < 0.99 * table[0][0]  # the slot pushes the bought 12th article out
+    assert slots == 0
+
+
+def test_a_launch_slot_that_costs_nothing_is_kept():
+    slots, table = training.choose_launch_slots(*slots_frame(launch_bought=True))
+    assert table[1][0] >= table[0][0] and table[1][1] == 1 and table[0][1] == 0
+    assert slots == 1  # more slots add no hit: the fewest with the most hits
+
+
+def labelled_pool(customers: int, rows: int, bought_by: set[int]) -> pl.DataFrame:
+    """`rows` pooled articles per customer; customers in bought_by bought their articles 0 and 1."""
+    return pl.DataFrame({
+        "customer_id": [c for c in range(customers) for _ in range(rows)],
+        "article_id": [a for _ in range(customers) for a in range(rows)],
+        "label": [int(c in bought_by and a < 2) for c in range(customers) for a in range(rows)],
+    }, schema={"customer_id": pl.UInt64, "article_id": pl.Int32, "label": pl.UInt8})
+
+
+def test_thinning_keeps_every_purchase_and_bounds_the_rows():
+    pool = labelled_pool(100, 50, bought_by=set(range(0, 100, 2)))  # 5,000 rows, 100 purchases
+    thinned = training.thin(pool, max_rows=1_000)
+    assert thinned["label"].sum() == 100                      # every purchased row stays
+    assert set(thinned["customer_id"].unique()) == set(range(0, 100, 2))  # groups without a purchase go
+    assert 800 <= thinned.height <= 1_200                     # about the budget (a seeded share)
+    assert thinned.equals(training.thin(pool, max_rows=1_000))  # the same rows every run
+    assert thinned.join(pool, on=["customer_id", "article_id"], how="anti").height == 0
+
+
+def test_a_pool_within_the_budget_loses_only_groups_without_a_purchase():
+    pool = labelled_pool(10, 20, bought_by={3})
+    assert training.thin(pool, max_rows=10_000).equals(pool.filter(pl.col("customer_id") == 3))
