@@ -5,14 +5,17 @@
   manifest; a change to articles.parquet or transactions.parquet rebuilds it on the next search.
 - `PhotoEmbedder`: a user's photo through exactly the catalogue's recipe, read from visual_meta.json
   (backbone, verified weights, input size, fit, runtime): the same decoding and fit as
-  visual_features.py (fde.images), the same network runtime (fde.backbones), plus the EXIF rotation
-  a phone photo needs.
-- `Search`: both, over the catalogue's image vectors (fde.visual_index): exact cosine, filters, one
-  article per product on request, and a short reason per result.
+  visual_features.py (fde.images), the same network: its ONNX export in ONNX Runtime without torch
+  (fde.pretrained), or torch (fde.backbones) when the catalogue was embedded in torch; plus the EXIF
+  rotation a phone photo needs.
+- `Search`: both, over the catalogue's image vectors (fde.visual_index): exact cosine over unit vectors
+  saved once and memory-mapped (saved_unit_vectors), or the ANN index (fde.ann); filters, one article
+  per product on request, and a short reason per result.
 
 Text scoring is lexical (BM25 over product name, type, colour, pattern, department, index group and
 description, with plurals folded); bench/search_quality.py measures it and a static word-embedding
-model (wordllama) on queries made from the catalogue's own attributes (README, "Search").
+model (wordllama), alone and fused three ways, on queries made from the catalogue's own attributes
+(README, "Search"): no fusion helped the catalogue's words, so none is used.
 """
 from __future__ import annotations
 
