@@ -8,7 +8,7 @@ and p99 latency of candidates + exact re-ranking, as search.py does), recall@12 
 exact top 12. Run one size per process (peak memory is per process):
 
     python bench/bench_search.py --n 1000000
-    python bench/bench_search.py --n 5000000
+    python bench/bench_search.py --n 5000000 --candidates 120,480,1920
     python bench/bench_search.py --exact      # exact search at 1280-d: where it crosses 100 ms
     python bench/bench_search.py --first-answer --data-dir data --images-dir images [--baseline ../main]
 
@@ -77,7 +77,8 @@ def exact_top(data: Synthetic, queries: np.ndarray) -> np.ndarray:
     return best_i
 
 
-def ann_run(n: int, n_queries: int, threads: int) -> str:
+def ann_run(n: int, n_queries: int, threads: int, candidates: tuple[int, ...] = (ann.RERANK * K,)) -> list[str]:
+    """One row per number of candidates re-ranked (efSearch = max(EF_SEARCH, candidates)), from one build."""
     import faiss
 
     faiss.omp_set_num_threads(threads)
@@ -90,21 +91,23 @@ def ann_run(n: int, n_queries: int, threads: int) -> str:
     rss_index = peak_rss_mb()
     truth = exact_top(data, queries)
     faiss.omp_set_num_threads(1)  # one query at a time, as a search answers
-    latencies, hits = [], 0
-    for q, want in zip(queries, truth):
-        start = time.perf_counter()
-        rows = index.candidates(q, ann.RERANK * K)[0]
-        rows = rows[rows >= 0]
-        vectors = index.index.reconstruct_batch(rows)  # the full vectors (256-d here: stored whole)
-        found = rows[np.argsort(-(vectors @ q), kind="stable")[:K]]
-        latencies.append(time.perf_counter() - start)
-        hits += len(set(found.tolist()) & set(want.tolist()))
-    ms = np.array(latencies) * 1000
-    row = (f"| {n:,} x {DIM} f32 | faiss HNSW M{ann.HNSW_M} efC{ann.EF_CONSTRUCTION}, efSearch "
-           f"{max(ann.EF_SEARCH, ann.RERANK * K)}, re-rank {ann.RERANK * K} | {build_s:,.0f} s ({threads} threads) | "
-           f"{rss_index:,.0f} MB (before: {rss_before:,.0f}) | {np.median(ms):.2f} / {np.percentile(ms, 99):.2f} ms | "
-           f"{hits / truth.size:.3f} |")
-    return row
+    rows_out = []
+    for count in candidates:
+        latencies, hits = [], 0
+        for q, want in zip(queries, truth):
+            start = time.perf_counter()
+            rows = index.candidates(q, count)[0]
+            rows = rows[rows >= 0]
+            vectors = index.index.reconstruct_batch(rows)  # the full vectors (256-d here: stored whole)
+            found = rows[np.argsort(-(vectors @ q), kind="stable")[:K]]
+            latencies.append(time.perf_counter() - start)
+            hits += len(set(found.tolist()) & set(want.tolist()))
+        ms = np.array(latencies) * 1000
+        rows_out.append(f"| {n:,} x {DIM} f32 | faiss HNSW M{ann.HNSW_M} efC{ann.EF_CONSTRUCTION}, efSearch "
+                        f"{max(ann.EF_SEARCH, count)}, re-rank {count} | {build_s:,.0f} s ({threads} threads) | "
+                        f"{rss_index:,.0f} MB (before: {rss_before:,.0f}) | {np.median(ms):.2f} / "
+                        f"{np.percentile(ms, 99):.2f} ms | {hits / truth.size:.3f} |")
+    return rows_out
 
 
 def exact_run(sizes=(100_000, 200_000, 400_000), dim: int = 1280, repeats: int = 50) -> list[str]:
@@ -235,6 +238,9 @@ def main():
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2, help="threads that build the graph")
+    parser.add_argument("--candidates", default=str(ann.RERANK * K),
+                        help="candidates re-ranked per query, comma-separated: one row each from the same build "
+                             "(search.py uses %(default)s; e.g. 120,480,1920 to see what recall costs at 5M)")
     parser.add_argument("--exact", action="store_true", help="time exact search at 1280-d instead")
     parser.add_argument("--first-answer", action="store_true", help="time the first answers on a 105k catalogue")
     parser.add_argument("--data-dir", default="data", help="--first-answer: a demo data dir with visual features")
@@ -244,7 +250,8 @@ def main():
     if args.first_answer:
         lines = first_answer(args.data_dir, args.images_dir, baseline=args.baseline)
     else:
-        lines = exact_run() if args.exact else [ann_run(args.n, args.queries, args.threads)]
+        lines = exact_run() if args.exact else ann_run(args.n, args.queries, args.threads,
+                                                      tuple(int(c) for c in args.candidates.split(",")))
     print("\n".join(lines))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "a") as fh:
