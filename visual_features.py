@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fde import artifacts as art
 from fde import scale_out
-from fde.backbones import BACKBONES, RUNTIMES, find_weights, make_runtime, onnx_model, pick_device, pick_runtime
+from fde.backbones import BACKBONES, RUNTIMES, make_runtime, onnx_model, pick_device, pick_runtime
 from fde.chunks import (
     CHUNK_SIZE,
     ChunkWriter,
@@ -40,6 +40,7 @@ from fde.engines import default_workers, embed_local, embed_ray
 from fde.errors import UserError, check_writable
 from fde.files import write_json
 from fde.images import DEFAULT_FIT, FITS, list_images
+from fde.pretrained import find_weights
 
 
 def embed_catalogue(artifacts: art.Artifacts, backbone: str = "auto", device: str = "auto",

@@ -8,13 +8,14 @@ and p99 latency of candidates + exact re-ranking, as search.py does), recall@12 
 exact top 12. Run one size per process (peak memory is per process):
 
     python bench/bench_search.py --n 1000000
-    python bench/bench_search.py --n 5000000
+    python bench/bench_search.py --n 5000000 --candidates 120,480,1920
     python bench/bench_search.py --exact      # exact search at 1280-d: where it crosses 100 ms
-    python bench/bench_search.py --first-answer --data-dir data --images-dir images   # 105k catalogue
+    python bench/bench_search.py --first-answer --data-dir data --images-dir images [--baseline ../main]
 
 --first-answer makes a 105,542-article catalogue from a demo data dir (its articles repeated under new
 ids, their image vectors with a little noise, the demo's visual_meta.json and ONNX export) and times,
-each in a fresh process: the first text answer and the first photo answer, loading included.
+each in a fresh process: the first text answer and the first photo answer, loading included. With
+--baseline, another checkout's code (main's, say) is timed too, alternating with this one, with the ratio.
 
 Each run appends its table row to bench/results/bench_search.md.
 """
@@ -76,7 +77,8 @@ def exact_top(data: Synthetic, queries: np.ndarray) -> np.ndarray:
     return best_i
 
 
-def ann_run(n: int, n_queries: int, threads: int) -> str:
+def ann_run(n: int, n_queries: int, threads: int, candidates: tuple[int, ...] = (ann.RERANK * K,)) -> list[str]:
+    """One row per number of candidates re-ranked (efSearch = max(EF_SEARCH, candidates)), from one build."""
     import faiss
 
     faiss.omp_set_num_threads(threads)
@@ -89,21 +91,23 @@ def ann_run(n: int, n_queries: int, threads: int) -> str:
     rss_index = peak_rss_mb()
     truth = exact_top(data, queries)
     faiss.omp_set_num_threads(1)  # one query at a time, as a search answers
-    latencies, hits = [], 0
-    for q, want in zip(queries, truth):
-        start = time.perf_counter()
-        rows = index.candidates(q, ann.RERANK * K)[0]
-        rows = rows[rows >= 0]
-        vectors = index.index.reconstruct_batch(rows)  # the full vectors (256-d here: stored whole)
-        found = rows[np.argsort(-(vectors @ q), kind="stable")[:K]]
-        latencies.append(time.perf_counter() - start)
-        hits += len(set(found.tolist()) & set(want.tolist()))
-    ms = np.array(latencies) * 1000
-    row = (f"| {n:,} x {DIM} f32 | faiss HNSW M{ann.HNSW_M} efC{ann.EF_CONSTRUCTION}, efSearch "
-           f"{max(ann.EF_SEARCH, ann.RERANK * K)}, re-rank {ann.RERANK * K} | {build_s:,.0f} s ({threads} threads) | "
-           f"{rss_index:,.0f} MB (before: {rss_before:,.0f}) | {np.median(ms):.2f} / {np.percentile(ms, 99):.2f} ms | "
-           f"{hits / truth.size:.3f} |")
-    return row
+    rows_out = []
+    for count in candidates:
+        latencies, hits = [], 0
+        for q, want in zip(queries, truth):
+            start = time.perf_counter()
+            rows = index.candidates(q, count)[0]
+            rows = rows[rows >= 0]
+            vectors = index.index.reconstruct_batch(rows)  # the full vectors (256-d here: stored whole)
+            found = rows[np.argsort(-(vectors @ q), kind="stable")[:K]]
+            latencies.append(time.perf_counter() - start)
+            hits += len(set(found.tolist()) & set(want.tolist()))
+        ms = np.array(latencies) * 1000
+        rows_out.append(f"| {n:,} x {DIM} f32 | faiss HNSW M{ann.HNSW_M} efC{ann.EF_CONSTRUCTION}, efSearch "
+                        f"{max(ann.EF_SEARCH, count)}, re-rank {count} | {build_s:,.0f} s ({threads} threads) | "
+                        f"{rss_index:,.0f} MB (before: {rss_before:,.0f}) | {np.median(ms):.2f} / "
+                        f"{np.percentile(ms, 99):.2f} ms | {hits / truth.size:.3f} |")
+    return rows_out
 
 
 def exact_run(sizes=(100_000, 200_000, 400_000), dim: int = 1280, repeats: int = 50) -> list[str]:
@@ -153,7 +157,7 @@ def grow_catalogue(data_dir: str, images_dir: str, root: Path, n: int = 105_542)
     import polars as pl
 
     from fde.artifacts import Artifacts
-    from fde.files import save_npy
+    from fde.files import atomic_outputs, save_npy, write_json
 
     demo = Artifacts(data_dir, images_dir)
     big = Artifacts(root / "data", demo.images_dir)
@@ -182,17 +186,25 @@ def grow_catalogue(data_dir: str, images_dir: str, root: Path, n: int = 105_542)
     all_ids = np.concatenate(all_ids).astype(np.int32)
     all_features = np.concatenate(all_features)
     order = np.argsort(all_ids)
-    save_npy(all_ids[order], big.visual_article_ids)
-    save_npy(all_features[order].astype(np.float16), big.visual_features)
     meta = json.loads(demo.visual_meta.read_text())
     meta.update(count=int(n), missing_article_ids=[], unreadable=[])
-    big.visual_meta.write_text(json.dumps(meta))
+    # recorded as visual_features.py records them (visual/manifest.json), which every reader checks
+    with atomic_outputs(big.manifest("visual_features.py"), [big.articles], "bench_search.py grow_catalogue",
+                        big.data_dir) as out:
+        save_npy(all_ids[order], out(big.visual_article_ids))
+        save_npy(all_features[order].astype(np.float16), out(big.visual_features))
+        write_json(meta, out(big.visual_meta))
     shutil.copytree(demo.visual_onnx_dir, big.visual_onnx_dir)
     return big, str(demo.image(int(ids[0])))
 
 
-def first_answer(data_dir: str, images_dir: str, n: int = 105_542, repeats: int = 3) -> list[str]:
-    """Seconds to the first text and photo answers of a fresh process on an n-article catalogue."""
+def first_answer(data_dir: str, images_dir: str, n: int = 105_542, repeats: int = 5,
+                 baseline: str | None = None) -> list[str]:
+    """Seconds to the first text and photo answers of a fresh process on an n-article catalogue.
+
+    baseline: another checkout of the project (e.g. main's), timed on the same catalogue in the same run,
+    alternating with this one, so that the ratio holds on a noisy machine."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -200,16 +212,23 @@ def first_answer(data_dir: str, images_dir: str, n: int = 105_542, repeats: int 
 
     root = Path(tempfile.mkdtemp(prefix="search_first_"))
     big, photo = grow_catalogue(data_dir, images_dir, root, n)
+    trees = {"this tree": str(Path(__file__).resolve().parents[1])}
+    if baseline:
+        trees["baseline " + baseline] = str(Path(baseline).resolve())
     rows = []
     for kind in ("text", "photo"):
-        seconds = []
-        for _ in range(repeats):  # the first run also builds and saves the text index: reported apart
-            done = subprocess.run([sys.executable, "-c", FIRST_ANSWER, str(big.data_dir), str(big.images_dir),
-                                   kind, photo], capture_output=True, text=True, check=True)
-            seconds.append(float(done.stdout.split()[0]))
-        first = "first run, text index built" if kind == "text" else "first run"
-        rows.append(f"| first {kind} answer, fresh process, {n:,} articles | {seconds[0]:.2f} s ({first}) | "
-                    f"{np.median(seconds[1:]):.2f} s (median of {repeats - 1} later runs) |")
+        seconds = {label: [] for label in trees}
+        for i in range(repeats):  # this tree's first run builds what it saves (text index, unit vectors): apart
+            for label, tree in list(trees.items())[::-1 if i % 2 else 1]:  # who goes first alternates
+                done = subprocess.run([sys.executable, "-c", FIRST_ANSWER, str(big.data_dir), str(big.images_dir),
+                                       kind, photo], capture_output=True, text=True, check=True,
+                                      env={**os.environ, "PYTHONPATH": tree}, cwd=tree)
+                seconds[label].append(float(done.stdout.split()[0]))
+        medians = {label: float(np.median(times[1:])) for label, times in seconds.items()}
+        cells = [f"{label}: {times[0]:.2f} s first run, {medians[label]:.2f} s median of {repeats - 1} later"
+                 for label, times in seconds.items()]
+        ratio = f" | {medians[list(trees)[1]] / medians['this tree']:.1f}x" if baseline else ""
+        rows.append(f"| first {kind} answer, fresh process, {n:,} articles | " + " | ".join(cells) + ratio + " |")
     shutil.rmtree(root)
     return rows
 
@@ -219,15 +238,20 @@ def main():
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2, help="threads that build the graph")
+    parser.add_argument("--candidates", default=str(ann.RERANK * K),
+                        help="candidates re-ranked per query, comma-separated: one row each from the same build "
+                             "(search.py uses %(default)s; e.g. 120,480,1920 to see what recall costs at 5M)")
     parser.add_argument("--exact", action="store_true", help="time exact search at 1280-d instead")
     parser.add_argument("--first-answer", action="store_true", help="time the first answers on a 105k catalogue")
     parser.add_argument("--data-dir", default="data", help="--first-answer: a demo data dir with visual features")
     parser.add_argument("--images-dir", default="images")
+    parser.add_argument("--baseline", help="--first-answer: another checkout (e.g. main's) timed in the same run")
     args = parser.parse_args()
     if args.first_answer:
-        lines = first_answer(args.data_dir, args.images_dir)
+        lines = first_answer(args.data_dir, args.images_dir, baseline=args.baseline)
     else:
-        lines = exact_run() if args.exact else [ann_run(args.n, args.queries, args.threads)]
+        lines = exact_run() if args.exact else ann_run(args.n, args.queries, args.threads,
+                                                      tuple(int(c) for c in args.candidates.split(",")))
     print("\n".join(lines))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "a") as fh:

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 import visual_features as vf
-from fde import backbones, engines, images, visual_index
+from fde import backbones, engines, images, pretrained, visual_index
 from fde.artifacts import Artifacts
 from fde.errors import UserError
 
@@ -134,7 +134,7 @@ def bench_model(weights, device, precision, batch: int, repeats: int, channels_l
 
 def bench_onnx(weights, folder: Path, batch: int, repeats: int) -> tuple[dict, float]:
     """Images/s of the ONNX Runtime network alone, and its smallest cosine to torch float32 over the batch."""
-    run = backbones.OnnxEmbedder(backbones.onnx_model(weights, folder))
+    run = pretrained.OnnxEmbedder(backbones.onnx_model(weights, folder))
     pixels = torch.randint(0, 256, (batch, 3, images.INPUT_SIZE, images.INPUT_SIZE), dtype=torch.uint8)
     torch_fp32 = backbones.embed_batch(backbones.make_embedder(weights, torch.device("cpu"), None), pixels,
                                        torch.device("cpu"))
@@ -186,11 +186,11 @@ def torch_layout(channels_last: bool | None):
 def timing_weights(backbone: str, folder: Path):
     """The backbone's weights, or (timing only) an untrained stand-in when they are not installed."""
     try:
-        return backbones.find_weights(backbone, download=False), False
+        return pretrained.find_weights(backbone, download=False), False
     except UserError:
         path = folder / f"{backbone}-untrained-for-timing.pth"
         torch.save(backbones.BACKBONES[backbone]["build"](weights=None).state_dict(), path)
-        return backbones.find_weights(backbone, path), True
+        return pretrained.find_weights(backbone, path), True
 
 
 def bench_twins(n: int, dim: int, k: int, lookups: int) -> dict:

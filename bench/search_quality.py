@@ -7,7 +7,12 @@
    - lexical: fde.search's BM25 (what search.py runs);
    - semantic: cosine of wordllama's static word embeddings (256-d, weights inside its PyPI wheel,
      loaded offline with cache_dir=<package>, disable_download=True), query vs each article's text;
-   - both: reciprocal-rank fusion (k=60) of the two rankings.
+   - both: reciprocal-rank fusion (k=60) of the two rankings;
+   - weighted: BM25 divided by the query's best BM25 score plus w x the semantic cosine, w picked from
+     WEIGHTS on one half of the queries and scored on the other half (each half in turn), never on the
+     queries it is scored on;
+   - gated: the same, but the semantic score counts only for a query with a word the catalogue does not
+     know (so a query in the catalogue's words is answered by BM25 alone).
    wordllama is not a dependency of the project: install it to run this part
    (`pip install --target /tmp/wl --no-deps wordllama==0.4.0.post1 tokenizers safetensors toml pydantic
    pydantic-core annotated-types typing-inspection` and pass `--wordllama /tmp/wl`); without it the
@@ -35,6 +40,7 @@ from fde.visual_index import VisualIndex
 
 K = 12
 RRF_K = 60
+WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)  # semantic weights tried (cross-fitted)
 # everyday words for the catalogue's product types and colours (a paraphrase names the same attributes)
 TYPE_SYNONYMS = {"Trousers": "pants", "Sweater": "jumper", "T-shirt": "tee", "Dress": "frock", "Shorts": "short pants",
                  "Jacket": "coat", "Blouse": "shirt", "Skirt": "midi", "Hoodie": "hooded sweatshirt",
@@ -66,7 +72,7 @@ def make_queries(articles: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
             plain, other = PATTERN_WORDS[pattern]
             rows.append({"query": f"{plain} {kind}".lower(), "colour": None, "kind": kind, "pattern": pattern,
                          "paraphrase": f"{other} {TYPE_SYNONYMS.get(kind, kind)}".lower()})
-    queries = pl.DataFrame(rows)
+    queries = pl.DataFrame(rows).sort("query")  # group_by's order varies from run to run: sampled from a fixed one
     return queries.sample(min(n, queries.height), seed=seed) if queries.height else queries
 
 
@@ -112,12 +118,36 @@ def text_of(articles: pl.DataFrame) -> list[str]:
     return [". ".join(str(v) for v in row if v) for row in articles.select(pl.col(present).cast(pl.String)).rows()]
 
 
+def weighted(lexical: np.ndarray, semantic: np.ndarray, weight: float) -> np.ndarray:
+    """BM25 scaled by its best score to [0, 1] (0 without a matching word), plus weight x the semantic cosine."""
+    lex = np.where(np.isfinite(lexical), lexical, 0.0)
+    return lex / (lex.max() or 1.0) + weight * semantic
+
+
+def cross_fitted(precision: dict[str, np.ndarray], seed: int = 0) -> tuple[dict[str, np.ndarray], list[float]]:
+    """Each query's precision at the weight chosen on the other half of the queries (both kinds together).
+
+    precision: kind -> (queries x WEIGHTS) array; a query and its paraphrase are in the same half."""
+    n = next(iter(precision.values())).shape[0]
+    half = np.random.default_rng(seed).permutation(n) < n // 2
+    out = {kind: np.zeros(n) for kind in precision}
+    chosen = []
+    for fold in (half, ~half):
+        fit = np.mean([p[~fold].mean(axis=0) for p in precision.values()], axis=0)
+        best = int(np.argmax(fit))
+        chosen.append(WEIGHTS[best])
+        for kind, p in precision.items():
+            out[kind][fold] = p[fold, best]
+    return out, chosen
+
+
 def text_search_table(catalogue: SearchCatalogue, full: pl.DataFrame, queries: pl.DataFrame, wl) -> list[str]:
     articles = catalogue.articles
     doc_vectors = wl.embed(text_of(full), norm=True) if wl is not None else None
-    results = {}
+    results, by_weight, gated = {}, {}, {}
     for kind in ("query", "paraphrase"):
         precision = {"lexical": [], "semantic": [], "both": []}
+        by_weight[kind], gated[kind] = [], []
         for q in queries.iter_rows(named=True):
             hits = relevant(articles, q)
             lexical, _ = catalogue.text_scores(q[kind])
@@ -128,14 +158,42 @@ def text_search_table(catalogue: SearchCatalogue, full: pl.DataFrame, queries: p
                 precision["semantic"].append(hits[top(semantic)].mean())
                 both = fuse(lexical, semantic, n=len(articles))
                 precision["both"].append(hits[top(both)].mean())
+                by_weight[kind].append([hits[top(weighted(lexical, semantic, w))].mean() for w in WEIGHTS])
+                # gated: the semantic score counts only when the catalogue does not know one of the query's words
+                gated[kind].append(any(w not in catalogue.vocabulary for w in words(q[kind])))
         results[kind] = {m: (float(np.mean(v)) if v else None) for m, v in precision.items()}
+    chosen, differences = {}, {}
+    if doc_vectors is not None:
+        grid = {kind: np.array(v) for kind, v in by_weight.items()}
+        lexical_only = {kind: grid[kind][:, WEIGHTS.index(0.0)] for kind in grid}
+        fitted, chosen["weighted"] = cross_fitted(grid)
+        gated_grid = {kind: np.where(np.array(gated[kind])[:, None], grid[kind], lexical_only[kind][:, None])
+                      for kind in grid}
+        gated_fitted, chosen["gated"] = cross_fitted(gated_grid)
+        for kind in grid:
+            results[kind]["weighted"] = float(fitted[kind].mean())
+            results[kind]["gated"] = float(gated_fitted[kind].mean())
+            for name, got in (("weighted", fitted[kind]), ("gated", gated_fitted[kind])):
+                differences[(kind, name)] = got - lexical_only[kind]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = [f"| queries ({queries.height} each) | lexical (BM25) | semantic (wordllama) | both (RRF) |",
-             "|---|---:|---:|---:|"]
+    lines = [f"| queries ({queries.height} each) | lexical (BM25) | semantic (wordllama) | both (RRF) | "
+             "weighted: BM25/max + w x cosine | gated: weighted only when a query word is unknown |",
+             "|---|---:|---:|---:|---:|---:|"]
     for kind, label in (("query", "catalogue's words (\"dark blue trousers\", \"striped dress\")"),
                         ("paraphrase", "everyday synonyms (\"navy pants\", \"pinstripe frock\")")):
         r = results[kind]
-        lines.append(f"| {label} | {fmt(r['lexical'])} | {fmt(r['semantic'])} | {fmt(r['both'])} |")
+        lines.append(f"| {label} | {fmt(r['lexical'])} | {fmt(r['semantic'])} | {fmt(r['both'])} | "
+                     f"{fmt(r.get('weighted'))} | {fmt(r.get('gated'))} |")
+    rng = np.random.default_rng(0)
+    lines += [""] if differences else []
+    for (kind, name), diff in differences.items():  # paired: the same query by both methods
+        boot = [diff[rng.integers(0, diff.shape[0], diff.shape[0])].mean() for _ in range(2000)]
+        lines.append(f"- {name} - lexical on the {'catalogue' if kind == 'query' else 'synonym'} queries: "
+                     f"{diff.mean():+.3f} (95% bootstrap interval {np.percentile(boot, 2.5):+.3f} to "
+                     f"{np.percentile(boot, 97.5):+.3f}; {np.sum(diff > 0)} queries better, {np.sum(diff < 0)} worse)")
+    if chosen:
+        lines.append(f"- w chosen on each half of the query pairs, scored on the other: weighted {chosen['weighted']}, "
+                     f"gated {chosen['gated']} (from {list(WEIGHTS)})")
     return lines
 
 

@@ -24,7 +24,7 @@ import polars as pl
 from tqdm import tqdm
 
 import visual_features as vf
-from fde import backbones, images, visual_index
+from fde import images, pretrained, visual_index
 from fde.artifacts import Artifacts
 from fde.errors import UserError
 from fde.ids import product_codes
@@ -132,9 +132,9 @@ def main():
     labels = read_labels(source)
 
     methods = []  # (name, backbone, precision, fit, runtime)
-    for backbone in backbones.BACKBONES:
+    for backbone in pretrained.NETWORKS:
         try:
-            backbones.find_weights(backbone, download=False)
+            pretrained.find_weights(backbone, download=False)
         except UserError as exc:
             print(f"skipping {backbone}: {exc}")
             continue

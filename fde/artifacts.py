@@ -188,6 +188,16 @@ class Artifacts:
     def search_ann_manifest(self) -> Path:
         return self.visual_dir / "search_ann.json"
 
+    # search.py (fde/search.py), exact search: the image vectors as unit float32 rows, made once and then
+    # memory-mapped (a fresh process answers without converting the float16 features again)
+    @property
+    def search_unit_vectors(self) -> Path:
+        return self.visual_dir / "search_unit.npy"
+
+    @property
+    def search_unit_manifest(self) -> Path:
+        return self.visual_dir / "search_unit.json"
+
     # search.py (fde/search.py): built on first use from processed/, rebuilt when that changes
     @property
     def search_dir(self) -> Path:

@@ -21,7 +21,7 @@ from fde.files import atomic_path, save_npy, write_json
 from fde.images import DEFAULT_FIT, FITS, INPUT_SIZE, MEAN, STD
 
 if TYPE_CHECKING:
-    from fde.backbones import Weights
+    from fde.pretrained import Weights
 
 CHUNK_SIZE = 1024            # images per resumable chunk: ~1 min of CPU work, ~4 MB on disk
 

@@ -11,9 +11,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fde import scale_out
-from fde.backbones import Runtime, Weights, make_runtime, onnx_model, pick_device, pick_runtime
+from fde.backbones import Runtime, make_runtime, onnx_model, pick_device, pick_runtime
 from fde.chunks import Chunk, ChunkWriter, work_rows
 from fde.images import DEFAULT_FIT, INPUT_SIZE, decode
+from fde.pretrained import Weights
 
 
 class ImageFiles(Dataset):

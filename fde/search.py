@@ -5,14 +5,17 @@
   manifest; a change to articles.parquet or transactions.parquet rebuilds it on the next search.
 - `PhotoEmbedder`: a user's photo through exactly the catalogue's recipe, read from visual_meta.json
   (backbone, verified weights, input size, fit, runtime): the same decoding and fit as
-  visual_features.py (fde.images), the same network runtime (fde.backbones), plus the EXIF rotation
-  a phone photo needs.
-- `Search`: both, over the catalogue's image vectors (fde.visual_index): exact cosine, filters, one
-  article per product on request, and a short reason per result.
+  visual_features.py (fde.images), the same network: its ONNX export in ONNX Runtime without torch
+  (fde.pretrained), or torch (fde.backbones) when the catalogue was embedded in torch; plus the EXIF
+  rotation a phone photo needs.
+- `Search`: both, over the catalogue's image vectors (fde.visual_index): exact cosine over unit vectors
+  saved once and memory-mapped (saved_unit_vectors), or the ANN index (fde.ann); filters, one article
+  per product on request, and a short reason per result.
 
 Text scoring is lexical (BM25 over product name, type, colour, pattern, department, index group and
 description, with plurals folded); bench/search_quality.py measures it and a static word-embedding
-model (wordllama) on queries made from the catalogue's own attributes (README, "Search").
+model (wordllama), alone and fused three ways, on queries made from the catalogue's own attributes
+(README, "Search"): no fusion helped the catalogue's words, so none is used.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
-from fde import ann, files
+from fde import ann, files, pretrained
 from fde import artifacts as art
 from fde.errors import UserError
 from fde.ids import format_article_id
@@ -264,41 +267,69 @@ def check_k(k: int) -> None:
 
 
 RESULT_SCHEMA = {"rank": pl.UInt16, "article_id": pl.Int32, "score": pl.Float32, "why": pl.String}
+UNIT_VERSION = "unit-float32-v1"  # change it whenever saved_unit_vectors changes what it writes
+
+
+def saved_unit_vectors(artifacts: art.Artifacts, index: VisualIndex) -> np.ndarray:
+    """The image vectors as unit float32 rows for exact search, memory-mapped from visual/search_unit.npy.
+
+    Made (VisualIndex.unit_vectors) and saved by the first search after visual_features.py, so a fresh
+    process, such as each search.py, reads them instead of converting the float16 features again
+    (0.5-1 s at 105k x 1280: bench/bench_search.py --first-answer); where the data dir is read-only they
+    are made in memory every time.
+    """
+    try:
+        record = files.require_fresh(artifacts.search_unit_manifest, "search.py", artifacts.data_dir)
+        unit = np.load(artifacts.search_unit_vectors, mmap_mode="r")
+        if record.get("built_by") == UNIT_VERSION and unit.shape == index.features.shape and unit.dtype == np.float32:
+            return unit
+    except (UserError, OSError, ValueError, KeyError):
+        pass  # absent, stale or damaged: made again
+    unit = index.unit_vectors()
+    try:
+        with files.atomic_outputs(artifacts.search_unit_manifest, [artifacts.visual_features], built_by=UNIT_VERSION,
+                                  root=artifacts.data_dir) as outputs:
+            with open(outputs(artifacts.search_unit_vectors), "wb") as fh:
+                np.save(fh, unit)
+    except OSError:
+        pass  # a read-only data dir (or a full disk): this process keeps them in memory
+    return unit
 
 
 class PhotoEmbedder:
     """A photo as the catalogue's vectors were made: visual_meta.json's backbone, weights, input size, fit, runtime."""
 
     def __init__(self, artifacts: art.Artifacts, threads: int = 0):
-        from fde import backbones  # torch and the network: loaded only when a photo is searched
-
         command = artifacts.command("visual_features.py", images=True)
+        meta = art.load_damaged(artifacts.visual_meta, command, lambda path: json.loads(path.read_text()))
         try:
-            meta = json.loads(art.require(artifacts.visual_meta, command).read_text())
-            backbone, recorded = meta["backbone"], meta["weights"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{artifacts.visual_meta} is damaged: rerun `{command}`") from None
-        if backbone not in backbones.BACKBONES:
+            backbone, recorded = meta["backbone"], dict(meta["weights"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{artifacts.visual_meta} is damaged (no backbone or weights): rerun `{command}`") from None
+        if backbone not in pretrained.NETWORKS:
             raise UserError(f"{artifacts.visual_meta} names an unknown backbone {backbone!r}: rerun `{command}`")
         path = recorded.get("file")
         if path and Path(path).is_file():
-            weights = backbones.verify(backbone, Path(path), "visual_meta.json")
+            weights = pretrained.verify(backbone, Path(path), "visual_meta.json")
         else:
-            weights = backbones.find_weights(backbone, download=False, show_progress=False)
+            weights = pretrained.find_weights(backbone, download=False, show_progress=False)
         if weights.sha256 != recorded.get("sha256"):
             raise UserError(f"the {backbone} weights here ({weights.path}) are not those the catalogue was embedded "
                             f"with (sha256 {str(recorded.get('sha256'))[:12]}): install those, or rerun `{command}`")
         self.size = int(meta.get("input_size", INPUT_SIZE))
         self.fit = meta.get("fit", DEFAULT_FIT)
-        self.dim = int(meta.get("dim", backbones.BACKBONES[backbone]["dim"]))
+        self.dim = int(meta.get("dim", pretrained.NETWORKS[backbone]["dim"]))
         runtimes = meta.get("runtime") or []
-        device = backbones.pick_device("cpu")
-        if any(r.startswith("onnxruntime") for r in runtimes) and backbones.onnx_available():
-            onnx = backbones.onnx_model(weights, artifacts.visual_onnx_dir)
-            self.runtime = backbones.make_runtime(weights, device, "fp32", "onnx", onnx, threads)
-        else:
+        if any(r.startswith("onnxruntime") for r in runtimes) and pretrained.onnx_available():
+            onnx = pretrained.onnx_path(weights, artifacts.visual_onnx_dir)
+            if not onnx.exists():  # torch only to export the network once (visual_features.py has, normally)
+                from fde import backbones
+                onnx = backbones.onnx_model(weights, artifacts.visual_onnx_dir)
+            self.runtime = pretrained.OnnxEmbedder(onnx, threads)
+        else:  # embedded in torch: searched in torch (seconds to import)
+            from fde import backbones
             precision = "bf16" if any("bfloat16" in r for r in runtimes) else "fp32"
-            self.runtime = backbones.make_runtime(weights, device, precision, "torch")
+            self.runtime = backbones.make_runtime(weights, backbones.pick_device("cpu"), precision, "torch")
         self.backbone = backbone
 
     def __call__(self, source, name: str = "the photo") -> np.ndarray:
@@ -320,6 +351,7 @@ class Search:
         self._visual: tuple[VisualIndex, np.ndarray] | None = None
         self._embedder: PhotoEmbedder | None = None
         self._ann: ann.AnnIndex | None = None
+        self._unit: np.ndarray | None = None
 
     @property
     def visual(self) -> tuple[VisualIndex, np.ndarray]:
@@ -331,6 +363,13 @@ class Search:
             found = (index.sorted_ids[at] == ids) if len(index) else np.zeros(ids.shape, bool)
             self._visual = index, np.where(found, index.order[at] if len(index) else -1, -1)
         return self._visual
+
+    @property
+    def unit_vectors(self) -> np.ndarray:
+        """Exact search's unit image vectors (saved_unit_vectors), loaded on first use."""
+        if self._unit is None:
+            self._unit = saved_unit_vectors(self.artifacts, self.visual[0])
+        return self._unit
 
     def uses_ann(self) -> bool:
         """Whether photo queries go through the ANN index (INDEX_MODES)."""
@@ -353,7 +392,7 @@ class Search:
         has = rows >= 0
         scores = np.full(len(self.catalogue), -np.inf, dtype=np.float32)
         if not self.uses_ann():
-            scores[has] = (index.unit_vectors() @ vector)[rows[has]]  # no N x D copy in catalogue order
+            scores[has] = (self.unit_vectors @ vector)[rows[has]]  # no N x D copy in catalogue order
             return scores
         found = self.ann_index.candidates(vector, ann.RERANK * k)[0]
         catalogue_row = np.full(len(index), -1)

@@ -12,7 +12,10 @@ STAGES = sorted(p.stem for p in ROOT.glob("*.py"))
 LIBRARY = sorted(f"fde.{p.stem}" for p in (ROOT / "fde").glob("*.py") if p.stem != "__init__")
 TESTS = sorted(p.stem for p in (ROOT / "tests").glob("test_*.py"))
 # Modules that embed images (or search by them) may import torch; nothing else may, not even lazily.
-TORCH_MODULES = {"fde.backbones", "fde.engines", "fde.visual_index", "visual_features", "visual_reccs"}
+# fde.pretrained imports torch.hub lazily, only to download weights: a photo search uses that module and must
+# not load torch (test_search.py::test_a_photo_search_imports_no_torch checks it).
+TORCH_MODULES = {"fde.backbones", "fde.engines", "fde.pretrained", "fde.visual_index", "visual_features",
+                 "visual_reccs"}
 
 
 def imported(path: Path) -> set[str]:
@@ -79,7 +82,8 @@ def test_torch_only_where_images_are_touched(module):
 
 def test_scoring_and_the_app_load_without_torch():
     """final.py, ranker.py and the app's modules import nothing that pulls torch in (seconds at every start)."""
-    code = ("import sys, final, ranker, launch, individual_baseline, fde.evaluation, fde.launch, fde.visual_index; "
+    code = ("import sys, final, ranker, launch, individual_baseline, fde.evaluation, fde.launch, fde.visual_index, "
+            "fde.search, fde.pretrained; "
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

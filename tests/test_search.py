@@ -278,14 +278,67 @@ def test_cli_photo_search_as_a_user_runs_it(pipeline, tmp_path):
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ") and "not an image" in bad.stderr
 
 
-def test_the_ann_index_answers_like_exact_and_is_saved_with_the_features(pipeline, tmp_path, monkeypatch):
+def copy_of(pipeline: Artifacts, tmp_path: Path) -> Artifacts:
+    """processed/ and visual/ of the pipeline copied: for a test that writes beside the features."""
     import shutil
 
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)
+    for folder in (pipeline.processed_dir, pipeline.visual_dir):
+        shutil.copytree(folder, art.data_dir / folder.name, ignore=shutil.ignore_patterns("chunks", "search_*"))
+    return art
+
+
+def test_a_photo_search_imports_no_torch(pipeline):
+    """The catalogue was embedded in ONNX Runtime: a photo search runs it without torch (seconds to import)."""
+    aid = int(np.load(pipeline.visual_article_ids)[0])
+    code = ("import sys; from fde.artifacts import Artifacts; from fde.search import Search; "
+            f"found = Search(Artifacts({str(pipeline.data_dir)!r}, {str(pipeline.images_dir)!r}))"
+            f".by_photo({str(pipeline.image(aid))!r}, k=3); "
+            "print(found['article_id'][0], 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(aid), "False"]
+
+
+def test_exact_search_saves_the_unit_vectors_and_maps_them_next_time(pipeline, tmp_path, monkeypatch):
+    from fde.visual_index import VisualIndex
+
+    art = copy_of(pipeline, tmp_path)
+    aid = int(np.load(art.visual_article_ids)[0])
+    first = fs.Search(art).by_photo(art.image(aid), k=5)
+    want = VisualIndex.load(art).unit_vectors()
+    saved = np.load(art.search_unit_vectors)
+    assert saved.dtype == np.float32 and np.array_equal(saved, want) and art.search_unit_manifest.exists()
+    assert np.allclose(np.linalg.norm(saved, axis=1), 1, atol=1e-5)
+    with monkeypatch.context() as m:
+        m.setattr(VisualIndex, "unit_vectors", lambda self: pytest.fail("converted the features again"))
+        again = fs.Search(art)
+        assert again.by_photo(art.image(aid), k=5).equals(first)
+        assert isinstance(again.unit_vectors, np.memmap)
+    # other features (the catalogue embedded again): stale, made again from them
+    ids, features = np.load(art.visual_article_ids), np.load(art.visual_features)
+    np.save(art.visual_features, features[::-1].copy())
+    remade = fs.saved_unit_vectors(art, VisualIndex(ids[::-1], np.load(art.visual_features, mmap_mode="r")))
+    assert np.array_equal(remade, want[::-1]) and np.array_equal(np.load(art.search_unit_vectors), want[::-1])
+    art.search_unit_vectors.write_bytes(b"damaged")  # not what the manifest recorded: made again
+    assert np.array_equal(fs.saved_unit_vectors(art, VisualIndex(ids[::-1], features[::-1])), want[::-1])
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"backbone": "mobilenet_v2"}', "[]", ""])
+def test_a_damaged_visual_meta_names_the_command_to_rerun(pipeline, tmp_path, content):
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)
+    art.visual_dir.mkdir(parents=True)
+    art.visual_meta.write_text(content)
+    with pytest.raises(UserError) as error:
+        fs.PhotoEmbedder(art)
+    message = str(error.value)
+    assert "damaged" in message and "python visual_features.py --data-dir" in message and "\n" not in message
+
+
+def test_the_ann_index_answers_like_exact_and_is_saved_with_the_features(pipeline, tmp_path, monkeypatch):
     from fde import ann
 
-    art = Artifacts(tmp_path / "data", pipeline.images_dir)  # a copy: the index is written beside the features
-    for folder in (pipeline.processed_dir, pipeline.visual_dir):
-        shutil.copytree(folder, art.data_dir / folder.name, ignore=shutil.ignore_patterns("chunks"))
+    art = copy_of(pipeline, tmp_path)  # a copy: the index is written beside the features
     monkeypatch.setattr(ann, "EXACT_LIMIT", 10)  # auto picks the index above 10 image vectors
     engine, exact = fs.Search(art), fs.Search(art, index="exact")
     assert engine.uses_ann() and not exact.uses_ann()

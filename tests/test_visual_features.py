@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import visual_features as vf
-from fde import backbones, chunks, images
+from fde import backbones, chunks, images, pretrained
 from fde.artifacts import Artifacts
 from fde.errors import UserError
 
@@ -40,7 +40,7 @@ def test_offline_weights_verified_and_classify_known_pictures(offline):
     from sklearn.datasets import load_sample_image
     from torchvision.models import MobileNet_V2_Weights
 
-    weights = backbones.find_weights("auto")
+    weights = pretrained.find_weights("auto")
     assert weights.backbone == "mobilenet_v2"
     assert weights.sha256.startswith("b0353104")
     net = backbones.Embedder(backbones.load_network(weights, classifier=True)).eval()
@@ -59,15 +59,15 @@ def test_offline_weights_verified_and_classify_known_pictures(offline):
 
 
 def test_damaged_or_wrong_weights_are_refused(tmp_path):
-    good = backbones.offline_mobilenet_file()
+    good = pretrained.offline_mobilenet_file()
     damaged = tmp_path / "resnet50-11ad3fa6.pth"
     damaged.write_bytes(good.read_bytes())  # right name, wrong bytes
     with pytest.raises(UserError, match="sha256 starts with b0353104, expected 11ad3fa6"):
-        backbones.find_weights("resnet50", damaged)
+        pretrained.find_weights("resnet50", damaged)
     wrong = tmp_path / "my_resnet.pth"
     wrong.write_bytes(good.read_bytes())  # no hash in the name: the architecture check catches it
     with pytest.raises(UserError, match="does not hold resnet50 weights"):
-        backbones.load_network(backbones.find_weights("resnet50", wrong))
+        backbones.load_network(pretrained.find_weights("resnet50", wrong))
 
 
 def test_resnet_without_weights_says_where_to_put_them(offline, monkeypatch, tmp_path):
@@ -76,7 +76,7 @@ def test_resnet_without_weights_says_where_to_put_them(offline, monkeypatch, tmp
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(UserError) as err:
-        backbones.find_weights("resnet50")
+        pretrained.find_weights("resnet50")
     message = str(err.value)
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in message
     assert "--weights" in message and "--backbone mobilenet_v2" in message
@@ -121,7 +121,7 @@ def test_embeds_every_image_reports_broken_ones_and_missing(offline, tmp_path):
     # Row i belongs to article i: embed two articles on their own and find them at their rows.
     cpu = torch.device("cpu")
     precision = backbones.pick_precision(cpu)
-    model = backbones.make_embedder(backbones.find_weights("auto"), cpu, precision)
+    model = backbones.make_embedder(pretrained.find_weights("auto"), cpu, precision)
     unit = features.astype(np.float32) / np.linalg.norm(features.astype(np.float32), axis=1, keepdims=True)
     for aid in (ids[0], ids[7]):
         pixels = torch.from_numpy(images.load_image(artifacts.image(aid))).permute(2, 0, 1)[None]
@@ -264,15 +264,27 @@ def test_no_images_is_a_user_error(offline, tmp_path):
         backbones.pick_device("cuda:7" if not torch.cuda.is_available() else "mps")
 
 
+def test_the_weights_files_are_found_as_torch_finds_them_without_torch(monkeypatch, tmp_path):
+    """fde.pretrained (a photo search's path, torch-free) names torchvision's files, cache and version."""
+    for name, spec in backbones.BACKBONES.items():
+        assert spec["url"] == spec["enum"].url and spec["dim"] == pretrained.NETWORKS[name]["dim"]
+    assert pretrained.torch_version() == torch.__version__
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    assert pretrained.hub_dir() == Path(torch.hub.get_dir())
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert pretrained.hub_dir() == Path(torch.hub.get_dir()) == tmp_path / "cache" / "torch" / "hub"
+
+
 def test_auto_prefers_resnet50_when_its_weights_are_on_disk(offline, monkeypatch, tmp_path):
     # Stand-in weights under a name without a hash (so no sha check): this tests the ResNet50
     # plumbing offline (choice, 2048-d pooled features, metadata), not its quality.
     name = {"resnet50": "resnet50-local.pth", "mobilenet_v2": "mobilenet_v2-b0353104.pth"}
-    monkeypatch.setattr(backbones, "weights_file_name", lambda backbone: name[backbone])
-    cached = backbones.hub_checkpoint("resnet50")
+    monkeypatch.setattr(pretrained, "weights_file_name", lambda backbone: name[backbone])
+    cached = pretrained.hub_checkpoint("resnet50")
     cached.parent.mkdir(parents=True)
     torch.save(backbones.BACKBONES["resnet50"]["build"](weights=None).state_dict(), cached)
-    assert backbones.find_weights("auto").backbone == "resnet50"
+    assert pretrained.find_weights("auto").backbone == "resnet50"
     artifacts, ids = draw_catalogue(tmp_path)
     result = run(artifacts)
     features, got_ids, meta = outputs(artifacts)
@@ -301,31 +313,31 @@ def test_onnx_runtime_gives_torchs_vectors_and_chunks_record_it(offline, tmp_pat
     for chunk in on_onnx.visual_chunks_dir.glob("*.npz"):
         assert chunks.read_chunk(chunk, meta["dim"])["runtime"] == "onnxruntime-float32"
     # the export is cached under the data dir, named by the weights' and the export's fingerprint
-    weights = backbones.find_weights("mobilenet_v2")
+    weights = pretrained.find_weights("mobilenet_v2")
     assert [p.name for p in on_onnx.visual_onnx_dir.iterdir()] == \
-        [f"mobilenet_v2-{backbones.onnx_fingerprint(weights)}.onnx"]
+        [f"mobilenet_v2-{pretrained.onnx_fingerprint(weights)}.onnx"]
     # another runtime later keeps the chunks it finds: nothing is embedded again
     assert run(on_onnx, chunk_size=4, runtime="torch")["embedded"] == 0
 
 
 def test_onnx_export_is_reused_and_rebuilt_when_its_recipe_changes(offline, tmp_path, monkeypatch):
-    weights = backbones.find_weights("mobilenet_v2")
+    weights = pretrained.find_weights("mobilenet_v2")
     exports = []
     real = backbones.export_onnx
     monkeypatch.setattr(backbones, "export_onnx", lambda w, path: exports.append(path) or real(w, path))
     first = backbones.onnx_model(weights, tmp_path)
     assert backbones.onnx_model(weights, tmp_path) == first and len(exports) == 1
-    monkeypatch.setattr(backbones, "ONNX_EXPORT", backbones.ONNX_EXPORT + "-changed")
+    monkeypatch.setattr(pretrained, "ONNX_EXPORT", pretrained.ONNX_EXPORT + "-changed")
     second = backbones.onnx_model(weights, tmp_path)
     assert second != first and len(exports) == 2
     assert list(tmp_path.iterdir()) == [second]  # the stale export is gone
     pixels = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)
     torch_fp32 = backbones.embed_batch(backbones.make_embedder(weights, torch.device("cpu"), None), pixels,
                                        torch.device("cpu"))
-    assert cosines(backbones.OnnxEmbedder(second)(pixels), torch_fp32).min() >= 0.9999
+    assert cosines(pretrained.OnnxEmbedder(second)(pixels), torch_fp32).min() >= 0.9999
     second.write_bytes(b"not a model")
     with pytest.raises(UserError, match="cannot load the ONNX model"):
-        backbones.OnnxEmbedder(second)
+        pretrained.OnnxEmbedder(second)
 
 
 def test_runtime_choice(monkeypatch):
@@ -338,8 +350,8 @@ def test_runtime_choice(monkeypatch):
     with pytest.raises(UserError, match="unknown runtime"):
         backbones.pick_runtime("tensorrt", cpu)
     with pytest.raises(UserError, match="--runtime torch"):
-        backbones.make_runtime(backbones.find_weights("mobilenet_v2"), cpu, "bf16", "onnx")
-    monkeypatch.setattr(backbones, "onnx_available", lambda export=False: False)
+        backbones.make_runtime(pretrained.find_weights("mobilenet_v2"), cpu, "bf16", "onnx")
+    monkeypatch.setattr(pretrained, "onnx_available", lambda export=False: False)
     assert backbones.pick_runtime("auto", cpu) == "torch"
     with pytest.raises(UserError, match="pip install onnxruntime"):
         backbones.pick_runtime("onnx", cpu)
