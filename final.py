@@ -176,8 +176,7 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
         "training_weeks": model.meta.get("training_weeks", []) if model is not None else [],
         "ranker_setup": model.meta.get("setup") if model is not None else None,
         "depths": ranker.n_candidates if ranker is not None else None,
-        "launch_slots": (ranker.launch_slots if ranker.launch_slots is not None
-                         else model.meta.get("launch_slots", 0)) if ranker is not None else None,
+        "launch_slots": ranker.launch_slots if ranker is not None else None,
         "seconds": clock.seconds,
     }
     print_report(evaluation.table_of(results, validation), meta)

@@ -183,6 +183,8 @@ class LearnedRanker(Recommender):
         depths = depths if depths is not None else (model.meta.get("depths") if model is not None else None)
         self.n_candidates = depths or candidates.N_CANDIDATES
         self.n_popular = candidates.depth_of(depths or {}, self.proposer, candidates.N_POPULAR)
+        if launch_slots is None:
+            launch_slots = int(model.meta.get("launch_slots", 0)) if model is not None else 0
         self.launch_slots = launch_slots
 
     @property
@@ -216,8 +218,7 @@ class LearnedRanker(Recommender):
         """Each customer's top n pooled rows by the model's score, with all their features."""
         frame = self.frame(customers)
         frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32))
-        slots = self.launch_slots if self.launch_slots is not None else int(self.model.meta.get("launch_slots", 0))
-        return top_with_launches(frame, n, slots)
+        return top_with_launches(frame, n, self.launch_slots)
 
     def candidates(self, customers, n):
         ranked = self.scored(customers, n)
