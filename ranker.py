@@ -75,28 +75,31 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
                                                     val_start)
     progress.update(1)
     timings["choose_scales"] = clock.seconds
-    depths, depth_info = choose_depths(inputs, scales, progress)
+    depths, depth_info, validation_sources = choose_depths(inputs, scales, progress)
     progress.update(1)
     timings["choose_depths"] = clock.seconds - sum(timings.values())
     print_depths(depths, depth_info)
     vectors = load_vectors(artifacts, inputs.articles)
-    frames, recalls = [], {}
-    for cutoff in [*cutoffs, val_start]:
+    week_rows = TRAINING_ROWS // len(cutoffs)  # each training week's share of the rows LightGBM learns from
+    # the validation week first, from the sources choose_depths fitted at its cut-off (then released)
+    progress.set_postfix_str(f"features at {val_start}")
+    valid, valid_truth, valid_recall = week_frame(inputs, history, val_start, scales, vectors, depths,
+                                                  fitted=validation_sources)
+    del validation_sources
+    progress.update(1)
+    training_frames = []
+    for cutoff in cutoffs:
         progress.set_postfix_str(f"features at {cutoff}")
-        frame, truth, recall = week_frame(inputs, history, cutoff, scales, vectors, depths,
-                                          max_rows=None if cutoff == val_start else TRAINING_ROWS // len(cutoffs))
-        frames.append((frame, truth))
-        recalls[str(cutoff)] = recall
+        training_frames.append(week_frame(inputs, history, cutoff, scales, vectors, depths, max_rows=week_rows)[0])
         progress.update(1)
     timings["features"] = clock.seconds - sum(timings.values())
-    valid, valid_truth = frames[-1]
-    features, dropped = usable_features(pl.concat([f for f, _ in frames[:-1]], how="diagonal_relaxed"))
+    features, dropped = usable_features(pl.concat(training_frames, how="diagonal_relaxed"))
     if dropped:
         print(f"ranker: training without {', '.join(dropped)} (no information in this data: no images, "
               "colours or descriptions, or a constant value)", flush=True)
 
-    def weeks_of(parts):
-        return pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f, _ in parts])
+    def weeks_of(weeks: list[pl.DataFrame]) -> pl.DataFrame:
+        return pl.concat([f.select(*features, "label", "cutoff", "customer_id") for f in weeks])
 
     # the set-up (training weeks, objective) with the best validation MAP@12, each early-stopped there
     valid_rows = valid.select(*features, "label", "cutoff", "customer_id")
@@ -105,7 +108,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     def try_setup(n_weeks: int, objective: str) -> None:
         name = variant_name(n_weeks, objective)
         progress.set_postfix_str(f"train {name}, early stopping on validation")
-        weeks = weeks_of(frames[len(cutoffs) - n_weeks:len(cutoffs)])
+        weeks = weeks_of(training_frames[len(cutoffs) - n_weeks:])
         booster, rounds, curve = train(weeks, features, MAX_ROUNDS, valid_rows, valid_truth, objective=objective)
         variants[name] = {"map12": round(max(curve) if curve else 0.0, 5), "rounds": rounds, "weeks": n_weeks,
                           "objective": objective}
@@ -133,7 +136,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     progress.set_postfix_str(f"retrain {chosen}, {setup['rounds']} rounds, up to the test week")
     n_weeks = setup["weeks"]
     # the validation week joins the training weeks, thinned as they are
-    weeks = weeks_of([*frames[len(cutoffs) - n_weeks + 1:-1], (thin(valid, TRAINING_ROWS // len(cutoffs)), None)])
+    weeks = weeks_of([*training_frames[len(cutoffs) - n_weeks + 1:], thin(valid, week_rows)])
     booster, _, _ = train(weeks, features, setup["rounds"], objective=setup["objective"])
     progress.update(1)
     progress.close()
@@ -146,14 +149,14 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
         "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
         "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots,
         "launch_slot_scores": slot_scores,
-        "pool_recall": recalls[str(val_start)],
+        "pool_recall": valid_recall,
         "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))] for c in cutoffs[len(cutoffs) - n_weeks:]],
     })
     model.save(artifacts, trained_on(artifacts))
     top = ", ".join(f"{r['feature']}" for r in model.importance()[:5])
     summary("ranker", setup=chosen.replace(" ", "_").replace(",", ""), rows=weeks.height, features=len(features),
             rounds=setup["rounds"], validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots,
-            pool_recall=f"{recalls[str(val_start)].get('pool', 0):.3f}", top_features=top, seconds=clock.seconds,
+            pool_recall=f"{valid_recall.get('pool', 0):.3f}", top_features=top, seconds=clock.seconds,
             peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
     return model.meta | {"features": features, "feature_importance": model.importance()}
 

@@ -73,23 +73,24 @@ def choose_launch_slots(valid: pl.DataFrame, truth: pl.DataFrame, seen: pl.Serie
     return chosen, table
 
 
-def choose_depths(inputs: Inputs, scales: dict, progress=None) -> tuple[dict[str, int], dict]:
+def choose_depths(inputs: Inputs, scales: dict, progress=None) -> tuple[dict[str, int], dict, tuple[list, list]]:
     """Each candidate source's depth, chosen on the validation week from the recall curves (candidates.py).
 
-    The sources are fitted on train (everything before the validation week) and measured on (a sample
-    of) the validation week's buyers. Returns (depths, {"curves": one row per source, "choice": ...}).
+    Every source is fitted on train (everything before the validation week); the proposing ones are
+    measured on (a sample of) the validation week's buyers. Returns (depths, {"curves": one row per
+    source, "choice": ...}, the fitted (populars, personal): the validation week's frame reuses them).
     """
     populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors, scales)
-    sources = LearnedRanker(None, populars, personal, inputs.customers).sources()
     val_start = inputs.validation["t_dat"].min()
-    for source in sources:
+    for source in [*populars, *personal]:
         if progress is not None:
-            progress.set_postfix_str(f"recall curve of {source.name}")
+            progress.set_postfix_str(f"fit {source.name} before the validation week")
         source.fit(inputs.train, inputs.articles, val_start)
     truth = evaluation.sample_customers(inputs.validation_truth, candidates.DEPTH_CUSTOMERS)
-    table, curves = candidates.recall_curves(sources, truth)
+    table, curves = candidates.recall_curves(LearnedRanker(None, populars, personal, inputs.customers).sources(),
+                                             truth)
     depths, choice = candidates.choose_depths(curves)
-    return depths, {"curves": table.to_dicts(), "choice": choice, "customers": truth.height}
+    return depths, {"curves": table.to_dicts(), "choice": choice, "customers": truth.height}, (populars, personal)
 
 
 def usable_features(frame: pl.DataFrame) -> tuple[list[str], list[str]]:
@@ -174,18 +175,20 @@ def thin(pool: pl.DataFrame, max_rows: int, seed: int = 0) -> pl.DataFrame:
 
 def week_frame(inputs: Inputs, transactions: pl.DataFrame, cutoff, scales: dict, vectors: dict,
                depths: dict[str, int] | None = None, max_customers: int = MAX_WEEK_CUSTOMERS,
-               seed: int = 0, max_rows: int | None = None) -> tuple[pl.DataFrame, WeekTruth, dict]:
+               seed: int = 0, max_rows: int | None = None,
+               fitted: tuple[list, list] | None = None) -> tuple[pl.DataFrame, WeekTruth, dict]:
     """Features and labels of one week's buyers at a cut-off, with the truth counts the metric needs.
 
     max_rows: a training week's share of TRAINING_ROWS (thin); None keeps the whole pool (the
-    validation week, on which MAP@12 is measured). Returns (frame sorted by customer, the week's truth,
+    validation week, on which MAP@12 is measured). fitted: (populars, personal) already fitted at this
+    cut-off (choose_depths'), not fitted again. Returns (frame sorted by customer, the week's truth,
     pool recall per source, measured before any thinning).
     """
     truth = evaluation.sample_customers(candidates.week_truth(transactions, cutoff), max_customers, seed)
-    populars, personal = candidates.make_sources(inputs.customers, inputs.twins,
-                                                 inputs.visual_vectors, scales)
+    populars, personal = fitted or candidates.make_sources(inputs.customers, inputs.twins,
+                                                           inputs.visual_vectors, scales)
     ranker = LearnedRanker(None, populars, personal, inputs.customers, vectors, depths=depths)
-    ranker.fit(transactions, inputs.articles, cutoff)
+    ranker.fit(transactions, inputs.articles, cutoff, fit_sources=fitted is None)
     pool = candidates.labels(ranker.pool(truth.select("customer_id")).sort("customer_id", "article_id"), truth)
     recall = candidates.recall(pool, truth)
     if max_rows is not None:
