@@ -180,8 +180,7 @@ def choose_depths(curves: dict, budget: float = POOL_ROWS) -> tuple[dict[str, in
     """
     names, ranks, hits, depths = curves["names"], curves["ranks"], curves["hits"], curves["depths"]
     level = {name: 0 for name in names}                 # index into depths
-    limit = np.array([depths[0]] * len(names))
-    covered = (ranks <= limit).any(axis=1)
+    covered = (ranks <= depths[0]).any(axis=1)
     deepest = (ranks <= depths[-1]).any(axis=1)
     floor = hits[deepest].sum() / max(deepest.sum(), 1)  # precision of the deepest pool
     full = set()  # sources whose next step no longer fits in the budget
@@ -193,10 +192,10 @@ def choose_depths(curves: dict, budget: float = POOL_ROWS) -> tuple[dict[str, in
             step = (ranks[:, j] > depths[level[name]]) & (ranks[:, j] <= depths[level[name] + 1]) & ~covered
             added, gained = int(step.sum()), int(hits[step].sum())
             if gained and (best is None or gained / added > best[0]):
-                best = (gained / added, j, name, step)
+                best = (gained / added, name, step)
         if best is None:
             break
-        _, j, name, step = best
+        _, name, step = best
         if (covered.sum() + step.sum()) / curves["customers"] > budget:
             full.add(name)
             continue
