@@ -230,12 +230,13 @@ class Artifacts:
                 "visual_reccs.py": self.visual_dir / "twins_manifest.json",
                 "ranker.py": self.ranker_dir / "manifest.json", "final.py": self.results_dir / "manifest.json"}[script]
 
-    def command(self, script: str, images: bool = False) -> str:
-        """The command line that runs `script` on these folders (for "run X first" messages)."""
+    def command(self, script: str) -> str:
+        """The command line that runs `script` on these folders (for "run X first" messages); --images-dir
+        for the stages that take it (IMAGE_STAGES)."""
         parts = ["python", script]
         if self.data_dir != Path(DEFAULT_DATA_DIR):
             parts += ["--data-dir", str(self.data_dir)]
-        if (images or script in IMAGE_STAGES) and self.images_dir != Path(DEFAULT_IMAGES_DIR):
+        if script in IMAGE_STAGES and self.images_dir != Path(DEFAULT_IMAGES_DIR):
             parts += ["--images-dir", str(self.images_dir)]
         return " ".join(parts)
 

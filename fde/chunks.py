@@ -164,7 +164,7 @@ def outputs_current(artifacts: art.Artifacts, fingerprint: str) -> bool:
 
 def merge_chunks(artifacts: art.Artifacts, show_progress: bool = True) -> dict:
     """Combine the chunks of the last plan into the three outputs; UserError names missing or damaged chunks."""
-    rerun = artifacts.command("visual_features.py", images=True)
+    rerun = artifacts.command("visual_features.py")
     path = artifacts.visual_plan
     if not path.exists():
         raise UserError(f"{path} not found: run `{rerun}` first")

@@ -300,7 +300,7 @@ class PhotoEmbedder:
     """A photo as the catalogue's vectors were made: visual_meta.json's backbone, weights, input size, fit, runtime."""
 
     def __init__(self, artifacts: art.Artifacts, threads: int = 0):
-        command = artifacts.command("visual_features.py", images=True)
+        command = artifacts.command("visual_features.py")
         meta = art.load_damaged(artifacts.visual_meta, command, lambda path: json.loads(path.read_text()))
         try:
             backbone, recorded = meta["backbone"], dict(meta["weights"])
@@ -423,7 +423,7 @@ class Search:
         width = self.visual[0].features.shape[1]
         if width != vector.shape[0]:
             raise UserError(f"the image vectors have {width} dimensions, the network {vector.shape[0]}: "
-                            f"rerun `{self.artifacts.command('visual_features.py', images=True)}`")
+                            f"rerun `{self.artifacts.command('visual_features.py')}`")
         keep = self.catalogue.mask(filters)
         scores = self.image_scores(vector, keep, k, filters.hide_colourways)
         top = top_rows(scores, keep, k, self.catalogue.codes if filters.hide_colourways else None)

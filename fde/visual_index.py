@@ -42,7 +42,7 @@ def normalize(features: np.ndarray, out: np.ndarray | None = None) -> np.ndarray
 
 def load_features(artifacts: art.Artifacts, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(article_ids int32, features) of the last visual_features.py run; mmap: map the matrix, read nothing yet."""
-    command = artifacts.command("visual_features.py", images=True)
+    command = artifacts.command("visual_features.py")
     for path in (artifacts.visual_features, artifacts.visual_article_ids):
         art.require(path, command)
     art.require_fresh_if_built(artifacts, "visual_features.py", artifacts.visual_features)

@@ -92,7 +92,7 @@ def test_folders_from_command_line_then_environment():
     assert art == Artifacts(Path("/cli"), Path("/env/images"))
     assert app.artifacts_from_args(["--data"], {}) == Artifacts(Path("data"), Path("images"))  # no abbreviations
     assert Artifacts().command("visual_features.py") == "python visual_features.py"
-    assert art.command("visual_features.py", images=True) == \
+    assert art.command("visual_features.py") == \
         "python visual_features.py --data-dir /cli --images-dir /env/images"
 
 
