@@ -6,6 +6,8 @@ articles file exists, and writes to the data dir:
     visual/visual_features.npy      N x D float16, the network's global-average-pooled features
     visual/visual_article_ids.npy   N int32, ascending, row i of the features is article i
     visual/visual_meta.json         backbone, weights, input size, dim, count, missing/unreadable ids
+    visual/search_unit.npy          N x D float32 unit rows for search.py's exact search (+ search_unit.json),
+                                    for catalogues of up to 200,000 images (fde.ann.EXACT_LIMIT)
 
 Work is written in chunks (visual/chunks/), each atomically, so an interrupted run resumes where it
 stopped and a rerun over unchanged images does nothing. `--engine ray` runs the same work as a Ray
@@ -22,8 +24,8 @@ import argparse
 import json
 from pathlib import Path
 
+from fde import ann, scale_out
 from fde import artifacts as art
-from fde import scale_out
 from fde.backbones import BACKBONES, RUNTIMES, make_runtime, onnx_model, pick_device, pick_runtime
 from fde.chunks import (
     CHUNK_SIZE,
@@ -41,6 +43,7 @@ from fde.errors import UserError, check_writable
 from fde.files import write_json
 from fde.images import DEFAULT_FIT, FITS, list_images
 from fde.pretrained import find_weights
+from fde.visual_index import write_search_vectors
 
 
 def embed_catalogue(artifacts: art.Artifacts, backbone: str = "auto", device: str = "auto",
@@ -88,9 +91,10 @@ def embed_catalogue(artifacts: art.Artifacts, backbone: str = "auto", device: st
     result = {"backbone": found.backbone, "images": images.height, "embedded": 0,
               "chunks_total": len(chunks), "chunks_written": 0, "damaged": []}
     if outputs_current(artifacts, fingerprint):
+        unit = write_search_vectors(artifacts, ann.EXACT_LIMIT)  # features made before they were: written now
         summary("visual_features", backbone=found.backbone, images=images.height, embedded=0,
-                status="up to date", seconds=clock.seconds, output=str(artifacts.visual_features))
-        return {**result, "output": str(artifacts.visual_features), "seconds": clock.seconds}
+                status="up to date", search_vectors=unit, seconds=clock.seconds, output=str(artifacts.visual_features))
+        return {**result, "output": str(artifacts.visual_features), "search_vectors": unit, "seconds": clock.seconds}
 
     chunk_dir = artifacts.visual_chunks_dir
     result["damaged"] = set_aside_damaged(chunk_dir, plan["chunks"], dim)
@@ -111,13 +115,15 @@ def embed_catalogue(artifacts: art.Artifacts, backbone: str = "auto", device: st
     result["chunks_written"], result["embedded"] = writer.written, writer.embedded
 
     meta = merge_chunks(artifacts, show_progress=False)
+    result["search_vectors"] = write_search_vectors(artifacts, ann.EXACT_LIMIT)
     result.update(output=str(artifacts.visual_features), unreadable=len(meta["unreadable"]), runtime=meta["runtime"],
                   missing=len(meta["missing_article_ids"]), count=meta["count"], seconds=clock.seconds)
     rate = result["embedded"] / clock.seconds if result["embedded"] else 0.0
     summary("visual_features", backbone=found.backbone, engine=engine, device=where,
             runtime="+".join(meta["runtime"]), fit=fit,
             images=images.height, embedded=result["embedded"], damaged=len(result["damaged"]),
-            unreadable=result["unreadable"], missing=result["missing"], img_per_s=rate, seconds=clock.seconds,
+            unreadable=result["unreadable"], missing=result["missing"], search_vectors=result["search_vectors"],
+            img_per_s=rate, seconds=clock.seconds,
             output=result["output"])
     return result
 

@@ -15,7 +15,9 @@ exact top 12. Run one size per process (peak memory is per process):
 --first-answer makes a 105,542-article catalogue from a demo data dir (its articles repeated under new
 ids, their image vectors with a little noise, the demo's visual_meta.json and ONNX export) and times,
 each in a fresh process: the first text answer and the first photo answer, loading included. With
---baseline, another checkout's code (main's, say) is timed too, alternating with this one, with the ratio.
+--baseline, another checkout's code (main's, say) is timed too, alternating with this one, with the
+ratio; each checkout answers on its own copy of the catalogue, finished as its visual_features.py
+finishes one (this tree's writes the unit vectors exact search reads: timed, reported apart).
 
 Each run appends its table row to bench/results/bench_search.md.
 """
@@ -30,7 +32,7 @@ import numpy as np
 from fde import ann
 from fde.cli import Stopwatch, peak_rss_mb
 
-K = 12
+K = ann.K
 DIM = ann.PROJECTED_DIM
 CENTRES = 1000
 BLOCK = ann.ADD_BLOCK
@@ -48,66 +50,105 @@ def unit_rows(seed: int, n: int, centre: np.ndarray) -> np.ndarray:
     return x
 
 
-class Synthetic:
-    """n synthetic unit vectors, made block by block (fde.ann.AnnIndex.build reads them in ADD_BLOCK slices)."""
-
-    def __init__(self, n: int):
-        self.shape = (n, DIM)
-        self.centre = centres()
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        start = rows.start or 0
-        assert start % BLOCK == 0, "read in ADD_BLOCK slices"
-        return unit_rows(start // BLOCK, min(BLOCK, self.shape[0] - start), self.centre)
-
-    def blocks(self):
-        for start in range(0, self.shape[0], BLOCK):
-            yield start, self[start:start + BLOCK]
+def synthetic_features(n: int, path: Path) -> np.ndarray:
+    """n synthetic vectors as a catalogue stores them: float16 rows of a .npy file, written block by block and
+    memory-mapped (so that the index, the exact answers and the re-ranking read them as search.py does)."""
+    centre = centres()
+    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, DIM))
+    for start in range(0, n, BLOCK):
+        features[start:start + BLOCK] = unit_rows(start // BLOCK, min(BLOCK, n - start), centre)
+    features.flush()
+    del features
+    return np.load(path, mmap_mode="r")
 
 
-def exact_top(data: Synthetic, queries: np.ndarray) -> np.ndarray:
-    best_s = np.full((queries.shape[0], K), -np.inf, dtype=np.float32)
-    best_i = np.zeros((queries.shape[0], K), dtype=np.int64)
-    for start, block in data.blocks():
-        s = queries @ block.T
-        cand_s = np.concatenate([best_s, s], axis=1)
-        cand_i = np.concatenate([best_i, np.arange(start, start + block.shape[0])[None].repeat(len(queries), 0)], 1)
-        keep = np.argpartition(-cand_s, K - 1, axis=1)[:, :K]
-        best_s, best_i = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
-    return best_i
+def exact_top(unit: ann.UnitRows, queries: np.ndarray) -> np.ndarray:
+    top = ann.ExactTop(queries, K)
+    for start in range(0, unit.shape[0], BLOCK):
+        top.add(start, unit[start:start + BLOCK])
+    return top.rows
 
 
-def ann_run(n: int, n_queries: int, threads: int, candidates: tuple[int, ...] = (ann.RERANK * K,)) -> list[str]:
-    """One row per number of candidates re-ranked (efSearch = max(EF_SEARCH, candidates)), from one build."""
+class Hnsw(ann.AnnIndex):
+    """faiss HNSW (M16, efConstruction 100: the index before the IVF), answering through AnnIndex.nearest."""
+
+    M, EF_CONSTRUCTION, EF_SEARCH = 16, 100, 128
+
+    def __init__(self, unit, show_progress: bool):
+        import faiss
+        from tqdm import tqdm
+
+        self.index, self.project, self.settings = faiss.IndexHNSWFlat(DIM, self.M, faiss.METRIC_INNER_PRODUCT), None, {}
+        self.index.hnsw.efConstruction = self.EF_CONSTRUCTION
+        self.ef_search = self.EF_SEARCH
+        for start in tqdm(range(0, unit.shape[0], BLOCK), desc="HNSW", disable=not show_progress):
+            self.index.add(np.ascontiguousarray(unit[start:start + BLOCK]))
+
+    def candidates(self, queries: np.ndarray, n: int) -> np.ndarray:
+        import faiss
+
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))
+        return self.index.search(np.ascontiguousarray(np.atleast_2d(queries)), n, params=params)[1]
+
+
+def ann_run(n: int, n_queries: int, threads: int, kind: str = "ivf", lists_per_sqrt_n: float = ann.LISTS_PER_SQRT_N,
+            scalar: str = ann.SCALAR, settings: tuple[int, ...] = (), work: Path | None = None) -> list[str]:
+    """Build one index on n synthetic vectors, then one row per setting from that build.
+
+    kind ivf (fde.ann.AnnIndex): the nprobe the build chose, then each of `settings` as nprobe.
+    kind hnsw: each of `settings` as the number of candidates (efSearch = max(128, candidates))."""
+    import shutil
+    import tempfile
+
     import faiss
 
     faiss.omp_set_num_threads(threads)
-    data = Synthetic(n)
-    queries = unit_rows(10_000_000, n_queries, data.centre)
-    rss_before = peak_rss_mb()
-    clock = Stopwatch()
-    index = ann.AnnIndex.build(data, show_progress=True)
-    build_s = clock.seconds
-    rss_index = peak_rss_mb()
-    truth = exact_top(data, queries)
-    faiss.omp_set_num_threads(1)  # one query at a time, as a search answers
-    rows_out = []
-    for count in candidates:
-        latencies, hits = [], 0
-        for q, want in zip(queries, truth):
-            start = time.perf_counter()
-            rows = index.candidates(q, count)[0]
-            rows = rows[rows >= 0]
-            vectors = index.index.reconstruct_batch(rows)  # the full vectors (256-d here: stored whole)
-            found = rows[np.argsort(-(vectors @ q), kind="stable")[:K]]
-            latencies.append(time.perf_counter() - start)
-            hits += len(set(found.tolist()) & set(want.tolist()))
-        ms = np.array(latencies) * 1000
-        rows_out.append(f"| {n:,} x {DIM} f32 | faiss HNSW M{ann.HNSW_M} efC{ann.EF_CONSTRUCTION}, efSearch "
-                        f"{max(ann.EF_SEARCH, count)}, re-rank {count} | {build_s:,.0f} s ({threads} threads) | "
-                        f"{rss_index:,.0f} MB (before: {rss_before:,.0f}) | {np.median(ms):.2f} / "
-                        f"{np.percentile(ms, 99):.2f} ms | {hits / truth.size:.3f} |")
-    return rows_out
+    work = Path(tempfile.mkdtemp(prefix="bench_ann_", dir=work))
+    try:
+        unit = ann.UnitRows(synthetic_features(n, work / "features.npy"))
+        queries = unit_rows(10_000_000, n_queries, centres())
+        rss_before = peak_rss_mb()
+        clock = Stopwatch()
+        index = Hnsw(unit, True) if kind == "hnsw" else ann.AnnIndex.build(
+            unit, show_progress=True, lists_per_sqrt_n=lists_per_sqrt_n, scalar=scalar)
+        build_s = clock.seconds
+        rss_index = peak_rss_mb()
+        if kind == "hnsw":
+            stored_mb = faiss.serialize_index(index.index).nbytes / 1e6
+        else:  # codes and ids of the lists, and the lists' centroids (no serialized copy: 1.3 GB at 5M)
+            stored_mb = (n * (index.index.code_size + 8) + index.settings["nlist"] * DIM * 4) / 1e6
+        truth = exact_top(unit, queries)
+        faiss.omp_set_num_threads(1)  # one query at a time, as a search answers
+        if kind == "hnsw":
+            runs = [(f"faiss HNSW M{Hnsw.M} efC{Hnsw.EF_CONSTRUCTION}, efSearch {max(Hnsw.EF_SEARCH, c)}, "
+                     f"re-rank {c}", c) for c in settings or (ann.RERANK * K,)]
+        else:
+            nlist, chosen = index.settings["nlist"], index.settings["nprobe"]
+            name = f"faiss IVF {nlist:,} lists ({lists_per_sqrt_n:g} sqrt n), {scalar}"
+            runs = [(f"{name}, nprobe {chosen} chosen at build (sample recall {index.settings['tune_recall']:.3f})",
+                     chosen)] + [(f"{name}, nprobe {p}", p) for p in settings if p != chosen]
+        rows_out = []
+        for label, setting in runs:
+            if kind == "hnsw":
+                index.ef_search, count = Hnsw.EF_SEARCH, setting
+            else:
+                index.index.nprobe, count = setting, ann.RERANK * K
+            latencies, found = [], []
+            for q in queries:
+                start = time.perf_counter()
+                rows = index.candidates(q[None], count)[0]
+                rows = np.sort(rows[rows >= 0])
+                found.append(rows[np.argsort(-(unit[rows] @ q), kind="stable")[:K]])  # exact re-rank, as search
+                latencies.append(time.perf_counter() - start)
+            ms = np.array(latencies) * 1000
+            recall = np.mean([len(set(f.tolist()) & set(t.tolist())) / K for f, t in zip(found, truth)])
+            rows_out.append(f"| {n:,} x {DIM} | {label} | {build_s:,.0f} s ({threads} threads) | {rss_index:,.0f} MB "
+                            f"(before: {rss_before:,.0f}; index {stored_mb:,.0f} MB) | {np.median(ms):.2f} / "
+                            f"{np.percentile(ms, 99):.2f} ms | {recall:.3f} |")
+            print(rows_out[-1], flush=True)
+        return rows_out
+    finally:
+        shutil.rmtree(work)
 
 
 def exact_run(sizes=(100_000, 200_000, 400_000), dim: int = 1280, repeats: int = 50) -> list[str]:
@@ -145,6 +186,21 @@ if sys.argv[3] == "text":
 else:
     found = engine.by_photo(sys.argv[4])
 print(f"{time.perf_counter() - start:.2f}", found.height)
+"""
+
+# what a checkout's visual_features.py does after the features, if it does it: the unit vectors search reads
+SEARCH_VECTORS = """
+import sys, time
+from fde.artifacts import Artifacts
+try:
+    from fde import ann
+    from fde.visual_index import write_search_vectors
+except ImportError:
+    print("-1 not-written-by-this-checkout")
+    raise SystemExit
+start = time.perf_counter()
+status = write_search_vectors(Artifacts(sys.argv[1], sys.argv[2]), ann.EXACT_LIMIT)
+print(f"{time.perf_counter() - start:.2f}", status.replace(" ", "-"))
 """
 
 
@@ -202,7 +258,7 @@ def first_answer(data_dir: str, images_dir: str, n: int = 105_542, repeats: int 
                  baseline: str | None = None) -> list[str]:
     """Seconds to the first text and photo answers of a fresh process on an n-article catalogue.
 
-    baseline: another checkout of the project (e.g. main's), timed on the same catalogue in the same run,
+    baseline: another checkout of the project (e.g. main's), timed on a copy of the same catalogue in the same run,
     alternating with this one, so that the ratio holds on a noisy machine."""
     import os
     import shutil
@@ -211,24 +267,39 @@ def first_answer(data_dir: str, images_dir: str, n: int = 105_542, repeats: int 
     import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="search_first_"))
-    big, photo = grow_catalogue(data_dir, images_dir, root, n)
+    big, photo = grow_catalogue(data_dir, images_dir, root / "grown", n)
     trees = {"this tree": str(Path(__file__).resolve().parents[1])}
     if baseline:
         trees["baseline " + baseline] = str(Path(baseline).resolve())
+    # each checkout gets its own copy of the catalogue, as its own visual_features.py leaves it
+    catalogues, prepared = {}, {}
+    for i, (label, tree) in enumerate(trees.items()):
+        copy = root / f"tree{i}" / "data"
+        shutil.copytree(big.data_dir, copy)
+        catalogues[label] = str(copy)
+        done = subprocess.run([sys.executable, "-c", SEARCH_VECTORS, str(copy), str(big.images_dir)],
+                              capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": tree},
+                              cwd=tree)
+        seconds, status = done.stdout.split()[:2]
+        prepared[label] = f"search vectors {status.replace('-', ' ')}" + (f" in {seconds} s" if seconds != "-1"
+                                                                           else "")
     rows = []
     for kind in ("text", "photo"):
         seconds = {label: [] for label in trees}
-        for i in range(repeats):  # this tree's first run builds what it saves (text index, unit vectors): apart
+        for i in range(repeats):  # a first run builds what it saves (text index, perhaps unit vectors): apart
             for label, tree in list(trees.items())[::-1 if i % 2 else 1]:  # who goes first alternates
-                done = subprocess.run([sys.executable, "-c", FIRST_ANSWER, str(big.data_dir), str(big.images_dir),
+                done = subprocess.run([sys.executable, "-c", FIRST_ANSWER, catalogues[label], str(big.images_dir),
                                        kind, photo], capture_output=True, text=True, check=True,
                                       env={**os.environ, "PYTHONPATH": tree}, cwd=tree)
                 seconds[label].append(float(done.stdout.split()[0]))
         medians = {label: float(np.median(times[1:])) for label, times in seconds.items()}
-        cells = [f"{label}: {times[0]:.2f} s first run, {medians[label]:.2f} s median of {repeats - 1} later"
-                 for label, times in seconds.items()]
-        ratio = f" | {medians[list(trees)[1]] / medians['this tree']:.1f}x" if baseline else ""
+        cells = [f"{label} ({prepared[label]}): {times[0]:.2f} s first run, {medians[label]:.2f} s median of "
+                 f"{repeats - 1} later" for label, times in seconds.items()]
+        other = list(trees)[1] if baseline else None
+        ratio = (f" | first run {seconds[other][0] / seconds['this tree'][0]:.1f}x, later "
+                 f"{medians[other] / medians['this tree']:.1f}x" if baseline else "")
         rows.append(f"| first {kind} answer, fresh process, {n:,} articles | " + " | ".join(cells) + ratio + " |")
+        print(rows[-1], flush=True)
     shutil.rmtree(root)
     return rows
 
@@ -238,9 +309,14 @@ def main():
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2, help="threads that build the graph")
-    parser.add_argument("--candidates", default=str(ann.RERANK * K),
-                        help="candidates re-ranked per query, comma-separated: one row each from the same build "
-                             "(search.py uses %(default)s; e.g. 120,480,1920 to see what recall costs at 5M)")
+    parser.add_argument("--kind", choices=("ivf", "hnsw"), default="ivf",
+                        help="ivf: fde.ann's index (nprobe chosen at build); hnsw: the HNSW it replaced, to compare")
+    parser.add_argument("--lists-per-sqrt-n", type=float, default=ann.LISTS_PER_SQRT_N, help="ivf: lists / sqrt(n)")
+    parser.add_argument("--scalar", choices=("SQ8", "flat"), default=ann.SCALAR, help="ivf: how vectors are stored")
+    parser.add_argument("--settings", default="",
+                        help="comma-separated; ivf: more nprobe values, hnsw: candidates re-ranked (efSearch = "
+                             "max(128, candidates)); one row each from the same build")
+    parser.add_argument("--work-dir", help="where the synthetic vectors are written (a temporary folder in it)")
     parser.add_argument("--exact", action="store_true", help="time exact search at 1280-d instead")
     parser.add_argument("--first-answer", action="store_true", help="time the first answers on a 105k catalogue")
     parser.add_argument("--data-dir", default="data", help="--first-answer: a demo data dir with visual features")
@@ -250,8 +326,9 @@ def main():
     if args.first_answer:
         lines = first_answer(args.data_dir, args.images_dir, baseline=args.baseline)
     else:
-        lines = exact_run() if args.exact else ann_run(args.n, args.queries, args.threads,
-                                                      tuple(int(c) for c in args.candidates.split(",")))
+        settings = tuple(int(c) for c in args.settings.split(",") if c)
+        lines = exact_run() if args.exact else ann_run(args.n, args.queries, args.threads, args.kind,
+                                                      args.lists_per_sqrt_n, args.scalar, settings, args.work_dir)
     print("\n".join(lines))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with open(OUT, "a") as fh:

@@ -185,6 +185,11 @@ class Artifacts:
         return self.visual_dir / "search_ann_projection.npy"
 
     @property
+    def search_ann_settings(self) -> Path:
+        """The index's lists, the nprobe chosen at build time and the recall it measured (fde.ann.AnnIndex)."""
+        return self.visual_dir / "search_ann_settings.json"
+
+    @property
     def search_ann_manifest(self) -> Path:
         return self.visual_dir / "search_ann.json"
 

@@ -9,7 +9,8 @@
   (fde.pretrained), or torch (fde.backbones) when the catalogue was embedded in torch; plus the EXIF
   rotation a phone photo needs.
 - `Search`: both, over the catalogue's image vectors (fde.visual_index): exact cosine over unit vectors
-  saved once and memory-mapped (saved_unit_vectors), or the ANN index (fde.ann); filters, one article
+  that visual_features.py saved (fde.visual_index.saved_unit_vectors, memory-mapped), or the ANN index
+  (fde.ann); filters, one article
   per product on request, and a short reason per result.
 
 Text scoring is lexical (BM25 over product name, type, colour, pattern, department, index group and
@@ -33,7 +34,7 @@ from fde import artifacts as art
 from fde.errors import UserError
 from fde.ids import format_article_id
 from fde.images import DEFAULT_FIT, INPUT_SIZE, load_photo
-from fde.visual_index import VisualIndex, normalize
+from fde.visual_index import VisualIndex, normalize, saved_unit_vectors
 
 DEFAULT_K = 12
 INDEX_MODES = ("auto", "exact", "ann")  # auto: exact up to ann.EXACT_LIMIT image vectors, the ANN index beyond
@@ -267,33 +268,6 @@ def check_k(k: int) -> None:
 
 
 RESULT_SCHEMA = {"rank": pl.UInt16, "article_id": pl.Int32, "score": pl.Float32, "why": pl.String}
-UNIT_VERSION = "unit-float32-v1"  # change it whenever saved_unit_vectors changes what it writes
-
-
-def saved_unit_vectors(artifacts: art.Artifacts, index: VisualIndex) -> np.ndarray:
-    """The image vectors as unit float32 rows for exact search, memory-mapped from visual/search_unit.npy.
-
-    Made (VisualIndex.unit_vectors) and saved by the first search after visual_features.py, so a fresh
-    process, such as each search.py, reads them instead of converting the float16 features again
-    (0.5-1 s at 105k x 1280: bench/bench_search.py --first-answer); where the data dir is read-only they
-    are made in memory every time.
-    """
-    try:
-        record = files.require_fresh(artifacts.search_unit_manifest, "search.py", artifacts.data_dir)
-        unit = np.load(artifacts.search_unit_vectors, mmap_mode="r")
-        if record.get("built_by") == UNIT_VERSION and unit.shape == index.features.shape and unit.dtype == np.float32:
-            return unit
-    except (UserError, OSError, ValueError, KeyError):
-        pass  # absent, stale or damaged: made again
-    unit = index.unit_vectors()
-    try:
-        with files.atomic_outputs(artifacts.search_unit_manifest, [artifacts.visual_features], built_by=UNIT_VERSION,
-                                  root=artifacts.data_dir) as outputs:
-            with open(outputs(artifacts.search_unit_vectors), "wb") as fh:
-                np.save(fh, unit)
-    except OSError:
-        pass  # a read-only data dir (or a full disk): this process keeps them in memory
-    return unit
 
 
 class PhotoEmbedder:

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from fde import artifacts as art
+from fde import files
 from fde.errors import UserError
 from fde.ids import format_article_id, parse_article_id, product_codes
 
@@ -24,6 +25,7 @@ DEFAULT_K = 12
 BLOCK = 1024  # 1024 x 1024 float32 scores = 4 MB per block; large enough for full BLAS speed
 SCAN_BLOCK = 8192  # feature rows read and converted to float32 at a time in the one full scan
 TWIN_SCHEMA = {"twin_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32}
+UNIT_VERSION = "unit-float32-v1"  # change it whenever save_unit_vectors changes what it writes
 
 
 def normalize(features: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -257,3 +259,56 @@ class VisualIndex:
         top = top[np.lexsort((self.article_ids[top], -scores[top]))]  # best first, ties by id
         return pl.DataFrame({"twin_id": self.article_ids[top], "rank": np.arange(1, k + 1),
                              "score": scores[top]}, schema=TWIN_SCHEMA)
+
+
+def fresh_unit_vectors(artifacts: art.Artifacts, shape: tuple[int, ...]) -> np.ndarray | None:
+    """visual/search_unit.npy memory-mapped, when it was made by this version from today's features; else None."""
+    try:
+        record = files.require_fresh(artifacts.search_unit_manifest, "search.py", artifacts.data_dir)
+        unit = np.load(artifacts.search_unit_vectors, mmap_mode="r")
+    except (UserError, OSError, ValueError, KeyError):
+        return None  # absent, stale or damaged
+    return unit if record.get("built_by") == UNIT_VERSION and unit.shape == shape and unit.dtype == np.float32 \
+        else None
+
+
+def save_unit_vectors(artifacts: art.Artifacts, index: VisualIndex) -> np.ndarray:
+    """The features as unit float32 rows (index.unit_vectors), written to visual/search_unit.npy with a manifest
+    of the features they come from; kept in memory only where the data dir is read-only (or the disk full)."""
+    unit = index.unit_vectors()
+    try:
+        with files.atomic_outputs(artifacts.search_unit_manifest, [artifacts.visual_features], built_by=UNIT_VERSION,
+                                  root=artifacts.data_dir) as outputs:
+            with open(outputs(artifacts.search_unit_vectors), "wb") as fh:
+                np.save(fh, unit)
+    except OSError:
+        pass
+    return unit
+
+
+def saved_unit_vectors(artifacts: art.Artifacts, index: VisualIndex) -> np.ndarray:
+    """The image vectors as unit float32 rows for exact search, memory-mapped from visual/search_unit.npy.
+
+    visual_features.py writes them with the features (for catalogues search answers exactly), so a fresh
+    process, such as each search.py, reads them instead of converting the float16 features (0.5-1 s at
+    105k x 1280, and seconds more to write them: bench/bench_search.py --first-answer). Absent or stale
+    (features from before they were written, or `search.py --index exact` on a larger catalogue): made and
+    saved here, once.
+    """
+    unit = fresh_unit_vectors(artifacts, index.features.shape)
+    return unit if unit is not None else save_unit_vectors(artifacts, index)
+
+
+def write_search_vectors(artifacts: art.Artifacts, limit: int) -> str:
+    """visual_features.py's last step: save the unit vectors exact search reads, unless they are up to date.
+
+    Only for catalogues of up to `limit` images (fde.ann.EXACT_LIMIT: those search.py answers exactly), so
+    that the first photo search reads them instead of converting and writing them (seconds at 105k).
+    Beyond, search uses the ANN index, and `search.py --index exact` makes them on its first query."""
+    ids, features = load_features(artifacts, mmap=True)
+    if ids.shape[0] > limit:
+        return f"not needed (over {limit:,} images: search uses the ANN index)"
+    if fresh_unit_vectors(artifacts, features.shape) is not None:
+        return "up to date"
+    save_unit_vectors(artifacts, VisualIndex(ids, features))
+    return "written"

@@ -361,3 +361,97 @@ def test_the_ann_index_answers_like_exact_and_is_saved_with_the_features(pipelin
     features = np.load(art.visual_features)
     np.save(art.visual_features, features[::-1].copy())  # other features: the index is stale
     assert ann.AnnIndex.load(art) is None
+
+
+def test_visual_features_writes_the_search_vectors_so_no_search_converts_them(pipeline, tmp_path, monkeypatch):
+    """The stage that makes the features also writes exact search's unit vectors (up to EXACT_LIMIT images)."""
+    import shutil
+
+    import visual_features
+    from fde import ann
+    from fde.visual_index import VisualIndex, fresh_unit_vectors
+
+    art = Artifacts(tmp_path / "data", pipeline.images_dir)
+    for folder in (pipeline.processed_dir, pipeline.visual_dir):  # chunks too: the features are up to date
+        shutil.copytree(folder, art.data_dir / folder.name, ignore=shutil.ignore_patterns("search_*"))
+    embed = dict(backbone="mobilenet_v2", num_workers=0, show_progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(ann, "EXACT_LIMIT", 1)  # a catalogue search answers with the ANN index: none written
+        assert visual_features.embed_catalogue(art, **embed)["search_vectors"].startswith("not needed")
+    assert not art.search_unit_vectors.exists()
+    assert visual_features.embed_catalogue(art, **embed)["search_vectors"] == "written"  # features made before
+    assert visual_features.embed_catalogue(art, **embed)["search_vectors"] == "up to date"
+    features = np.load(art.visual_features)
+    unit = fresh_unit_vectors(art, features.shape)
+    assert unit is not None and np.array_equal(unit, VisualIndex(np.load(art.visual_article_ids), features)
+                                               .unit_vectors())
+    written = art.search_unit_vectors.stat().st_mtime_ns
+    monkeypatch.setattr(VisualIndex, "unit_vectors", lambda self: pytest.fail("search converted the features"))
+    aid = int(np.load(art.visual_article_ids)[3])
+    engine = fs.Search(art)
+    found = engine.by_photo(art.image(aid), k=3)
+    assert found["article_id"][0] == aid and isinstance(engine.unit_vectors, np.memmap)
+    assert art.search_unit_vectors.stat().st_mtime_ns == written
+
+
+def clustered(n: int, dim: int, seed: int, centres: int = 40) -> np.ndarray:
+    """n float16 rows around `centres` Gaussian centres (the same centres for every seed), as features are stored."""
+    middle = np.random.default_rng(0).standard_normal((centres, dim))
+    rng = np.random.default_rng(seed)
+    return (middle[rng.integers(0, centres, n)] + 0.8 * rng.standard_normal((n, dim))).astype(np.float16)
+
+
+def test_the_ann_build_picks_the_smallest_nprobe_that_reaches_its_recall_against_exact():
+    """On the catalogue's own vectors: the recall it saves is what exact search confirms, and holds on new queries."""
+    from fde import ann
+
+    features = clustered(20_000, 300, seed=1)  # wider than PROJECTED_DIM: projected, re-ranked in full
+    unit = ann.UnitRows(features)
+    index = ann.AnnIndex.build(unit)
+    settings = index.settings
+    nprobe, tried = settings["nprobe"], settings["tried"]
+    assert settings["nlist"] == ann.list_count(20_000) == 78 and index.project is not None
+    assert settings["tune_recall"] >= ann.TUNE_RECALL and 1 < nprobe < settings["nlist"] // 4
+    assert tried[str(nprobe - 1)] < ann.TUNE_RECALL  # the smallest: one list fewer falls short
+    whole = unit[np.arange(len(features))]
+
+    def exact(queries, k):
+        return np.argsort(-(queries @ whole.T), axis=1, kind="stable")[:, :k]
+
+    own = ann.sample_rows(len(features), ann.TUNE_QUERIES, seed=2)  # the build's sample, checked by brute force
+    claimed = ann.recall_without_self(index.nearest(whole[own], ann.K + 1, unit), exact(whole[own], ann.K + 1),
+                                      own, ann.K)
+    assert claimed == pytest.approx(settings["tune_recall"], abs=1e-4)
+    fresh = ann.UnitRows(clustered(500, 300, seed=3))[np.arange(500)]  # photos not in the catalogue
+    found, want = index.nearest(fresh, ann.K, unit), exact(fresh, ann.K)
+    recall = np.mean([len(set(f) & set(w)) / ann.K for f, w in zip(found.tolist(), want.tolist())])
+    assert recall >= 0.95
+    index.index.nprobe = 1
+    worse = index.nearest(fresh, ann.K, unit)
+    assert np.mean([len(set(f) & set(w)) / ann.K for f, w in zip(worse.tolist(), want.tolist())]) < 0.95
+
+
+def test_an_index_saved_by_an_older_version_is_built_again_not_read(pipeline, tmp_path):
+    import faiss
+
+    from fde import ann, files
+
+    art = copy_of(pipeline, tmp_path)
+    features = np.load(art.visual_features)
+    old = faiss.IndexHNSWFlat(features.shape[1], 16, faiss.METRIC_INNER_PRODUCT)  # what v1 saved
+    old.add(np.ascontiguousarray(ann.UnitRows(features)[np.arange(len(features))]))
+    with files.atomic_outputs(art.search_ann_manifest, [art.visual_features], built_by="hnsw-ip-M16-efc100-pca256-v1",
+                              root=art.data_dir) as outputs:
+        faiss.write_index(old, str(outputs(art.search_ann_index)))
+        with open(outputs(art.search_ann_projection), "wb") as fh:
+            np.save(fh, np.zeros((0, 0), np.float32))
+    assert ann.AnnIndex.load(art) is None
+    aid = int(np.load(art.visual_article_ids)[0])
+    engine = fs.Search(art, index="ann")
+    assert engine.by_photo(art.image(aid), k=3)["article_id"][0] == aid
+    assert isinstance(engine.ann_index.index, faiss.IndexIVF)
+    record = files.require_fresh(art.search_ann_manifest, "search.py", art.data_dir)
+    assert record["built_by"] == ann.ANN_VERSION and art.search_ann_settings.exists()
+    again = ann.AnnIndex.load(art)
+    assert again is not None and again.settings == engine.ann_index.settings
+    assert again.index.nprobe == engine.ann_index.settings["nprobe"]
