@@ -224,8 +224,13 @@ class Artifacts:
 
     @property
     def search_manifest(self) -> Path:
-        """What the search artifacts were built from (articles.parquet, transactions.parquet)."""
+        """What the search catalogue was built from (articles.parquet, transactions.parquet)."""
         return self.search_dir / "manifest.json"
+
+    @property
+    def search_text_manifest(self) -> Path:
+        """What the text index and vocabulary were built from (articles.parquet): the first text search makes them."""
+        return self.search_dir / "text_manifest.json"
 
     def manifest(self, script: str) -> Path:
         """What the outputs of `script` were built from: the fingerprints of its inputs and outputs."""

@@ -129,51 +129,85 @@ def build_text_index(articles: pl.DataFrame) -> tuple[sparse.csc_matrix, dict[st
 
 
 class SearchCatalogue:
-    """The searchable articles (row i of `articles` is row i of the text index) and their BM25 index."""
+    """The searchable articles (row i of `articles` is row i of the text index) and their BM25 index.
+
+    Saved in two parts, each with its manifest: the articles with their price bands (needed by every
+    search, built and saved by the first one), and the text index (built and saved by the first text
+    search: 3 s at 105k articles, which a photo search does not wait for)."""
 
     COLUMNS = ("article_id", "product_code", "prod_name", "product_type_name", "colour_group_name",
                "perceived_colour_master_name", "graphical_appearance_name", "department_name", "index_group_name")
 
-    def __init__(self, articles: pl.DataFrame, text_index: sparse.csc_matrix, vocabulary: dict[str, int]):
+    def __init__(self, articles: pl.DataFrame, text: tuple[sparse.csc_matrix, dict[str, int]] | None = None,
+                 artifacts: art.Artifacts | None = None):
         self.articles = articles
-        self.text_index = text_index
-        self.vocabulary = vocabulary
+        self._text = text
+        self.artifacts = artifacts
         self.article_ids = articles["article_id"].to_numpy().astype(np.int32)
         self.codes = articles["product_code"].to_numpy().astype(np.int64)
 
+    @staticmethod
+    def raw_articles(artifacts: art.Artifacts) -> pl.DataFrame:
+        return art.read_parquet(artifacts.articles, artifacts.command("data_optim.py")).sort("article_id")
+
     @classmethod
     def build(cls, artifacts: art.Artifacts) -> SearchCatalogue:
-        """From processed/articles.parquet (and transactions.parquet for prices), in memory."""
-        raw = art.read_parquet(artifacts.articles, artifacts.command("data_optim.py")).sort("article_id")
+        """The articles from processed/articles.parquet (and transactions.parquet for prices), in memory."""
+        raw = cls.raw_articles(artifacts)
         sold = pl.scan_parquet(artifacts.transactions) if artifacts.transactions.exists() else None
         keep = [c for c in cls.COLUMNS if c in raw.columns]
         articles = (raw.select(keep).with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.String))
                     .join(price_bands(raw, sold), on="article_id", how="left", maintain_order="left"))
-        text_index, vocabulary = build_text_index(raw)
-        return cls(articles, text_index, vocabulary)
+        return cls(articles, None, artifacts)
 
     def save(self, artifacts: art.Artifacts) -> None:
-        """The three files and their manifest, appearing together (files.atomic_outputs)."""
-        inputs = [p for p in (artifacts.articles, artifacts.transactions) if p.exists()]
-        with files.atomic_outputs(artifacts.search_manifest, inputs, built_by=INDEX_VERSION,
+        """The articles and their manifest (files.atomic_outputs)."""
+        with files.atomic_outputs(artifacts.search_manifest, catalogue_inputs(artifacts), built_by=INDEX_VERSION,
                                   root=artifacts.data_dir) as outputs:
             self.articles.write_parquet(outputs(artifacts.search_catalogue))
-            with open(outputs(artifacts.search_text_index), "wb") as fh:
-                sparse.save_npz(fh, self.text_index)
-            outputs(artifacts.search_vocabulary).write_text(json.dumps(self.vocabulary))
 
     @classmethod
     def load(cls, artifacts: art.Artifacts) -> SearchCatalogue:
-        """The saved catalogue when it is current, else built again (and saved where the data dir is writable)."""
+        """The saved articles when they are current, else built again (and saved where the data dir is writable)."""
         if is_current(artifacts):
-            return cls(pl.read_parquet(artifacts.search_catalogue), sparse.load_npz(artifacts.search_text_index),
-                       json.loads(artifacts.search_vocabulary.read_text()))
+            return cls(pl.read_parquet(artifacts.search_catalogue), None, artifacts)
         catalogue = cls.build(artifacts)
         try:
             catalogue.save(artifacts)
         except OSError:
             pass  # a read-only data dir: search works from memory, and builds again next time
         return catalogue
+
+    @property
+    def text(self) -> tuple[sparse.csc_matrix, dict[str, int]]:
+        """The BM25 index and its vocabulary: the saved ones when current, else built now and saved."""
+        if self._text is None:
+            artifacts = self.artifacts
+            if text_is_current(artifacts):
+                self._text = (sparse.load_npz(artifacts.search_text_index),
+                              json.loads(artifacts.search_vocabulary.read_text()))
+            else:
+                self._text = build_text_index(self.raw_articles(artifacts))
+                try:
+                    with files.atomic_outputs(artifacts.search_text_manifest, [artifacts.articles],
+                                              built_by=INDEX_VERSION, root=artifacts.data_dir) as outputs:
+                        with open(outputs(artifacts.search_text_index), "wb") as fh:
+                            sparse.save_npz(fh, self._text[0])
+                        outputs(artifacts.search_vocabulary).write_text(json.dumps(self._text[1]))
+                except OSError:
+                    pass  # read-only: built again by the next process
+            if self._text[0].shape[0] != len(self):
+                raise UserError(f"{artifacts.search_dir} does not match {artifacts.articles}: delete it and search "
+                                f"again")
+        return self._text
+
+    @property
+    def text_index(self) -> sparse.csc_matrix:
+        return self.text[0]
+
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        return self.text[1]
 
     def __len__(self) -> int:
         return self.articles.height
@@ -238,16 +272,28 @@ class SearchCatalogue:
         return " · ".join(parts)
 
 
-def is_current(artifacts: art.Artifacts) -> bool:
-    """The saved search artifacts exist, are whole, and were built from today's inputs by this version."""
+def catalogue_inputs(artifacts: art.Artifacts) -> list[Path]:
+    return [p for p in (artifacts.articles, artifacts.transactions) if p.exists()]
+
+
+def saved_and_current(manifest: Path, inputs: list[Path], artifacts: art.Artifacts) -> bool:
+    """Outputs recorded in the manifest exist, are whole, and were built from these inputs by this version."""
     try:
-        record = files.require_fresh(artifacts.search_manifest, "search.py", artifacts.data_dir)
+        record = files.require_fresh(manifest, "search.py", artifacts.data_dir)
     except (UserError, OSError, ValueError, KeyError):
         return False
-    inputs = set(record.get("inputs", {}))
-    wanted = {files.relative(p, artifacts.data_dir) for p in (artifacts.articles, artifacts.transactions)
-              if p.exists()}
-    return record.get("built_by") == INDEX_VERSION and inputs == wanted
+    wanted = {files.relative(p, artifacts.data_dir) for p in inputs}
+    return record.get("built_by") == INDEX_VERSION and set(record.get("inputs", {})) == wanted
+
+
+def is_current(artifacts: art.Artifacts) -> bool:
+    """The saved search catalogue (articles and price bands) is current."""
+    return saved_and_current(artifacts.search_manifest, catalogue_inputs(artifacts), artifacts)
+
+
+def text_is_current(artifacts: art.Artifacts) -> bool:
+    """The saved text index is current (built from today's articles.parquet by this version)."""
+    return saved_and_current(artifacts.search_text_manifest, [artifacts.articles], artifacts)
 
 
 def top_rows(scores: np.ndarray, keep: np.ndarray, k: int, codes: np.ndarray | None = None) -> np.ndarray:

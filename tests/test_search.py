@@ -104,13 +104,16 @@ def test_a_10000_character_query_is_answered(shop):
 def test_the_text_index_is_saved_and_rebuilt_when_the_articles_change(shop):
     fs.Search(shop)
     assert fs.is_current(shop) and shop.search_manifest.exists()
-    before = shop.search_text_index.stat().st_mtime_ns
+    assert not shop.search_text_index.exists()  # made by the first text search, not by every search
+    fs.Search(shop).by_text("jeans")
+    assert fs.text_is_current(shop)
+    before = shop.search_text_index.stat().st_mtime_ns, shop.search_catalogue.stat().st_mtime_ns
     assert fs.Search(shop).catalogue.vocabulary  # loaded, not rebuilt
-    assert shop.search_text_index.stat().st_mtime_ns == before
+    assert (shop.search_text_index.stat().st_mtime_ns, shop.search_catalogue.stat().st_mtime_ns) == before
     pl.read_parquet(shop.articles).with_columns(detail_desc=pl.lit("linen")).write_parquet(shop.articles)
-    assert not fs.is_current(shop)
+    assert not fs.is_current(shop) and not fs.text_is_current(shop)
     assert fs.Search(shop).by_text("linen", k=6).height == 6  # rebuilt from the new articles
-    assert fs.is_current(shop)
+    assert fs.is_current(shop) and fs.text_is_current(shop)
 
 
 def test_cli_text_search_and_its_errors(shop):
@@ -363,7 +366,7 @@ def test_the_ann_index_answers_like_exact_and_is_saved_with_the_features(pipelin
     assert ann.AnnIndex.load(art) is None
 
 
-def test_visual_features_writes_the_search_vectors_so_no_search_converts_them(pipeline, tmp_path, monkeypatch):
+def test_the_first_photo_search_converts_no_vectors_and_builds_no_text_index(pipeline, tmp_path, monkeypatch):
     """The stage that makes the features also writes exact search's unit vectors (up to EXACT_LIMIT images)."""
     import shutil
 
@@ -387,11 +390,12 @@ def test_visual_features_writes_the_search_vectors_so_no_search_converts_them(pi
                                                .unit_vectors())
     written = art.search_unit_vectors.stat().st_mtime_ns
     monkeypatch.setattr(VisualIndex, "unit_vectors", lambda self: pytest.fail("search converted the features"))
+    monkeypatch.setattr(fs, "build_text_index", lambda articles: pytest.fail("a photo search built the text index"))
     aid = int(np.load(art.visual_article_ids)[3])
-    engine = fs.Search(art)
+    engine = fs.Search(art)  # the very first search on this catalogue
     found = engine.by_photo(art.image(aid), k=3)
     assert found["article_id"][0] == aid and isinstance(engine.unit_vectors, np.memmap)
-    assert art.search_unit_vectors.stat().st_mtime_ns == written
+    assert art.search_unit_vectors.stat().st_mtime_ns == written and not art.search_text_index.exists()
 
 
 def clustered(n: int, dim: int, seed: int, centres: int = 40) -> np.ndarray:
