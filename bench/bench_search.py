@@ -1,14 +1,17 @@
 """The ANN index of fde/ann.py on synthetic vectors: build time, memory, query latency, recall@12 against exact.
 
-The vectors are what the index stores for a real catalogue: 256-d float32 unit vectors (the image
-vectors projected by fde.ann.projection). They come from 1,000 Gaussian centres plus 0.8 x noise, made
-block by block from fixed seeds, so the exact answers can be computed again block by block without a
-second copy in memory. Queries: 1,000 more from the same distribution, answered one at a time (median
-and p99 latency of candidates + exact re-ranking, as search.py does), recall@12 against a blockwise
-exact top 12. Run one size per process (peak memory is per process):
+The vectors are what the index stores for a real catalogue: 256-d unit vectors (the image vectors
+projected by fde.ann.projection). They come from 1,000 Gaussian centres plus 0.8 x noise, written block
+by block from fixed seeds as float16 rows of a memory-mapped .npy file (as a catalogue's features are
+stored), so the index, the exact answers (blockwise) and the re-ranking read them as search.py does.
+Queries: 1,000 more from the same distribution, answered one at a time (median and p99 latency of
+candidates + exact re-ranking), recall@12 against the exact top 12. One build per process (peak memory
+is per process), then one row per setting of that build:
 
-    python bench/bench_search.py --n 1000000
-    python bench/bench_search.py --n 5000000 --candidates 120,480,1920
+    python bench/bench_search.py --n 1000000 --settings 4,8,16,32,64          # fde.ann's IVF, more nprobe
+    python bench/bench_search.py --n 1000000 --lists-per-sqrt-n 4 --scalar flat
+    python bench/bench_search.py --n 1000000 --kind hnsw --settings 120,480,1920  # the HNSW it replaced
+    python bench/bench_search.py --n 5000000 --settings 2,4,8,16
     python bench/bench_search.py --exact      # exact search at 1280-d: where it crosses 100 ms
     python bench/bench_search.py --first-answer --data-dir data --images-dir images [--baseline ../main]
 
