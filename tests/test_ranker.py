@@ -68,12 +68,16 @@ def test_a_purchase_after_the_cutoff_changes_no_feature():
 
 # ---------------------------------------------------------------------------- the metric LightGBM stops on
 
-def test_group_map_equals_the_competition_metric():
+@pytest.mark.parametrize("ties, pairs_per_block", [(False, 4_000_000), (True, 4_000_000), (True, 7)])
+def test_group_map_equals_the_competition_metric(ties, pairs_per_block, monkeypatch):
+    # ties: scores on a coarse grid, ranked in row order as a stable sort does; small blocks of comparisons
+    monkeypatch.setattr(metrics, "PAIRS_PER_BLOCK", pairs_per_block)
     rng = np.random.default_rng(0)
     sizes = rng.integers(1, 30, 40)
+    score = rng.normal(size=sizes.sum())
     frame = pl.DataFrame({"customer_id": np.repeat(np.arange(40), sizes).astype(np.uint64),
                           "article_id": np.concatenate([rng.permutation(60)[:s] for s in sizes]).astype(np.int32),
-                          "score": rng.normal(size=sizes.sum())})
+                          "score": np.round(score * 2) / 2 if ties else score})
     labels = rng.random(sizes.sum()) < 0.15
     bought = {}
     for customer, article, label in zip(frame["customer_id"], frame["article_id"], labels):
@@ -83,7 +87,7 @@ def test_group_map_equals_the_competition_metric():
         bought.setdefault(customer, []).append(-1)
     truth = pl.DataFrame({"customer_id": list(bought), "article_ids": list(bought.values())},
                          schema={"customer_id": pl.UInt64, "article_ids": pl.List(pl.Int32)})
-    recs = (frame.sort(["customer_id", "score"], descending=[False, True])
+    recs = (frame.sort(["customer_id", "score"], descending=[False, True], maintain_order=True)
             .with_columns(rank=pl.int_range(1, pl.len() + 1).over("customer_id")))
     expected = metrics.map_at_k(recs, truth)
     keep = np.array([c in bought for c in range(40)])  # groups without a purchase are not in the metric
