@@ -1,5 +1,8 @@
 """The learned ranker: exact features on a hand-made shop, no leakage, a planted signal, the artifact round trip."""
 import json
+import os
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import numpy as np
@@ -280,3 +283,16 @@ def test_one_date_phrase_for_every_reason():
     assert days.select(text=reasons.when_text(pl.col("days")))["text"].to_list() == [
         "last week", "last week", "2 weeks ago", "2 weeks ago", "3 weeks ago", "8 weeks ago", "2 months ago",
         "12 months ago"]
+
+
+# ---------------------------------------------------------------------------- threads on shared cores
+
+@pytest.mark.parametrize("user_choice", [None, "ACTIVE"])
+def test_openmp_threads_sleep_when_waiting_unless_the_user_chose(user_choice):
+    # the policy must be in the environment before LightGBM's OpenMP runtime loads, i.e. from `import fde` on
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_choice:
+        env["OMP_WAIT_POLICY"] = user_choice
+    code = "import os, fde, lightgbm; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (user_choice or "PASSIVE")
