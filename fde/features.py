@@ -32,7 +32,7 @@ import polars as pl
 
 from fde import factors
 from fde.candidates import KEYS
-from fde.strategies import ARTICLE, age_postal_groups, decay, truncated_svd
+from fde.strategies import ARTICLE, age_postal_groups, decay
 
 HALF_LIVES = (7.0, 30.0, 180.0)  # decayed purchase counts at three scales: a week, a month, a season
 SALES_WEEKS = (1, 2, 4, 12)
@@ -51,9 +51,11 @@ NOT_FEATURES = ("customer_id", "article_id", "label", "cutoff", "score", "rank")
 
 def reduce_vectors(ids: np.ndarray, vectors: np.ndarray, dims: int = VECTOR_DIMS) -> tuple[np.ndarray, np.ndarray]:
     """L2-normalised rows, reduced to `dims` principal directions when wider (cosines change little)."""
+    from sklearn.decomposition import TruncatedSVD
+
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape[1] > dims and vectors.shape[0] > dims:
-        vectors = truncated_svd(vectors, dims).astype(np.float32)
+        vectors = TruncatedSVD(n_components=dims, random_state=0).fit_transform(vectors).astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.asarray(ids, dtype=np.int32), vectors / np.where(norms > 0, norms, 1.0)
 

@@ -777,20 +777,6 @@ class SimilarToRecent(Recommender):
         return top_k(best, n).select(list(CANDIDATE_SCHEMA))
 
 
-def truncated_svd(matrix, dims: int) -> np.ndarray:
-    """The rows of a (sparse or dense) matrix in its `dims` leading singular directions (seeded TruncatedSVD).
-
-    BLAS runs on one thread here: these products are small, and two BLAS threads on two cores that
-    another job also uses spin against each other (the fashion demo's 4,000 articles: 0.2 s on one
-    thread, 5-9 s on two while another process ran; the same on a quiet machine).
-    """
-    from sklearn.decomposition import TruncatedSVD
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):
-        return TruncatedSVD(n_components=dims, random_state=0).fit_transform(matrix)
-
-
 class ContentSimilarity(SimilarToRecent):
     """Metadata vectors (one-hot type, colour, department, appearance, index group + TF-IDF of detail_desc).
 
@@ -819,6 +805,7 @@ class ContentSimilarity(SimilarToRecent):
 
     def _article_vectors(self, articles: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         from scipy import sparse
+        from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.preprocessing import OneHotEncoder, normalize
 
@@ -840,7 +827,7 @@ class ContentSimilarity(SimilarToRecent):
                 pass
         matrix = sparse.hstack(blocks, format="csr").astype(np.float32)
         if matrix.shape[1] > self.dims and matrix.shape[0] > self.dims:
-            matrix = truncated_svd(matrix, self.dims)
+            matrix = TruncatedSVD(n_components=self.dims, random_state=0).fit_transform(matrix)
         else:
             matrix = matrix.toarray()
         vectors = normalize(np.asarray(matrix, dtype=np.float32))
