@@ -102,23 +102,43 @@ def evaluate(recs: pl.DataFrame, truth: pl.DataFrame, n_articles: int, k: int = 
     }
 
 
+PAIRS_PER_BLOCK = 4_000_000  # memory bound of group_map: (purchase, row) comparisons per block
+
+
 def group_map(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, n_truth: np.ndarray,
               n_customers: int | None = None, k: int = K) -> float:
     """MAP@k of contiguous groups ranked by score: n_truth = each customer's unique purchases that week.
 
     Customers of the week missing from the groups (nothing pooled) count 0 when n_customers says how many.
+    Only the purchased rows are ranked (against every row of their group, ties kept in row order as a
+    stable sort would), so it costs (purchases x group size), not a sort of every row: LightGBM calls it
+    after every round.
     """
     if len(sizes) == 0:
         return 0.0
     sizes = np.asarray(sizes, dtype=np.int64)
-    group = np.repeat(np.arange(len(sizes)), sizes)
-    order = np.lexsort((-scores, group))
-    hits = labels[order].astype(np.float64)
     starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(sizes)[:-1]])
-    position = np.arange(len(hits)) - starts[group] + 1
-    hits[position > k] = 0.0
-    cumulative = np.cumsum(hits)
-    before_group = np.concatenate([[0.0], cumulative])[starts]
-    precision = (cumulative - before_group[group]) / position * hits
-    ap = np.bincount(group, weights=precision, minlength=len(sizes)) / np.minimum(n_truth, k)
+    hit_rows = np.flatnonzero(labels)
+    hit_group = np.searchsorted(starts, hit_rows, side="right") - 1
+    rank = np.empty(len(hit_rows), dtype=np.int64)
+    # each purchased row against the rows of its group, PAIRS_PER_BLOCK comparisons at a time
+    reach = np.cumsum(sizes[hit_group])
+    bounds = np.searchsorted(reach, np.arange(0, reach[-1] if len(reach) else 0, PAIRS_PER_BLOCK), side="right")
+    for lo, hi in zip(bounds, [*bounds[1:], len(hit_rows)]):
+        row, group = hit_rows[lo:hi], hit_group[lo:hi]
+        span = sizes[group]
+        owner = np.repeat(np.arange(hi - lo), span)
+        other = np.repeat(starts[group] - np.cumsum(span) + span, span) + np.arange(span.sum())
+        mine = scores[row][owner]
+        above = (scores[other] > mine) | ((scores[other] == mine) & (other < row[owner]))
+        rank[lo:hi] = np.bincount(owner, weights=above, minlength=hi - lo).astype(np.int64) + 1
+    # precision at each purchase's rank: the purchases ranked at or above it in its group, over its rank
+    order = np.lexsort((rank, hit_group))
+    rank, hit_group, gain = rank[order], hit_group[order], labels[hit_rows[order]].astype(np.float64)
+    gain[rank > k] = 0.0
+    cumulative = np.cumsum(gain)
+    first = np.concatenate([[True], hit_group[1:] != hit_group[:-1]]) if len(hit_group) else np.zeros(0, bool)
+    before = np.maximum.accumulate(np.where(first, np.arange(len(gain)), 0))
+    in_group = cumulative - np.concatenate([[0.0], cumulative])[before]
+    ap = np.bincount(hit_group, weights=in_group / rank * gain, minlength=len(sizes)) / np.minimum(n_truth, k)
     return float(ap.sum() / (n_customers or len(sizes)))

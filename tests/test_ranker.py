@@ -1,5 +1,8 @@
 """The learned ranker: exact features on a hand-made shop, no leakage, a planted signal, the artifact round trip."""
 import json
+import os
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import numpy as np
@@ -68,12 +71,16 @@ def test_a_purchase_after_the_cutoff_changes_no_feature():
 
 # ---------------------------------------------------------------------------- the metric LightGBM stops on
 
-def test_group_map_equals_the_competition_metric():
+@pytest.mark.parametrize("ties, pairs_per_block", [(False, 4_000_000), (True, 4_000_000), (True, 7)])
+def test_group_map_equals_the_competition_metric(ties, pairs_per_block, monkeypatch):
+    # ties: scores on a coarse grid, ranked in row order as a stable sort does; small blocks of comparisons
+    monkeypatch.setattr(metrics, "PAIRS_PER_BLOCK", pairs_per_block)
     rng = np.random.default_rng(0)
     sizes = rng.integers(1, 30, 40)
+    score = rng.normal(size=sizes.sum())
     frame = pl.DataFrame({"customer_id": np.repeat(np.arange(40), sizes).astype(np.uint64),
                           "article_id": np.concatenate([rng.permutation(60)[:s] for s in sizes]).astype(np.int32),
-                          "score": rng.normal(size=sizes.sum())})
+                          "score": np.round(score * 2) / 2 if ties else score})
     labels = rng.random(sizes.sum()) < 0.15
     bought = {}
     for customer, article, label in zip(frame["customer_id"], frame["article_id"], labels):
@@ -83,7 +90,7 @@ def test_group_map_equals_the_competition_metric():
         bought.setdefault(customer, []).append(-1)
     truth = pl.DataFrame({"customer_id": list(bought), "article_ids": list(bought.values())},
                          schema={"customer_id": pl.UInt64, "article_ids": pl.List(pl.Int32)})
-    recs = (frame.sort(["customer_id", "score"], descending=[False, True])
+    recs = (frame.sort(["customer_id", "score"], descending=[False, True], maintain_order=True)
             .with_columns(rank=pl.int_range(1, pl.len() + 1).over("customer_id")))
     expected = metrics.map_at_k(recs, truth)
     keep = np.array([c in bought for c in range(40)])  # groups without a purchase are not in the metric
@@ -276,3 +283,16 @@ def test_one_date_phrase_for_every_reason():
     assert days.select(text=reasons.when_text(pl.col("days")))["text"].to_list() == [
         "last week", "last week", "2 weeks ago", "2 weeks ago", "3 weeks ago", "8 weeks ago", "2 months ago",
         "12 months ago"]
+
+
+# ---------------------------------------------------------------------------- threads on shared cores
+
+@pytest.mark.parametrize("user_choice", [None, "ACTIVE"])
+def test_openmp_threads_sleep_when_waiting_unless_the_user_chose(user_choice):
+    # the policy must be in the environment before LightGBM's OpenMP runtime loads, i.e. from `import fde` on
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_choice:
+        env["OMP_WAIT_POLICY"] = user_choice
+    code = "import os, fde, lightgbm; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (user_choice or "PASSIVE")
