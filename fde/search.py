@@ -99,25 +99,34 @@ def price_bands(articles: pl.DataFrame, transactions: pl.LazyFrame | None) -> pl
     return priced.select("article_id", "price", price_band=band)
 
 
-def article_text(articles: pl.DataFrame) -> list[list[str]]:
-    """Every article's words, each field repeated by its weight (TEXT_FIELDS)."""
-    columns = [c for c in TEXT_FIELDS if c in articles.columns]
-    rows = articles.select(pl.col(columns).cast(pl.String)).rows()
-    weights = [TEXT_FIELDS[c] for c in columns]
-    return [[w for value, weight in zip(row, weights) for w in words(value) * weight] for row in rows]
-
-
 def build_text_index(articles: pl.DataFrame) -> tuple[sparse.csc_matrix, dict[str, int]]:
-    """BM25 weight of every (article, word): idf * tf (k1 + 1) / (tf + k1 (1 - b + b len / mean len))."""
-    docs = article_text(articles)
+    """BM25 weight of every (article, word): idf * tf (k1 + 1) / (tf + k1 (1 - b + b len / mean len)).
+
+    An article's words are its fields' words, each field repeated by its weight (TEXT_FIELDS). Each distinct
+    value is split into words once: categories repeat across the catalogue, descriptions across colourways.
+    """
+    columns = [c for c in TEXT_FIELDS if c in articles.columns]
+    weights = [TEXT_FIELDS[c] for c in columns]
     vocabulary: dict[str, int] = {}
-    rows, cols = [], []
-    for i, doc in enumerate(docs):
-        for word in doc:
-            rows.append(i)
-            cols.append(vocabulary.setdefault(word, len(vocabulary)))
-    n = len(docs)
-    tf = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, len(vocabulary)))
+    word_ids: dict[str | None, list[int]] = {}
+
+    def ids_of(value: str | None) -> list[int]:
+        found = word_ids.get(value)
+        if found is None:
+            found = word_ids[value] = [vocabulary.setdefault(w, len(vocabulary)) for w in words(value)]
+        return found
+
+    cols: list[int] = []
+    lengths = np.zeros(articles.height, dtype=np.int64)
+    for i, row in enumerate(articles.select(pl.col(columns).cast(pl.String)).iter_rows()):
+        start = len(cols)
+        for value, weight in zip(row, weights):
+            cols.extend(ids_of(value) * weight)
+        lengths[i] = len(cols) - start
+    n = articles.height
+    rows = np.repeat(np.arange(n), lengths)
+    tf = sparse.csr_matrix((np.ones(len(cols), dtype=np.float32), (rows, np.asarray(cols, dtype=np.int64))),
+                           shape=(n, len(vocabulary)))
     tf.sum_duplicates()
     lengths = np.asarray(tf.sum(axis=1)).ravel()
     norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / max(lengths.mean(), 1e-9))
