@@ -1,7 +1,9 @@
 """Stage 1: the three Kaggle CSVs -> compact, typed zstd Parquet, with bad rows kept aside.
 
 Reads data/raw/{articles,customers,transactions_train}.csv and writes
-data/processed/{articles,customers,transactions,customer_ids}.parquet (see fde/artifacts.py):
+data/processed/{articles,customers,transactions,customer_ids}.parquet (see fde/artifacts.py), then
+what search.py needs from them under data/search/ (price bands and the BM25 index of the articles'
+words, fde/search.py):
 
     transactions  t_dat Date, customer_id UInt64, article_id Int32, price Float32, sales_channel_id UInt8
     customers     customer_id UInt64, FN/Active UInt8, club/news Categorical, age UInt8, postal_code String
@@ -34,7 +36,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from fde import dates
+from fde import dates, search
 from fde.artifacts import Artifacts, add_dir_args, from_args
 from fde.cli import add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import check_writable, environment_problem, UserError
@@ -501,26 +503,33 @@ def optimize(artifacts: Artifacts, show_progress: bool = True) -> dict:
     check_writable(art.processed_dir)
     result = {}
     raw = (art.raw_articles, art.raw_customers, art.raw_transactions)
-    with atomic_outputs(art.manifest("data_optim.py"), raw, art.command("data_optim.py"), art.data_dir) as staged, \
-            tqdm(total=3, unit="table", desc="data_optim", disable=not show_progress) as steps:
-        steps.set_postfix_str("articles")
-        result["articles"], catalogue = optimize_articles(art, staged)
+    with tqdm(total=4, unit="step", desc="data_optim", disable=not show_progress) as steps:
+        with atomic_outputs(art.manifest("data_optim.py"), raw, art.command("data_optim.py"), art.data_dir) as staged:
+            steps.set_postfix_str("articles")
+            result["articles"], catalogue = optimize_articles(art, staged)
+            steps.update()
+            steps.set_postfix_str("customers")
+            result["customers"], known = optimize_customers(art, staged)
+            steps.update()
+            steps.set_postfix_str("transactions")
+            result["transactions"], strangers = optimize_transactions(art, staged, known, catalogue)
+            steps.update()
+            ids = customer_map(known, strangers)
+            ids.write_parquet(staged(art.customer_ids), compression="zstd", row_group_size=ROW_GROUP_SIZE)
+        # what every search needs (price bands, the BM25 index), so that the first search.py answers at once
+        steps.set_postfix_str("search catalogue")
+        t_search = time.perf_counter()
+        result["search"] = {"articles": search.prepare(art), "seconds": time.perf_counter() - t_search,
+                            "path": str(art.search_dir)}
         steps.update()
-        steps.set_postfix_str("customers")
-        result["customers"], known = optimize_customers(art, staged)
-        steps.update()
-        steps.set_postfix_str("transactions")
-        result["transactions"], strangers = optimize_transactions(art, staged, known, catalogue)
-        steps.update()
-        ids = customer_map(known, strangers)
-        ids.write_parquet(staged(art.customer_ids), compression="zstd", row_group_size=ROW_GROUP_SIZE)
     extra = ids.height - known.height
     result["customer_ids"] = {"rows": ids.height, "not_in_customers_csv": extra, "path": str(art.customer_ids)}
     if extra:
         print(f"transactions: {extra:,} buyers are not in customers.csv; {art.customer_ids} maps their ids all the same")
     result["seconds"] = time.perf_counter() - t0
     result["peak_rss_mb"] = peak_rss_mb()
-    summary("data_optim", tables=3, customer_ids=ids.height, seconds=result["seconds"],
+    summary("data_optim", tables=3, customer_ids=ids.height, search_articles=result["search"]["articles"],
+            search_seconds=result["search"]["seconds"], seconds=result["seconds"],
             peak_rss_mb=result["peak_rss_mb"], out=str(art.processed_dir))
     return result
 

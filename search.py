@@ -7,13 +7,12 @@ A photo goes through exactly the catalogue's recipe (visual/visual_meta.json: ba
 size, fit, runtime; its EXIF rotation applied) and is compared with every article's image vector
 (cosine). Words are scored with BM25 over each article's name, type, colour, pattern, department, index
 group and description. Filters work on both. stdout gets `rank,article_id,score` (10-digit ids);
-stderr gets progress and a one-line summary. The search catalogue is built from processed/ on first use
-and saved under search/ with a manifest, its text index by the first text search (rebuilt when
-articles.parquet or transactions.parquet change).
+stderr gets progress and a one-line summary. The search catalogue (price bands) and its text index are
+made from processed/ by data_optim.py and saved under search/ with a manifest; a search rebuilds them
+when articles.parquet or transactions.parquet have changed since.
 Beyond 200,000 image vectors (or with --index ann) a photo's candidates come from an approximate
 index (fde/ann.py: faiss IVF over 256-d projections, nprobe measured at build), built once and saved in
-visual/, and are
-re-ranked with the exact cosine.
+visual/, and are re-ranked with the exact cosine.
 """
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ class Artifacts:
     def search_unit_manifest(self) -> Path:
         return self.visual_dir / "search_unit.json"
 
-    # search.py (fde/search.py): built on first use from processed/, rebuilt when that changes
+    # search.py (fde/search.py): built from processed/ by data_optim.py (or the first search), rebuilt when it changes
     @property
     def search_dir(self) -> Path:
         return self.data_dir / "search"
@@ -229,7 +229,7 @@ class Artifacts:
 
     @property
     def search_text_manifest(self) -> Path:
-        """What the text index and vocabulary were built from (articles.parquet): the first text search makes them."""
+        """What the text index and vocabulary were built from (articles.parquet)."""
         return self.search_dir / "text_manifest.json"
 
     def manifest(self, script: str) -> Path:

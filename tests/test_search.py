@@ -116,6 +116,17 @@ def test_the_text_index_is_saved_and_rebuilt_when_the_articles_change(shop):
     assert fs.is_current(shop) and fs.text_is_current(shop)
 
 
+def test_data_optim_builds_what_the_first_search_needs(tiny, monkeypatch):
+    """After data_optim.py the catalogue and the text index are current: the first text search builds neither."""
+    assert fs.is_current(tiny) and fs.text_is_current(tiny)
+    monkeypatch.setattr(fs, "build_text_index", lambda articles: pytest.fail("the first text search built the index"))
+    monkeypatch.setattr(fs.SearchCatalogue, "build",
+                        classmethod(lambda cls, art: pytest.fail("the first search built the catalogue")))
+    word = pl.read_parquet(tiny.articles)["product_type_name"].cast(pl.String)[0]
+    found = fs.Search(tiny).by_text(word, k=5)
+    assert found.height == 5 and found["why"].str.contains("type").all()
+
+
 def test_cli_text_search_and_its_errors(shop):
     done = search_cli(shop, "--text", "slim jeans", "--k", "2")
     assert done.returncode == 0, done.stderr
