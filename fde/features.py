@@ -25,6 +25,7 @@ colours) is absent or constant, and the ranker drops it and says so.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -60,26 +61,54 @@ def reduce_vectors(ids: np.ndarray, vectors: np.ndarray, dims: int = VECTOR_DIMS
     return np.asarray(ids, dtype=np.int32), vectors / np.where(norms > 0, norms, 1.0)
 
 
+@dataclass
+class CustomerTables:
+    """The tables of some customers' own purchases before the cut-off (Context.customer_tables)."""
+
+    customers: pl.DataFrame                 # customer_id -> activity, age
+    pairs: pl.DataFrame                     # (customer_id, article_id) -> counts, decayed counts, recency
+    shares: dict[str, pl.DataFrame]         # affinity feature -> (customer_id, value) -> share of purchases
+    recent: pl.DataFrame                    # each customer's RECENT_ITEMS latest distinct articles
+
+
 class Context:
-    """Everything the features at one cut-off are computed from; per-customer tables are computed once."""
+    """Everything the features at one cut-off are computed from.
+
+    The article tables (sales, lifetime, a year back, near the customer) and the factors are computed
+    once, from every purchase before the cut-off. The tables of a customer's own purchases are computed
+    when `features` is given that customer's rows, from those customers' purchases alone: a training
+    week's pool holds its buyers (40,000 of Kaggle's 1.37M customers), and final.py scores customers in
+    batches, so no table of every customer's history is built. The values are the same either way.
+    """
 
     def __init__(self, transactions: pl.DataFrame, articles: pl.DataFrame, customers: pl.DataFrame, cutoff,
                  vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         self.cutoff = cutoff
         history = transactions.filter(pl.col("t_dat") < cutoff).with_columns(pl.col("article_id").cast(ARTICLE))
+        self.history = history
+        self.customers = customers
         self.articles = articles.with_columns(pl.col("article_id").cast(ARTICLE))
         self.vectors = vectors or {}
-        self.customer_table = self._customers(history, customers)
         self.article_table = self._articles(history)
-        self.pair_table = self._pairs(history)
-        self.affinity_tables = self._affinities(history)
-        self.recent = (history.group_by("customer_id", "article_id").agg(last=pl.col("t_dat").max())
-                       .sort(["customer_id", "last", "article_id"], descending=[False, True, False])
-                       .group_by("customer_id", maintain_order=True).head(RECENT_ITEMS))
+        self.affinity_values = {feature: self.articles.select("article_id", value=pl.col(column).cast(pl.Int64))
+                                for column, feature in AFFINITIES.items() if column in self.articles.columns}
         self.lifetime_table = self._lifetime(history)
         self.last_year_tables = self._last_year(history)
         self.local_tables = self._local(history, customers)
         self.factors = factors.fit(history, cutoff)
+
+    def customer_tables(self, customer_ids: pl.DataFrame | pl.Series) -> CustomerTables:
+        """The per-customer tables of these customers, from their purchases before the cut-off."""
+        ids = pl.DataFrame({"customer_id": customer_ids}) if isinstance(customer_ids, pl.Series) \
+            else customer_ids.select("customer_id")
+        ids = ids.unique().with_columns(pl.col("customer_id").cast(self.history.schema["customer_id"]))
+        history = self.history.join(ids, on="customer_id", how="semi")
+        customers = self.customers.join(ids, on="customer_id", how="semi")
+        recent = (history.group_by("customer_id", "article_id").agg(last=pl.col("t_dat").max())
+                  .sort(["customer_id", "last", "article_id"], descending=[False, True, False])
+                  .group_by("customer_id", maintain_order=True).head(RECENT_ITEMS))
+        return CustomerTables(self._customers(history, customers), self._pairs(history), self._affinities(history),
+                              recent)
 
     def _customers(self, history: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
         stats = history.group_by("customer_id").agg(
@@ -114,19 +143,15 @@ class Context:
             days_since_bought=(pl.lit(self.cutoff) - pl.col("t_dat").max()).dt.total_days().cast(pl.Float32),
         )
 
-    def _affinities(self, history: pl.DataFrame) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
-        """Per attribute: (article -> value, customer x value -> share of the customer's purchases)."""
+    def _affinities(self, history: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Per attribute: customer x value -> share of the customer's purchases (values: affinity_values)."""
         tables = {}
-        for column, feature in AFFINITIES.items():
-            if column not in self.articles.columns:
-                continue
-            values = self.articles.select("article_id", value=pl.col(column).cast(pl.Int64))
-            shares = (history.select("customer_id", "article_id").join(values, on="article_id", how="inner")
-                      .group_by("customer_id", "value").agg(n=pl.len())
-                      .with_columns((pl.col("n") / pl.col("n").sum().over("customer_id")).cast(pl.Float32)
-                                    .alias(feature))
-                      .drop("n"))
-            tables[feature] = (values, shares)
+        for feature, values in self.affinity_values.items():
+            tables[feature] = (history.select("customer_id", "article_id").join(values, on="article_id", how="inner")
+                               .group_by("customer_id", "value").agg(n=pl.len())
+                               .with_columns((pl.col("n") / pl.col("n").sum().over("customer_id"))
+                                             .cast(pl.Float32).alias(feature))
+                               .drop("n"))
         return tables
 
     @staticmethod
@@ -199,18 +224,21 @@ class Context:
                    .with_columns(pl.when(known).then(pl.col(name).fill_null(0.0)).otherwise(None).alias(name)))
         return out.drop("postal_code", "band")
 
-    def similarity(self, pool: pl.DataFrame, kind: str) -> pl.DataFrame:
+    def similarity(self, pool: pl.DataFrame, kind: str, recent: pl.DataFrame | None = None) -> pl.DataFrame:
         """KEYS + sim_<kind>: the highest cosine between the article and the customer's recent purchases,
         plus sim_<kind>_source and sim_<kind>_days (which purchase, how long before the cut-off).
 
         Vectorised: each customer's last RECENT_ITEMS purchases form a (RECENT_ITEMS x dims) block,
         and every pooled row takes the max of its article vector against its customer's block.
+        recent: the pool's customers' recent purchases (customer_tables), when already computed.
         """
         ids, vectors = self.vectors[kind]
         name = f"sim_{kind}"
         keys = pool.select(KEYS)
         row_of = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int32)})
-        recent = (self.recent.join(keys.select("customer_id").unique(), on="customer_id", how="semi")
+        if recent is None:
+            recent = self.customer_tables(keys["customer_id"]).recent
+        recent = (recent.join(keys.select("customer_id").unique(), on="customer_id", how="semi")
                   .join(row_of, on="article_id", how="inner")
                   .sort(["customer_id", "last", "article_id"], descending=[False, True, False])  # slot 0: latest
                   .with_columns(slot=pl.int_range(pl.len()).over("customer_id"),
@@ -253,14 +281,16 @@ class Context:
 
     def features(self, pool: pl.DataFrame) -> pl.DataFrame:
         """The pool with every feature column added (rows and their order unchanged)."""
-        out = (pool.join(self.customer_table, on="customer_id", how="left", maintain_order="left")
+        own = self.customer_tables(pool["customer_id"])
+        out = (pool.join(own.customers, on="customer_id", how="left", maintain_order="left")
                .join(self.article_table, on="article_id", how="left", maintain_order="left")
-               .join(self.pair_table, on=KEYS, how="left", maintain_order="left"))
-        for values, shares in self.affinity_tables.values():
+               .join(own.pairs, on=KEYS, how="left", maintain_order="left"))
+        for feature, values in self.affinity_values.items():
             out = (out.join(values, on="article_id", how="left", maintain_order="left")
-                   .join(shares, on=["customer_id", "value"], how="left", maintain_order="left").drop("value"))
+                   .join(own.shares[feature], on=["customer_id", "value"], how="left", maintain_order="left")
+                   .drop("value"))
         for kind in self.vectors:
-            out = out.join(self.similarity(pool, kind), on=KEYS, how="left", maintain_order="left")
+            out = out.join(self.similarity(pool, kind, own.recent), on=KEYS, how="left", maintain_order="left")
         fills = [c for c in out.columns if c.startswith("sales_") or c in ("times_bought", *AFFINITIES.values())
                  or c.startswith("bought_decayed_")]
         return self._with_history_features(out.with_columns(pl.col(c).fill_null(0.0) for c in fills))

@@ -749,21 +749,43 @@ class SimilarToRecent(Recommender):
                         .cast(pl.Float32)))
 
     def fit(self, transactions, articles, cutoff=None):
-        """Remember recent purchases, then look up neighbours of every recently bought article among available ones."""
+        """Remember recent purchases and the available articles (weighted by their sales).
+
+        The neighbours of a recently bought article are looked up the first time a customer who bought
+        it is asked for (neighbours_of), then kept: a training week asks for its buyers only."""
         transactions, self.cutoff = before(transactions, cutoff)
         self.recent = recent_purchases(transactions, self.cutoff, self.recent_days, self.per_customer,
                                        self.half_life_days)
-        weighted = self.target_weights(transactions, articles)
-        self.targets = weighted["article_id"]
-        queries = self.recent["article_id"].unique().sort()
-        self.neighbour_pairs = self.neighbour_table(queries, weighted, articles)
+        self.weighted = self.target_weights(transactions, articles)
+        self.targets = self.weighted["article_id"]
+        self.articles = articles
+        self.looked_up = pl.Series("article_id", [], dtype=ARTICLE)
+        self.neighbour_pairs = pl.DataFrame(schema={"article_id": ARTICLE, "neighbour_id": ARTICLE,
+                                                    "similarity": pl.Float32})
         return self
+
+    def neighbours_of(self, queries: pl.Series) -> pl.DataFrame:
+        """The neighbour pairs of these articles: those not looked up yet are, once (each query is
+        independent of the others, so the pairs are the same as looking up every article at once)."""
+        queries = queries.cast(ARTICLE).unique()
+        new = queries.filter(~queries.is_in(self.looked_up.implode())).sort()
+        if new.len():
+            found = self.neighbour_table(new, self.weighted, self.articles)
+            self.neighbour_pairs = pl.concat([self.neighbour_pairs, found.select(self.neighbour_pairs.columns)])
+            self.looked_up = pl.concat([self.looked_up, new])
+        return self.neighbour_pairs.join(queries.to_frame("article_id"), on="article_id", how="semi")
+
+    def __getstate__(self):
+        """Pickled for another process (Ray's workers): every neighbour looked up first, once, not per worker."""
+        if getattr(self, "recent", None) is not None and hasattr(self, "looked_up"):
+            self.neighbours_of(self.recent["article_id"])
+        return self.__dict__
 
     def candidates(self, customers, n):
         """Join recent purchases to their neighbours; keep each article's best-explained score."""
+        recent = self.recent.join(customers, on="customer_id", how="semi")
         joined = (
-            self.recent.join(customers, on="customer_id", how="semi")
-            .join(self.neighbour_pairs, on="article_id", how="inner")
+            recent.join(self.neighbours_of(recent["article_id"]), on="article_id", how="inner")
             .with_columns(score=(pl.col("similarity") * pl.col("weight")).cast(pl.Float32))
         )
         if joined.height == 0:
