@@ -314,3 +314,27 @@ def test_co_purchase_exact_conditional_probability():
     # a pair bought by a single customer is not a pattern
     single = CoPurchase(pair_days=7).fit(tx.filter(pl.col("customer_id") != 2), ARTICLES, CUTOFF)
     assert single.recommend(pl.Series([3], dtype=pl.UInt64), 12).height == 0
+
+
+@pytest.mark.parametrize("kind", ["distinct", "ties", "all tied", "mostly -inf", "half -inf"])
+def test_top_n_by_chunk_maxima_is_exactly_the_partition_answer(kind):
+    """The chunked top_n keeps the same (row, column) pairs in the same order as one partition per row,
+    ties at the n-th score included, on blocks wide enough to take the chunked path (and on a block of
+    ties, where it partitions)."""
+    from fde.strategies import top_n, top_n_by_partition
+
+    rng = np.random.default_rng(len(kind))
+    for width, n in ((500, 3), (2_000, 13), (997, 1), (64, 8)):  # 64 x 8: too narrow, the partition itself
+        scores = rng.standard_normal((40, width)).astype(np.float32)
+        if kind == "ties":
+            scores = rng.integers(0, 100, scores.shape).astype(np.float32)
+        elif kind == "all tied":  # the candidates would be the whole block: partitioned instead
+            scores = np.ones_like(scores)
+        elif kind == "mostly -inf":
+            scores[rng.random(scores.shape) < 0.97] = -np.inf
+        elif kind == "half -inf":
+            scores[:, : width // 2] = -np.inf
+        for above in (-np.inf, 0.0):
+            got, want = top_n(scores, n, above), top_n_by_partition(scores, n, above)
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+            assert len(got[0]) >= 1
