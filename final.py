@@ -151,7 +151,7 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
     if ranker is not None:
         progress.set_postfix_str("ranker features")
         ranker.fit(before_test, articles, test_start, fit_sources=False)
-        pool_recall = candidates.recall(ranker.frame(test_truth.select("customer_id")), test_truth)
+        pool_recall = candidates.recall(ranker.pool(test_truth.select("customer_id")), test_truth)  # no features
         scored.append(ranker)
     results, cold = evaluation.score_week(scored, test_truth, before_test["article_id"].unique(), articles.height)
     progress.total = progress.n  # tuning may stop early
