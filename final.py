@@ -26,7 +26,7 @@ from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
 from fde.evaluation import BASELINE, Inputs, load_inputs
 from fde.files import atomic_outputs, atomic_path, write_json, write_parquet
-from fde.ranking import LearnedRanker, Model
+from fde.ranking import SCORE_ROWS, LearnedRanker, Model
 from fde.strategies import K, Recommender, as_customer_frame
 from fde.submission import check_submission, submission_frame
 from fde.training import load_vectors
@@ -35,7 +35,6 @@ from fde.visual_index import VisualIndex
 LAUNCH_AUDIENCE = 500     # customers scored by the ranker for each launch (the app shows the best of them)
 TUNING_CUSTOMERS = 50_000  # validation customers the weights are tuned on (a seeded sample above this)
 CHUNK_CUSTOMERS = 100_000  # customers per batch when recommending for everyone (bounds memory)
-CHUNK_ROWS = 5_000_000      # the ranker's batches: pool rows (with their features) in memory at once
 RECOMMENDATION_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32,
                          "reason": pl.String, "source_article_id": pl.Int32}
 
@@ -152,7 +151,7 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
     if ranker is not None:
         progress.set_postfix_str("ranker features")
         ranker.fit(before_test, articles, test_start, fit_sources=False)
-        pool_recall = candidates.recall(ranker.frame(test_truth.select("customer_id")), test_truth)
+        pool_recall = candidates.recall(ranker.pool(test_truth.select("customer_id")), test_truth)  # no features
         scored.append(ranker)
     results, cold = evaluation.score_week(scored, test_truth, before_test["article_id"].unique(), articles.height)
     progress.total = progress.n  # tuning may stop early
@@ -258,7 +257,7 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
     # the ranker holds every pooled row's features: its batches are bounded by rows, not customers
-    chunk = (max(1, CHUNK_ROWS // candidates.POOL_ROWS) if isinstance(recommender, LearnedRanker)
+    chunk = (max(1, SCORE_ROWS // candidates.POOL_ROWS) if isinstance(recommender, LearnedRanker)
              else CHUNK_CUSTOMERS)
     recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress, chunk=chunk, engine=engine,
                               ray_address=ray_address)

@@ -19,8 +19,9 @@ from fde.features import Context, feature_columns
 from fde.files import atomic_outputs, write_json
 from fde.ids import ARTICLE
 from fde.reasons import explain
-from fde.strategies import K, Popularity, Recommender, before, top_k
+from fde.strategies import K, Popularity, Recommender, as_customer_frame, before, top_k
 
+SCORE_ROWS = 5_000_000  # a cost, not a behaviour: pool rows (with their features) in memory at once when scoring
 PRIORS = ("popular_age", "popular_decayed", "popular_last_week", "popular_all_time")  # the first proposes
 
 
@@ -215,10 +216,18 @@ class LearnedRanker(Recommender):
         return self.context.features(self.pool(customers))
 
     def scored(self, customers: pl.DataFrame, n: int) -> pl.DataFrame:
-        """Each customer's top n pooled rows by the model's score, with all their features."""
-        frame = self.frame(customers)
-        frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32))
-        return top_with_launches(frame, n, self.launch_slots)
+        """Each customer's top n pooled rows by the model's score, with all their features.
+
+        In batches of SCORE_ROWS // POOL_ROWS customers: only one batch's pool and features are in
+        memory at a time (scoring a full-scale test week's 80,000 buyers at once took 12 GB)."""
+        frame = as_customer_frame(customers)
+        step = max(1, SCORE_ROWS // candidates.POOL_ROWS)
+        parts = []
+        for start in range(0, max(frame.height, 1), step):
+            pool = self.frame(frame.slice(start, step))
+            pool = pool.with_columns(score=pl.Series(self.model.predict(pool), dtype=pl.Float32))
+            parts.append(top_with_launches(pool, n, self.launch_slots))
+        return pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
 
     def candidates(self, customers, n):
         ranked = self.scored(customers, n)

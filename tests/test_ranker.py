@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fde import evaluation, metrics, ranking, reasons, strategies, training
+from fde import candidates, evaluation, metrics, ranking, reasons, strategies, training
 from fde.artifacts import Artifacts
 from fde.errors import UserError
 from fde.features import CUSTOMER_ONLY, Context, family_of
@@ -161,6 +161,19 @@ def test_ranker_learns_a_planted_co_purchase_signal(planted):
                 .with_columns(rank=pl.int_range(1, pl.len() + 1).over("customer_id")))
         return metrics.map_at_k(recs, truth)
     assert map_by("score") >= map_by("score__co_purchase") - 1e-9 > 0
+
+
+def test_scoring_in_batches_of_customers_gives_the_same_lists(planted, monkeypatch):
+    """LearnedRanker scores SCORE_ROWS // POOL_ROWS customers at a time: the lists are those of one batch."""
+    model = planted[0]
+    tx, articles, customers = planted_shop()
+    populars, personal = candidates.make_sources(customers)
+    ranker = ranking.LearnedRanker(model, populars, personal, customers).fit(tx, articles, date(2020, 9, 16))
+    everyone = customers["customer_id"]
+    whole = ranker.recommend(everyone, 12, with_source=True)
+    monkeypatch.setattr(ranking, "SCORE_ROWS", 7 * candidates.POOL_ROWS)  # 7 customers a batch: 86 batches
+    batched = ranker.recommend(everyone, 12, with_source=True)
+    assert whole.height == 12 * everyone.len() and batched.equals(whole)
 
 
 def test_model_round_trips_through_its_artifact(planted, tmp_path):
