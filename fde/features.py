@@ -33,7 +33,7 @@ import polars as pl
 
 from fde import factors
 from fde.candidates import KEYS
-from fde.strategies import ARTICLE, age_postal_groups, decay
+from fde.strategies import ARTICLE, age_postal_groups, as_customer_frame, decay
 
 HALF_LIVES = (7.0, 30.0, 180.0)  # decayed purchase counts at three scales: a week, a month, a season
 SALES_WEEKS = (1, 2, 4, 12)
@@ -97,11 +97,9 @@ class Context:
         self.local_tables = self._local(history, customers)
         self.factors = factors.fit(history, cutoff)
 
-    def customer_tables(self, customer_ids: pl.DataFrame | pl.Series) -> CustomerTables:
+    def customer_tables(self, customer_ids: pl.Series) -> CustomerTables:
         """The per-customer tables of these customers, from their purchases before the cut-off."""
-        ids = pl.DataFrame({"customer_id": customer_ids}) if isinstance(customer_ids, pl.Series) \
-            else customer_ids.select("customer_id")
-        ids = ids.unique().with_columns(pl.col("customer_id").cast(self.history.schema["customer_id"]))
+        ids = as_customer_frame(customer_ids)
         history = self.history.join(ids, on="customer_id", how="semi")
         customers = self.customers.join(ids, on="customer_id", how="semi")
         recent = (history.group_by("customer_id", "article_id").agg(last=pl.col("t_dat").max())
@@ -224,20 +222,18 @@ class Context:
                    .with_columns(pl.when(known).then(pl.col(name).fill_null(0.0)).otherwise(None).alias(name)))
         return out.drop("postal_code", "band")
 
-    def similarity(self, pool: pl.DataFrame, kind: str, recent: pl.DataFrame | None = None) -> pl.DataFrame:
+    def similarity(self, pool: pl.DataFrame, kind: str, recent: pl.DataFrame) -> pl.DataFrame:
         """KEYS + sim_<kind>: the highest cosine between the article and the customer's recent purchases,
         plus sim_<kind>_source and sim_<kind>_days (which purchase, how long before the cut-off).
 
         Vectorised: each customer's last RECENT_ITEMS purchases form a (RECENT_ITEMS x dims) block,
         and every pooled row takes the max of its article vector against its customer's block.
-        recent: the pool's customers' recent purchases (customer_tables), when already computed.
+        recent: the pool's customers' recent purchases (CustomerTables.recent).
         """
         ids, vectors = self.vectors[kind]
         name = f"sim_{kind}"
         keys = pool.select(KEYS)
         row_of = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int32)})
-        if recent is None:
-            recent = self.customer_tables(keys["customer_id"]).recent
         recent = (recent.join(keys.select("customer_id").unique(), on="customer_id", how="semi")
                   .join(row_of, on="article_id", how="inner")
                   .sort(["customer_id", "last", "article_id"], descending=[False, True, False])  # slot 0: latest

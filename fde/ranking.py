@@ -227,7 +227,7 @@ class LearnedRanker(Recommender):
             pool = self.frame(frame.slice(start, step))
             pool = pool.with_columns(score=pl.Series(self.model.predict(pool), dtype=pl.Float32))
             parts.append(top_with_launches(pool, n, self.launch_slots))
-        return pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+        return pl.concat(parts, how="vertical_relaxed")
 
     def candidates(self, customers, n):
         ranked = self.scored(customers, n)
