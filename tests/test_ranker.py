@@ -176,6 +176,48 @@ def test_scoring_in_batches_of_customers_gives_the_same_lists(planted, monkeypat
     assert whole.height == 12 * everyone.len() and batched.equals(whole)
 
 
+@pytest.mark.parametrize("objective", ["binary", "lambdarank"])
+def test_the_compiled_model_scores_as_lightgbm_does(objective, monkeypatch):
+    """Large frames are scored by the model compiled with lleaves: the same scores (missing values included),
+    in chunks; a pickled model (a Ray worker's) compiles again."""
+    import pickle
+
+    import lightgbm
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3_000, 6))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    y = ((np.nan_to_num(x[:, 0]) + rng.normal(scale=0.5, size=3_000)) > 0).astype(int)
+    params = {"objective": objective, "verbose": -1, "seed": 0, "num_leaves": 15}
+    booster = lightgbm.train(params, lightgbm.Dataset(x, y, group=[30] * 100 if objective == "lambdarank" else None),
+                             num_boost_round=40)
+    names = [f"f{i}" for i in range(6)]
+    frame = pl.DataFrame(x.astype(np.float32), schema=names)
+    model = ranking.Model(booster, names)
+    expected = booster.predict(x.astype(np.float32))
+    assert "_compiled" not in model.__dict__ and np.array_equal(model.predict(frame), expected)  # small: LightGBM
+    monkeypatch.setattr(ranking, "COMPILE_ROWS", 1_000)
+    monkeypatch.setattr(ranking, "COMPILED_CHUNK_ROWS", 700)  # 5 chunks, the last one short
+    got = model.predict(frame)
+    assert "_compiled" in model.__dict__
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    again = pickle.loads(pickle.dumps(model))
+    assert "_compiled" not in again.__dict__
+    np.testing.assert_allclose(again.predict(frame), expected, rtol=0, atol=1e-12)
+
+
+def test_compiled_scoring_gives_the_same_lists(planted, monkeypatch):
+    model = ranking.Model(planted[0].booster, planted[0].features, planted[0].meta)
+    tx, articles, customers = planted_shop()
+    populars, personal = candidates.make_sources(customers)
+    ranker = ranking.LearnedRanker(model, populars, personal, customers).fit(tx, articles, date(2020, 9, 16))
+    everyone = customers["customer_id"]
+    plain = ranker.recommend(everyone, 12, with_source=True)
+    monkeypatch.setattr(ranking, "COMPILE_ROWS", 0)
+    compiled = ranker.recommend(everyone, 12, with_source=True)
+    assert "_compiled" in model.__dict__ and compiled.equals(plain)
+
+
 def test_model_round_trips_through_its_artifact(planted, tmp_path):
     model, held_out = planted
     artifacts = Artifacts(tmp_path / "data")
