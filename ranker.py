@@ -22,6 +22,7 @@ import argparse
 from datetime import timedelta
 
 import polars as pl
+import polars.selectors as cs
 
 from fde import artifacts as art
 from fde import candidates, evaluation
@@ -30,6 +31,7 @@ from fde.errors import UserError, check_writable
 from fde.evaluation import Inputs
 from fde.ranking import Model
 from fde.training import (
+    MAX_POOL_COST,
     MAX_ROUNDS,
     OBJECTIVES,
     PARAMS,
@@ -38,6 +40,7 @@ from fde.training import (
     WEEK_CHOICES,
     choose_depths,
     choose_launch_slots,
+    choose_pool,
     load_vectors,
     thin,
     train,
@@ -126,12 +129,19 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
                                           variants[v]["objective"] == OBJECTIVES[0]))
     setup = variants[chosen]
     booster = boosters[chosen]
-    val_map = setup["map12"]
-    scored = valid.with_columns(score=pl.Series(
-        booster.predict(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
-                        num_iteration=setup["rounds"]), dtype=pl.Float32))
+    predictions = booster.predict(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
+                                  num_iteration=setup["rounds"])
+    # how deep the pools final.py scores go (a cost), then the launch slots on that pool
+    pool_depths, kept, pool_table = choose_pool(valid, predictions, valid_truth, depth_info["choice"]["path"],
+                                                list(depths), depth_info["proposer"])
+    print_pool(pool_table)
+    val_map = next(row["validation_map12"] for row in pool_table if row["chosen"])
+    scored = (valid.select("customer_id", "article_id", cs.starts_with("rank__"),
+                           cs.by_name("days_since_first_sale", require_all=False))
+              .with_columns(score=pl.Series(predictions, dtype=pl.Float32)).filter(kept))
+    scored_recall = candidates.recall(scored, valid_truth.truth)
     slots, slot_scores = choose_launch_slots(scored, valid_truth.truth, inputs.train["article_id"].unique())
-    del scored
+    del scored, predictions
     boosters.clear()
     progress.set_postfix_str(f"retrain {chosen}, {setup['rounds']} rounds, up to the test week")
     n_weeks = setup["weeks"]
@@ -149,14 +159,17 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
         "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
         "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots,
         "launch_slot_scores": slot_scores,
-        "pool_recall": valid_recall,
+        "pool_depths": pool_depths, "pool_steps": pool_table, "max_pool_cost": MAX_POOL_COST,
+        "pool_recall": scored_recall, "pool_recall_whole": valid_recall,
         "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))] for c in cutoffs[len(cutoffs) - n_weeks:]],
     })
     model.save(artifacts, trained_on(artifacts))
     top = ", ".join(f"{r['feature']}" for r in model.importance()[:5])
     summary("ranker", setup=chosen.replace(" ", "_").replace(",", ""), rows=weeks.height, features=len(features),
             rounds=setup["rounds"], validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots,
-            pool_recall=f"{valid_recall.get('pool', 0):.3f}", top_features=top, seconds=clock.seconds,
+            pool_recall=f"{scored_recall.get('pool', 0):.3f}",
+            pool_rows=next(row["rows_per_customer"] for row in pool_table if row["chosen"]),
+            top_features=top, seconds=clock.seconds,
             peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
     return model.meta | {"features": features, "feature_importance": model.importance()}
 
@@ -182,6 +195,16 @@ def print_depths(depths: dict, info: dict) -> None:
           f"{candidates.POOL_ROWS} rows per customer): " + ", ".join(f"{k}={v}" for k, v in depths.items())
           + f"; pool recall {choice['pool_recall']:.3f} with {choice['rows_per_customer']:.0f} rows per customer",
           flush=True)
+
+
+def print_pool(table: list[dict]) -> None:
+    """The depth path's steps with the validation MAP@12 of a pool that stops there; the one final.py scores."""
+    print("ranker: validation MAP@12 of the pool along the depth path (rows per customer and recall on the "
+          "buyers above; final.py scores the first step within "
+          f"{MAX_POOL_COST:.1%} of the whole pool):", flush=True)
+    evaluation.print_table(pl.DataFrame(table).select(
+        "source", "depth", "rows_per_customer", "pool_recall", "validation_map12",
+        chosen=pl.when(pl.col("chosen")).then(pl.lit("<-")).otherwise(pl.lit(""))))
 
 
 def main(argv=None):

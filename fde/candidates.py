@@ -106,6 +106,20 @@ def annotate(pairs: pl.DataFrame, proposed: dict[str, pl.DataFrame], popular: li
     return pool.with_columns(pl.col(c).fill_null(0.0).cast(pl.Float32) for c in pool.columns if c.startswith("score__"))
 
 
+def proposer_rank(name: str) -> pl.Expr:
+    """A pooled row's place in the proposing prior's list (its score, ties by article id, as the prior orders
+    its candidates): the prior proposes its top n to everyone, so within a pool its top n keep these places."""
+    return pl.struct(-pl.col(score_column(name)), "article_id").rank("ordinal").over("customer_id")
+
+
+def within(depths: dict[str, int], proposer: str | None, columns) -> pl.Expr:
+    """True for the pooled rows a pool of these depths holds: a source (or the proposer) ranks it within its depth."""
+    terms = [pl.col(rank_column(name)) <= depth for name, depth in depths.items() if rank_column(name) in columns]
+    if proposer is not None and proposer in depths:
+        terms.append(proposer_rank(proposer) <= depths[proposer])
+    return pl.any_horizontal(terms).fill_null(False) if terms else pl.lit(True)
+
+
 def source_names(pool: pl.DataFrame) -> list[str]:
     """The personal sources present in a pool (those with a rank column)."""
     return [c.removeprefix("rank__") for c in pool.columns if c.startswith("rank__")]
@@ -176,7 +190,9 @@ def choose_depths(curves: dict, budget: float = POOL_ROWS) -> tuple[dict[str, in
     taken first, until no step adds a purchase or the pool would exceed `budget` rows per customer:
     the most recall the cost allows, wherever the data puts it (a habitual shop's repertoires, a
     fashion shop's similar articles). Returns ({source: depth}, {"pool_recall", "rows_per_customer",
-    "precision_deepest"}: the last is the precision of the pool with every source at its deepest).
+    "precision_deepest", "path"}): the precision of the pool with every source at its deepest, and the
+    steps in the order taken (the first: every source at the smallest depth), each with the pool's
+    rows per customer and recall after it (ranker.py chooses how far along it to score: training.choose_pool).
     """
     names, ranks, hits, depths = curves["names"], curves["ranks"], curves["hits"], curves["depths"]
     level = {name: 0 for name in names}                 # index into depths
@@ -184,6 +200,12 @@ def choose_depths(curves: dict, budget: float = POOL_ROWS) -> tuple[dict[str, in
     deepest = (ranks <= depths[-1]).any(axis=1)
     floor = hits[deepest].sum() / max(deepest.sum(), 1)  # precision of the deepest pool
     full = set()  # sources whose next step no longer fits in the budget
+
+    def taken(name: str | None) -> dict:
+        return {"source": name, "depth": depths[level[name]] if name else depths[0],
+                "rows_per_customer": round(float(covered.sum()) / curves["customers"], 1),
+                "pool_recall": round(float(hits[covered].sum()) / curves["bought"], 4)}
+    path = [taken(None)]
     while True:
         best = None
         for j, name in enumerate(names):
@@ -201,10 +223,21 @@ def choose_depths(curves: dict, budget: float = POOL_ROWS) -> tuple[dict[str, in
             continue
         level[name] += 1
         covered |= step
+        path.append(taken(name))
     chosen = {name: depths[level[name]] for name in names}
-    return chosen, {"pool_recall": round(float(hits[covered].sum()) / curves["bought"], 4),
-                    "rows_per_customer": round(float(covered.sum()) / curves["customers"], 1),
-                    "precision_deepest": round(float(floor), 5)}
+    return chosen, {"pool_recall": path[-1]["pool_recall"], "rows_per_customer": path[-1]["rows_per_customer"],
+                    "precision_deepest": round(float(floor), 5), "path": path}
+
+
+def path_depths(path: list[dict], names: list[str]) -> list[dict[str, int]]:
+    """Every source's depth after each step of a choose_depths path."""
+    current = {name: path[0]["depth"] for name in names}
+    out = []
+    for step in path:
+        if step["source"] is not None:
+            current[step["source"]] = step["depth"]
+        out.append(dict(current))
+    return out
 
 
 def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | None = None,

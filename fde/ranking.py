@@ -211,7 +211,8 @@ class LearnedRanker(Recommender):
                  customers: pl.DataFrame, vectors: dict | None = None,
                  depths: dict[str, int] | None = None, launch_slots: int | None = None):
         """depths: each source's candidates per customer (default: what ranker.py chose on validation, saved
-        with the model); launch_slots: places kept for launches (default: the model's choice)."""
+        with the model, which then also says how deep the scored pool goes: pool_depths); launch_slots:
+        places kept for launches (default: the model's choice)."""
         self.model = model
         by_name = {p.name: p for p in populars}
         self.popular = [by_name[name] for name in PRIORS if name in by_name]
@@ -221,6 +222,9 @@ class LearnedRanker(Recommender):
         depths = depths if depths is not None else (model.meta.get("depths") if model is not None else None)
         self.n_candidates = depths or candidates.N_CANDIDATES
         self.n_popular = candidates.depth_of(depths or {}, self.proposer, candidates.N_POPULAR)
+        # every candidate keeps the evidence of every source at its depth (the features the model learned
+        # from); the rows scored may stop earlier (training.choose_pool): None scores the whole pool
+        self.pool_depths = model.meta.get("pool_depths") if model is not None and depths is None else None
         if launch_slots is None:
             launch_slots = int(model.meta.get("launch_slots", 0)) if model is not None else 0
         self.launch_slots = launch_slots
@@ -246,7 +250,10 @@ class LearnedRanker(Recommender):
 
     def pool(self, customers: pl.DataFrame) -> pl.DataFrame:
         """The candidate pool of these customers: every source's evidence, no features yet."""
-        return candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular)
+        pool = candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular)
+        if self.pool_depths:
+            pool = pool.filter(candidates.within(self.pool_depths, self.proposer, pool.columns))
+        return pool
 
     def frame(self, customers: pl.DataFrame) -> pl.DataFrame:
         """The pool of these customers with every feature."""

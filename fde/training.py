@@ -40,6 +40,10 @@ EARLY_STOPPING = 30
 # `final.py --launch-slots N` forces N for a merchandiser who wants the guarantee.
 LAUNCH_SLOTS = (0, 1, 2, 3, 4)
 MAX_SLOT_COST = 0.01
+# A cost, not a behaviour: the ranker learns on the whole pool (choose_depths), but scoring is what a
+# submission for every customer pays for, row by row. Scored pools stop at the first step of the depth
+# path whose validation MAP@12 is within MAX_POOL_COST of the whole pool's (choose_pool).
+MAX_POOL_COST = 0.005
 
 
 @dataclass
@@ -73,6 +77,50 @@ def choose_launch_slots(valid: pl.DataFrame, truth: pl.DataFrame, seen: pl.Serie
     return chosen, table
 
 
+def pool_steps(frame: pl.DataFrame, path: list[dict], names: list[str], proposer: str | None) -> np.ndarray:
+    """Each pooled row's first step of the depth path (candidates.choose_depths) whose pool holds it."""
+    after = candidates.path_depths(path, names)
+    enter = np.full(frame.height, len(path), dtype=np.int64)
+    never = np.iinfo(np.int64).max
+    for name in names:
+        if name == proposer:
+            rank = frame.select(candidates.proposer_rank(name))
+        elif candidates.rank_column(name) in frame.columns:
+            rank = frame.select(candidates.rank_column(name))
+        else:
+            continue
+        rank = rank.to_series().cast(pl.Int64).fill_null(never).to_numpy()
+        enter = np.minimum(enter, np.searchsorted([depths[name] for depths in after], rank, side="left"))
+    return enter
+
+
+def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path: list[dict], names: list[str],
+                proposer: str | None) -> tuple[dict[str, int], np.ndarray, list[dict]]:
+    """The depths a scored pool keeps: the first step of the depth path whose validation MAP@12 is within
+    MAX_POOL_COST of the whole pool's.
+
+    scored: the validation pool (sorted by customer) and scores its model's. Removing rows changes no
+    other row's features (a row keeps every source's evidence), so each step's MAP@12 is exactly what
+    scoring a pool of its depths gives. Returns ({source: depth}, the kept rows' mask, one row per step:
+    the path's source, depth, rows per customer and pool recall, and the validation MAP@12).
+    """
+    enter = pool_steps(scored, path, names, proposer)
+    sizes = group_sizes(scored)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    labels = scored["label"].to_numpy()
+    table = []
+    for step, row in enumerate(path):
+        keep = enter <= step
+        table.append({**row, "validation_map12": round(metrics.group_map(
+            scores[keep], labels[keep], np.bincount(group[keep], minlength=len(sizes)), truth.n_truth,
+            truth.customers), 5)})
+    floor = (1 - MAX_POOL_COST) * table[-1]["validation_map12"]
+    chosen = next(step for step, row in enumerate(table) if row["validation_map12"] >= floor)
+    for step, row in enumerate(table):
+        row["chosen"] = step == chosen
+    return candidates.path_depths(path, names)[chosen], enter <= chosen, table
+
+
 def choose_depths(inputs: Inputs, scales: dict, progress=None) -> tuple[dict[str, int], dict, tuple[list, list]]:
     """Each candidate source's depth, chosen on the validation week from the recall curves (candidates.py).
 
@@ -90,7 +138,9 @@ def choose_depths(inputs: Inputs, scales: dict, progress=None) -> tuple[dict[str
     table, curves = candidates.recall_curves(LearnedRanker(None, populars, personal, inputs.customers).sources(),
                                              truth)
     depths, choice = candidates.choose_depths(curves)
-    return depths, {"curves": table.to_dicts(), "choice": choice, "customers": truth.height}, (populars, personal)
+    proposer = LearnedRanker(None, populars, personal, inputs.customers).proposer
+    return depths, {"curves": table.to_dicts(), "choice": choice, "customers": truth.height,
+                    "proposer": proposer}, (populars, personal)
 
 
 def usable_features(frame: pl.DataFrame) -> tuple[list[str], list[str]]:

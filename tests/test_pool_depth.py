@@ -1,6 +1,7 @@
 """Choices the ranker makes on the validation week: each source's depth, and the launch slots' price."""
 from datetime import date, timedelta
 
+import numpy as np
 import polars as pl
 
 from fde import candidates, training
@@ -110,3 +111,53 @@ def test_thinning_keeps_every_purchase_and_bounds_the_rows():
 def test_a_pool_within_the_budget_loses_only_groups_without_a_purchase():
     pool = labelled_pool(10, 20, bought_by={3})
     assert training.thin(pool, max_rows=10_000).equals(pool.filter(pl.col("customer_id") == 3))
+
+
+# ---------------------------------------------------------------------------- how deep the scored pool goes
+
+def path_pool(bought_rank: int) -> tuple[pl.DataFrame, np.ndarray, training.WeekTruth, list[dict]]:
+    """Customer 1's candidates come from source a (ranks 1-30), customer 2's from b (1-30); the model scores
+    each list in rank order, except that customer 1's purchase (a's `bought_rank`) scores above everything.
+    Customer 2 bought b's 1st. The path: both at 12, then a at 24, then b at 24."""
+    ranks = list(range(1, 31))
+    frame = pl.DataFrame({
+        "customer_id": [1] * 30 + [2] * 30, "article_id": ranks + ranks,
+        "rank__a": ranks + [None] * 30, "rank__b": [None] * 30 + ranks,
+        "label": [int(r == bought_rank) for r in ranks] + [int(r == 1) for r in ranks],
+        "cutoff": [CUTOFF] * 60,
+    }, schema_overrides={"customer_id": pl.UInt64, "article_id": pl.Int32, "rank__a": pl.UInt16,
+                         "rank__b": pl.UInt16, "label": pl.UInt8})
+    scores = np.array([2.0 if r == bought_rank else 1 - r / 100 for r in ranks] + [1 - r / 100 for r in ranks])
+    truth = training.WeekTruth(truth_of({1: [bought_rank], 2: [1]}), np.array([1, 1]), 2)
+    path = [{"source": None, "depth": 12, "rows_per_customer": 24.0, "pool_recall": 0.5},
+            {"source": "a", "depth": 24, "rows_per_customer": 30.0, "pool_recall": 0.5},
+            {"source": "b", "depth": 24, "rows_per_customer": 36.0, "pool_recall": 0.5}]
+    return frame, scores, truth, path
+
+
+def test_a_scored_pool_stops_where_deeper_rows_add_nothing_on_validation():
+    depths, kept, table = training.choose_pool(*path_pool(bought_rank=5), names=["a", "b"], proposer=None)
+    assert [row["validation_map12"] for row in table] == [1.0, 1.0, 1.0]
+    assert depths == {"a": 12, "b": 12} and int(kept.sum()) == 24 and table[0]["chosen"]
+
+
+def test_a_scored_pool_goes_as_deep_as_a_purchase_the_model_finds():
+    depths, kept, table = training.choose_pool(*path_pool(bought_rank=20), names=["a", "b"], proposer=None)
+    assert [row["validation_map12"] for row in table] == [0.5, 1.0, 1.0]  # a's 20th is customer 1's first
+    assert depths == {"a": 24, "b": 12} and int(kept.sum()) == 36 and table[1]["chosen"]
+
+
+def test_the_scored_pool_holds_each_source_top_candidates_at_its_depth():
+    history = shop(40)
+    articles = pl.DataFrame({"article_id": sorted(history["article_id"].unique().to_list())},
+                            schema={"article_id": pl.Int32})
+    personal = [Repurchase().fit(history, articles, CUTOFF)]
+    popular = [Popularity("popular_decayed", window_days=28).fit(history, articles, CUTOFF)]
+    customers = pl.DataFrame({"customer_id": [1, 2, 3]}, schema={"customer_id": pl.UInt64})
+    whole = candidates.build(personal, popular, customers, {"repurchase": 50}, 6)
+    kept = whole.filter(candidates.within({"repurchase": 12, "popular_decayed": 3}, "popular_decayed", whole.columns))
+    expected = pl.concat([personal[0].candidates(customers, 12).select(candidates.KEYS),
+                          popular[0].candidates(customers, 3).select(candidates.KEYS)]).unique()
+    assert kept.height == expected.height < whole.height
+    assert kept.join(expected.with_columns(pl.col("article_id").cast(kept["article_id"].dtype)),
+                     on=candidates.KEYS, how="anti").height == 0
