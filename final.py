@@ -25,10 +25,10 @@ from fde import hybrid as blend
 from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
 from fde.evaluation import BASELINE, Inputs, load_inputs
-from fde.files import atomic_outputs, atomic_path, write_json, write_parquet
+from fde.files import ParquetStream, atomic_outputs, atomic_path, write_json, write_parquet
 from fde.ranking import SCORE_ROWS, LearnedRanker, Model
 from fde.strategies import K, Recommender, as_customer_frame
-from fde.submission import check_submission, submission_frame
+from fde.submission import check_submission, prediction_lists, submission_frame
 from fde.training import load_vectors
 from fde.visual_index import VisualIndex
 
@@ -205,13 +205,17 @@ def recommend_batch(recommender: Recommender, batch: pl.DataFrame) -> pl.DataFra
 
 def recommend_everyone(recommender: Recommender, customers: pl.Series, show_progress: bool = True,
                        chunk: int = CHUNK_CUSTOMERS, engine: str = "local",
-                       ray_address: str | None = None) -> pl.DataFrame:
-    """The top 12 with reasons for every customer, in batches of customers: here, or as Ray tasks (fde/scale_out.py)."""
+                       ray_address: str | None = None, sink=None) -> pl.DataFrame | None:
+    """The top 12 with reasons for every customer, in batches of customers: here, or as Ray tasks (fde/scale_out.py).
+
+    With `sink`, each batch's recommendations go to sink(frame) in the customers' order instead (None returned)."""
     frame = as_customer_frame(customers)
     if frame.height == 0:
-        return pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
+        empty = pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
+        return sink(empty) if sink else empty
     return scale_out.score_batches(recommender, frame["customer_id"], recommend_batch, engine=engine,
-                                   batch_size=chunk, ray_address=ray_address, show_progress=show_progress)
+                                   batch_size=chunk, ray_address=ray_address, show_progress=show_progress,
+                                   sink=sink)
 
 
 def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactions: pl.DataFrame,
@@ -265,19 +269,26 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     # the ranker holds every pooled row's features: its batches are bounded by rows, not customers
     chunk = (max(1, SCORE_ROWS // candidates.POOL_ROWS) if isinstance(recommender, LearnedRanker)
              else CHUNK_CUSTOMERS)
-    recs = recommend_everyone(recommender, customer_ids["customer_id"], show_progress, chunk=chunk, engine=engine,
-                              ray_address=ray_address)
-    submission = submission_frame(recs, customer_ids, customer_ids)
-    check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))
-    write_parquet(recs, outputs(artifacts.recommendations))
-    with atomic_path(outputs(artifacts.submission)) as tmp:
-        submission.write_csv(tmp)
+    # each batch's recommendations go to disk as they come (1.37M customers' explanations take ~2.6 GB), and
+    # the two files appear only once the whole submission is checked
+    lists = []
+    with atomic_path(outputs(artifacts.recommendations)) as recs_tmp:
+        with ParquetStream(recs_tmp, pl.DataFrame(schema=RECOMMENDATION_SCHEMA)) as recs:
+            def keep(batch: pl.DataFrame) -> None:
+                recs.write(batch)
+                lists.append(prediction_lists(batch))
+            recommend_everyone(recommender, customer_ids["customer_id"], show_progress, chunk=chunk, engine=engine,
+                               ray_address=ray_address, sink=keep)
+        submission = submission_frame(pl.concat(lists), customer_ids, customer_ids)
+        check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))
+        with atomic_path(outputs(artifacts.submission)) as tmp:
+            submission.write_csv(tmp)
     # always written, empty without the ranker, so an older ranker's audiences never outlive these results
     write_parquet(audiences if audiences is not None else pl.DataFrame(schema=launch.AUDIENCE_SCHEMA),
                   outputs(artifacts.launch_audience))
-    summary("final.submit", recommender=meta["recommender_used"], customers=submission.height, rows=recs.height,
+    summary("final.submit", recommender=meta["recommender_used"], customers=submission.height, rows=recs.rows,
             seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.submission))
-    return {"customers": submission.height, "recommendations": recs.height, "seconds": clock.seconds,
+    return {"customers": submission.height, "recommendations": recs.rows, "seconds": clock.seconds,
             "submission": str(artifacts.submission), "recommendations_path": str(artifacts.recommendations)}
 
 

@@ -16,16 +16,53 @@ from fde.errors import UserError
 
 @contextlib.contextmanager
 def atomic_path(path: Path):
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    When it fails, the temporary file goes, and so do the folders made for it (when still empty)."""
     path = Path(path)
+    made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]  # innermost first
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    done = False
     try:
         yield tmp
         os.replace(tmp, path)
+        done = True
     finally:
         if tmp.exists():
             tmp.unlink()
+        for folder in made if not done else ():
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: leave it and the folders above
+                break
+
+
+class ParquetStream:
+    """Frames written one after another as the row groups of one zstd Parquet file (write_parquet's format),
+    so that only one of them is in memory at a time. A context manager: the file is complete when the block
+    ends (with no frame written, `empty` is); write it to a temporary path (atomic_path)."""
+
+    def __init__(self, path: Path, empty: pl.DataFrame):
+        self.path, self.empty, self.writer, self.rows = Path(path), empty, None, 0
+
+    def write(self, frame: pl.DataFrame, row_group_size: int = 1_000_000) -> None:
+        import pyarrow.parquet as pq
+
+        table = frame.to_arrow()
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self.writer.write_table(table.cast(self.writer.schema), row_group_size=row_group_size)
+        self.rows += frame.height
+
+    def __enter__(self) -> ParquetStream:
+        return self
+
+    def __exit__(self, failed, *_) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        elif not failed:
+            self.empty.write_parquet(self.path, compression="zstd")
 
 
 def temp_name(path: Path) -> Path:

@@ -100,11 +100,13 @@ def _score(model: Any, score_batch: Callable, batch: pl.DataFrame) -> pl.DataFra
 
 def score_batches(model: Any, customers: pl.Series, score_batch: Callable[[Any, pl.DataFrame], pl.DataFrame],
                   engine: str = "local", batch_size: int = BATCH_CUSTOMERS, ray_address: str | None = None,
-                  show_progress: bool = True) -> pl.DataFrame:
+                  show_progress: bool = True,
+                  sink: Callable[[pl.DataFrame], None] | None = None) -> pl.DataFrame | None:
     """score_batch(model, batch of customers as a one-column frame) over every batch, concatenated in order.
 
     engine="local" loops here; engine="ray" runs one Ray task per batch, with the model put in the
-    object store once. Both return the same frame, batch after batch in the customers' order.
+    object store once. Both return the same frame, batch after batch in the customers' order; or, with
+    `sink`, hand it each batch's frame in that order as soon as it can, keep none, and return None.
     """
     from tqdm.auto import tqdm
 
@@ -112,26 +114,31 @@ def score_batches(model: Any, customers: pl.Series, score_batch: Callable[[Any, 
         raise UserError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}")
     frame = customers.to_frame()
     starts = batch_starts(frame.height, batch_size)
+    parts = []
+    keep = sink or parts.append
     if not starts:
-        return score_batch(model, frame)  # no customers: the scorer's own empty frame, with its schema
+        keep(score_batch(model, frame))  # no customers: the scorer's own empty frame, with its schema
+        return None if sink else parts[0]
     bar = tqdm(total=len(starts), desc=f"score ({engine})", unit="batch", disable=not show_progress)
     if engine == "local":
-        parts = []
         for start in starts:
-            parts.append(score_batch(model, frame.slice(start, batch_size)))
+            keep(score_batch(model, frame.slice(start, batch_size)))
             bar.update(1)
         bar.close()
-        return pl.concat(parts)
+        return None if sink else pl.concat(parts)
 
     ray = connect_ray(ray_address)
     model_ref = ray.put(model)  # once: every task gets the same object, read from its node's store
     task = ray.remote(num_cpus=1)(_score)
     pending = {task.remote(model_ref, score_batch, frame.slice(start, batch_size)): i for i, start in enumerate(starts)}
-    done = {}
+    done, handed = {}, 0
     waiting = list(pending)
     while waiting:
         ready, waiting = ray.wait(waiting, num_returns=1)
         done[pending[ready[0]]] = ready[0]
         bar.update(1)
+        while handed in done:  # the customers' order, not finishing order
+            keep(ray.get(done.pop(handed)))
+            handed += 1
     bar.close()
-    return pl.concat(ray.get([done[i] for i in range(len(starts))]))  # the customers' order, not finishing order
+    return None if sink else pl.concat(parts)

@@ -33,11 +33,15 @@ def check_submission(submission: pl.DataFrame, customers: pl.Series, command: st
                         f"{'; '.join(problems)}; nothing was written: rerun `{command}`")
 
 
-def submission_frame(recs: pl.DataFrame, customer_ids: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
-    """Kaggle's customer_id,prediction: original 64-hex ids, 12 space-separated 10-digit article ids."""
-    lists = (recs.sort("customer_id", "rank")
-             .group_by("customer_id", maintain_order=True)
-             .agg(prediction=article_id_text(pl.col("article_id")).str.join(" ")))
+def prediction_lists(recs: pl.DataFrame) -> pl.DataFrame:
+    """customer_id, prediction: each customer's article ids in rank order, as 10-digit text joined by spaces."""
+    return (recs.sort("customer_id", "rank")
+            .group_by("customer_id", maintain_order=True)
+            .agg(prediction=article_id_text(pl.col("article_id")).str.join(" ")))
+
+
+def submission_frame(lists: pl.DataFrame, customer_ids: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
+    """Kaggle's customer_id,prediction: original 64-hex ids, each customer's prediction_lists (empty when none)."""
     out = (customers.select("customer_id").join(customer_ids, on="customer_id", how="left", maintain_order="left")
            .join(lists, on="customer_id", how="left", maintain_order="left"))
     missing = out.filter(pl.col("customer_id_hex").is_null()).height

@@ -10,7 +10,7 @@ import pytest
 from fde.artifacts import Artifacts, require
 from fde.cli import run_main
 from fde.errors import UserError, check_writable, environment_problem
-from fde.files import atomic_outputs, atomic_path, require_fresh, save_npy, write_parquet
+from fde.files import ParquetStream, atomic_outputs, atomic_path, require_fresh, save_npy, write_parquet
 from fde.ids import customer_key_expr, format_article_id, parse_article_id
 from fde.submission import check_submission
 
@@ -41,6 +41,29 @@ def test_atomic_path_leaves_nothing_when_the_write_fails(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_removes_the_folders_it_made_when_the_write_fails(tmp_path):
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "other.txt").write_text("a user's file")
+    for target in (tmp_path / "new" / "deeper" / "out.csv", tmp_path / "kept" / "made" / "out.csv"):
+        with pytest.raises(RuntimeError):
+            with atomic_path(target) as tmp:
+                tmp.write_text("half")
+                raise RuntimeError("interrupted")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["kept", "kept/other.txt"]
+
+
+def test_a_parquet_stream_writes_what_one_write_would(tmp_path):
+    parts = [pl.DataFrame({"a": [i, i + 1], "s": [f"x{i}", None], "l": [[{"f": "t", "v": 0.5}], []]})
+             for i in range(3)]
+    with atomic_path(tmp_path / "out.parquet") as tmp, ParquetStream(tmp, parts[0].clear()) as stream:
+        for part in parts:
+            stream.write(part)
+    assert stream.rows == 6 and pl.read_parquet(tmp_path / "out.parquet").equals(pl.concat(parts))
+    with ParquetStream(tmp_path / "empty.parquet", parts[0].clear()):
+        pass
+    assert pl.read_parquet(tmp_path / "empty.parquet").schema == parts[0].schema
 
 
 def test_atomic_writers_produce_the_final_file_only(tmp_path):

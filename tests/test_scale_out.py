@@ -49,6 +49,10 @@ def test_local_batches_equal_final_recommend_everyone(fitted, monkeypatch):
     local = scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=128, show_progress=False)
     reference = final.recommend_everyone(hybrid, customers, show_progress=False, chunk=128)
     assert_frame_equal(local, reference)
+    handed = []
+    scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=128, show_progress=False,
+                            sink=handed.append)
+    assert len(handed) == -(-customers.len() // 128) and pl.concat(handed).equals(local)
     assert local["customer_id"].n_unique() == customers.len() and local.height > 10 * customers.len()
 
 
@@ -58,6 +62,11 @@ def test_ray_tasks_give_the_local_frame(fitted, ray_tasks, batch_size):
     local = scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=batch_size, show_progress=False)
     on_ray = final.recommend_everyone(hybrid, customers, show_progress=False, chunk=batch_size, engine="ray")
     assert_frame_equal(on_ray, local)  # same rows, same order, same scores and reasons
+    handed = []  # a sink (final.submit's) gets the same frames, batch by batch, in the customers' order
+    assert final.recommend_everyone(hybrid, customers, show_progress=False, chunk=batch_size, engine="ray",
+                                    sink=handed.append) is None
+    assert len(handed) == -(-customers.len() // batch_size)
+    assert_frame_equal(pl.concat(handed), local)
 
 
 def test_model_goes_to_the_object_store_once(fitted, ray_tasks, monkeypatch):
