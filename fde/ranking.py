@@ -219,12 +219,12 @@ class LearnedRanker(Recommender):
         self.personal = personal
         self.customers = customers
         self.vectors = vectors
-        depths = depths if depths is not None else (model.meta.get("depths") if model is not None else None)
-        self.n_candidates = depths or candidates.N_CANDIDATES
-        self.n_popular = candidates.depth_of(depths or {}, self.proposer, candidates.N_POPULAR)
         # every candidate keeps the evidence of every source at its depth (the features the model learned
         # from); the rows scored may stop earlier (training.choose_pool): None scores the whole pool
         self.pool_depths = model.meta.get("pool_depths") if model is not None and depths is None else None
+        depths = depths if depths is not None else (model.meta.get("depths") if model is not None else None)
+        self.n_candidates = depths or candidates.N_CANDIDATES
+        self.n_popular = candidates.depth_of(depths or {}, self.proposer, candidates.N_POPULAR)
         if launch_slots is None:
             launch_slots = int(model.meta.get("launch_slots", 0)) if model is not None else 0
         self.launch_slots = launch_slots

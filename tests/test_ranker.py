@@ -218,6 +218,23 @@ def test_compiled_scoring_gives_the_same_lists(planted, monkeypatch):
     assert "_compiled" in model.__dict__ and compiled.equals(plain)
 
 
+def test_the_ranker_scores_the_pool_depths_its_model_chose(planted):
+    """ranker.json's pool_depths trim the scored pool; every row keeps the evidence of the deeper pool."""
+    depths = {"purchase_history": 50, "repurchase": 50, "colourways": 24, "co_purchase": 50, "content": 50,
+              "popular_department": 50, "new_arrivals": 24, "popular_age": 24}
+    trimmed = {**{name: 12 for name in depths}, "co_purchase": 24}
+    tx, articles, customers = planted_shop()
+    pools = {}
+    for name, meta in (("whole", {"depths": depths}), ("trimmed", {"depths": depths, "pool_depths": trimmed})):
+        model = ranking.Model(planted[0].booster, planted[0].features, meta)
+        populars, personal = candidates.make_sources(customers)
+        ranker = ranking.LearnedRanker(model, populars, personal, customers).fit(tx, articles, date(2020, 9, 16))
+        pools[name] = ranker.pool(customers.head(50))
+    whole, kept = pools["whole"], pools["trimmed"]
+    assert ranker.pool_depths == trimmed and 0 < kept.height < whole.height
+    assert kept.equals(whole.filter(candidates.within(trimmed, "popular_age", whole.columns)))
+
+
 def test_model_round_trips_through_its_artifact(planted, tmp_path):
     model, held_out = planted
     artifacts = Artifacts(tmp_path / "data")
