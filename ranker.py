@@ -203,7 +203,8 @@ def print_pool(table: list[dict]) -> None:
           "buyers above; final.py scores the first step within "
           f"{MAX_POOL_COST:.1%} of the whole pool):", flush=True)
     evaluation.print_table(pl.DataFrame(table).select(
-        "source", "depth", "rows_per_customer", "pool_recall", "validation_map12",
+        pl.col("source").fill_null("(every source)"), "depth",
+        pl.col("rows_per_customer").round(0).cast(pl.Int64), "pool_recall", "validation_map12",
         chosen=pl.when(pl.col("chosen")).then(pl.lit("<-")).otherwise(pl.lit(""))))
 
 
