@@ -107,8 +107,8 @@ def print_report(table: pl.DataFrame, meta: dict) -> None:
               f"candidates per source: {depths}")
         if meta.get("pool_depths"):
             scored = ", ".join(f"{k}={v}" for k, v in meta["pool_depths"].items())
-            print(f"ranker: pool scored (chosen on validation, within {meta['max_pool_cost']:.1%} of the whole "
-                  f"pool's MAP@12): {scored}")
+            print(f"ranker: pool scored (chosen on validation: the first step of the depth path as good as the "
+                  f"whole pool): {scored}")
     print(f"recommendations and submission come from: {meta['recommender_used']}")
 
 
@@ -180,7 +180,6 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
         "ranker_setup": model.meta.get("setup") if model is not None else None,
         "depths": ranker.n_candidates if ranker is not None else None,
         "pool_depths": ranker.pool_depths if ranker is not None else None,
-        "max_pool_cost": model.meta.get("max_pool_cost") if model is not None else None,
         "launch_slots": ranker.launch_slots if ranker is not None else None,
         "seconds": clock.seconds,
     }

@@ -31,7 +31,6 @@ from fde.errors import UserError, check_writable
 from fde.evaluation import Inputs
 from fde.ranking import Model
 from fde.training import (
-    MAX_POOL_COST,
     MAX_ROUNDS,
     OBJECTIVES,
     PARAMS,
@@ -159,7 +158,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
         "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
         "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots,
         "launch_slot_scores": slot_scores,
-        "pool_depths": pool_depths, "pool_steps": pool_table, "max_pool_cost": MAX_POOL_COST,
+        "pool_depths": pool_depths, "pool_steps": pool_table,
         "pool_recall": scored_recall, "pool_recall_whole": valid_recall,
         "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))] for c in cutoffs[len(cutoffs) - n_weeks:]],
     })
@@ -200,8 +199,7 @@ def print_depths(depths: dict, info: dict) -> None:
 def print_pool(table: list[dict]) -> None:
     """The depth path's steps with the validation MAP@12 of a pool that stops there; the one final.py scores."""
     print("ranker: validation MAP@12 of the pool along the depth path (rows per customer and recall on the "
-          "buyers above; final.py scores the first step within "
-          f"{MAX_POOL_COST:.1%} of the whole pool):", flush=True)
+          "buyers above); final.py scores the pool of the first step as good as the whole pool:", flush=True)
     evaluation.print_table(pl.DataFrame(table).select(
         pl.col("source").fill_null("(every source)"), "depth",
         pl.col("rows_per_customer").round(0).cast(pl.Int64), "pool_recall", "validation_map12",

@@ -40,10 +40,6 @@ EARLY_STOPPING = 30
 # `final.py --launch-slots N` forces N for a merchandiser who wants the guarantee.
 LAUNCH_SLOTS = (0, 1, 2, 3, 4)
 MAX_SLOT_COST = 0.01
-# A cost, not a behaviour: the ranker learns on the whole pool (choose_depths), but scoring is what a
-# submission for every customer pays for, row by row. Scored pools stop at the first step of the depth
-# path whose validation MAP@12 is within MAX_POOL_COST of the whole pool's (choose_pool).
-MAX_POOL_COST = 0.005
 
 
 @dataclass
@@ -96,8 +92,8 @@ def pool_steps(frame: pl.DataFrame, path: list[dict], names: list[str], proposer
 
 def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path: list[dict], names: list[str],
                 proposer: str | None) -> tuple[dict[str, int], np.ndarray, list[dict]]:
-    """The depths a scored pool keeps: the first step of the depth path whose validation MAP@12 is within
-    MAX_POOL_COST of the whole pool's.
+    """The depths a scored pool keeps: the first step of the depth path whose validation MAP@12 is at least
+    the whole pool's (the ranker learns from the whole pool; a submission pays for every scored row).
 
     scored: the validation pool (sorted by customer) and scores its model's. Removing rows changes no
     other row's features (a row keeps every source's evidence), so each step's MAP@12 is exactly what
@@ -108,16 +104,12 @@ def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path
     sizes = group_sizes(scored)
     group = np.repeat(np.arange(len(sizes)), sizes)
     labels = scored["label"].to_numpy()
-    table = []
-    for step, row in enumerate(path):
-        keep = enter <= step
-        table.append({**row, "validation_map12": round(metrics.group_map(
-            scores[keep], labels[keep], np.bincount(group[keep], minlength=len(sizes)), truth.n_truth,
-            truth.customers), 5)})
-    floor = (1 - MAX_POOL_COST) * table[-1]["validation_map12"]
-    chosen = next(step for step, row in enumerate(table) if row["validation_map12"] >= floor)
-    for step, row in enumerate(table):
-        row["chosen"] = step == chosen
+    maps = [metrics.group_map(scores[enter <= step], labels[enter <= step],
+                              np.bincount(group[enter <= step], minlength=len(sizes)), truth.n_truth, truth.customers)
+            for step in range(len(path))]
+    chosen = next(step for step, value in enumerate(maps) if value >= maps[-1])
+    table = [{**row, "validation_map12": round(value, 5), "chosen": step == chosen}
+             for step, (row, value) in enumerate(zip(path, maps))]
     return candidates.path_depths(path, names)[chosen], enter <= chosen, table
 
 
