@@ -57,6 +57,7 @@ bench: venv
 	$(PY) bench/bench_etl.py --data-dir $(FULL_DATA) --repeats 3
 	$(PY) split_data.py --data-dir $(FULL_DATA)
 	$(PY) bench/bench_final.py --data-dir $(FULL_DATA)
+	$(PY) bench/bench_predict.py --data-dir $(FULL_DATA)
 	$(PY) bench/bench_visual.py --repeats 5
 
 clean-data:

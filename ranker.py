@@ -37,6 +37,7 @@ from fde.training import (
     TRAINING_ROWS,
     TRAINING_WEEKS,
     WEEK_CHOICES,
+    WHOLE_POOL_ROWS,
     choose_depths,
     choose_launch_slots,
     choose_pool,
@@ -131,9 +132,12 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     predictions = booster.predict(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
                                   num_iteration=setup["rounds"])
     # how deep the pools final.py scores go (a cost), then the launch slots on that pool
+    whole_rows = depth_info["choice"]["rows_per_customer"] * inputs.customers.height
+    trim = whole_rows > WHOLE_POOL_ROWS
     pool_depths, kept, pool_table = choose_pool(valid, predictions, valid_truth, depth_info["choice"]["path"],
-                                                list(depths), depth_info["proposer"])
-    print_pool(pool_table)
+                                                list(depths), depth_info["proposer"], trim)
+    print_pool(pool_table, whole_rows)
+    pool_depths = pool_depths if trim else None  # None: the whole pool
     val_map = next(row["validation_map12"] for row in pool_table if row["chosen"])
     scored = (valid.select("customer_id", "article_id", cs.starts_with("rank__"),
                            cs.by_name("days_since_first_sale", require_all=False))
@@ -196,10 +200,13 @@ def print_depths(depths: dict, info: dict) -> None:
           flush=True)
 
 
-def print_pool(table: list[dict]) -> None:
+def print_pool(table: list[dict], whole_rows: float) -> None:
     """The depth path's steps with the validation MAP@12 of a pool that stops there; the one final.py scores."""
+    which = ("the first step as good as the whole pool" if whole_rows > WHOLE_POOL_ROWS else
+             f"the whole pool (trimmed only above {WHOLE_POOL_ROWS:,} rows)")
     print("ranker: validation MAP@12 of the pool along the depth path (rows per customer and recall on the "
-          "buyers above); final.py scores the pool of the first step as good as the whole pool:", flush=True)
+          f"buyers above); a submission would score {whole_rows:,.0f} rows of the whole pool, so final.py "
+          f"scores {which}:", flush=True)
     evaluation.print_table(pl.DataFrame(table).select(
         pl.col("source").fill_null("(every source)"), "depth",
         pl.col("rows_per_customer").round(0).cast(pl.Int64), "pool_recall", "validation_map12",

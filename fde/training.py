@@ -40,6 +40,10 @@ EARLY_STOPPING = 30
 # `final.py --launch-slots N` forces N for a merchandiser who wants the guarantee.
 LAUNCH_SLOTS = (0, 1, 2, 3, 4)
 MAX_SLOT_COST = 0.01
+# A cost, not a behaviour: a submission that would score more pool rows than this (customers x rows per
+# customer: 100M rows take about 10 minutes of features and scoring on 2 cores) scores a trimmed pool,
+# where validation says the deeper rows add nothing (choose_pool); below it, the whole pool.
+WHOLE_POOL_ROWS = 100_000_000
 
 
 @dataclass
@@ -91,9 +95,10 @@ def pool_steps(frame: pl.DataFrame, path: list[dict], names: list[str], proposer
 
 
 def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path: list[dict], names: list[str],
-                proposer: str | None) -> tuple[dict[str, int], np.ndarray, list[dict]]:
-    """The depths a scored pool keeps: the first step of the depth path whose validation MAP@12 is at least
-    the whole pool's (the ranker learns from the whole pool; a submission pays for every scored row).
+                proposer: str | None, trim: bool = True) -> tuple[dict[str, int], np.ndarray, list[dict]]:
+    """The depths a scored pool keeps: with trim, the first step of the depth path whose validation MAP@12 is
+    at least the whole pool's (the ranker learns from the whole pool; a submission pays for every scored
+    row); without, the last (the whole pool). Each step's MAP@12 is measured either way.
 
     scored: the validation pool (sorted by customer) and scores its model's. Removing rows changes no
     other row's features (a row keeps every source's evidence), so each step's MAP@12 is exactly what
@@ -107,10 +112,11 @@ def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path
     maps = [metrics.group_map(scores[enter <= step], labels[enter <= step],
                               np.bincount(group[enter <= step], minlength=len(sizes)), truth.n_truth, truth.customers)
             for step in range(len(path))]
-    chosen = next(step for step, value in enumerate(maps) if value >= maps[-1])
+    chosen = next(step for step, value in enumerate(maps) if value >= maps[-1]) if trim else len(path) - 1
     table = [{**row, "validation_map12": round(value, 5), "chosen": step == chosen}
              for step, (row, value) in enumerate(zip(path, maps))]
-    return candidates.path_depths(path, names)[chosen], enter <= chosen, table
+    kept = enter <= chosen if trim else np.ones(scored.height, dtype=bool)
+    return candidates.path_depths(path, names)[chosen], kept, table
 
 
 def choose_depths(inputs: Inputs, scales: dict, progress=None) -> tuple[dict[str, int], dict, tuple[list, list]]:

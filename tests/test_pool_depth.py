@@ -147,6 +147,12 @@ def test_a_scored_pool_goes_as_deep_as_a_purchase_the_model_finds():
     assert depths == {"a": 24, "b": 12} and int(kept.sum()) == 36 and table[1]["chosen"]
 
 
+def test_a_pool_cheap_enough_to_score_whole_is_not_trimmed():
+    depths, kept, table = training.choose_pool(*path_pool(bought_rank=5), names=["a", "b"], proposer=None,
+                                               trim=False)
+    assert depths == {"a": 24, "b": 24} and bool(kept.all()) and table[-1]["chosen"] and not table[0]["chosen"]
+
+
 def test_the_scored_pool_holds_each_source_top_candidates_at_its_depth():
     history = shop(40)
     articles = pl.DataFrame({"article_id": sorted(history["article_id"].unique().to_list())},
