@@ -25,7 +25,8 @@ from fde.strategies import K, Popularity, Recommender, as_customer_frame, before
 
 SCORE_ROWS = 5_000_000  # a cost, not a behaviour: pool rows (with their features) in memory at once when scoring
 # Costs of the compiled model (Model.compiled): compiling takes about as long as LightGBM scoring this many rows
-# (both grow with the trees), so smaller frames are scored by LightGBM itself; and the compiled model reads
+# (both grow with the trees), so a model compiles once it has scored that many (in one frame or in all of
+# them: a submission's batches, a trimmed pool's), and until then LightGBM scores; the compiled model reads
 # float64, so it is fed this many rows at a time (a float64 copy of 5M rows x 53 features would be 2 GB).
 COMPILE_ROWS = 2_000_000
 COMPILED_CHUNK_ROWS = 250_000
@@ -84,10 +85,12 @@ class Model:
         return frame.select(pl.col(f).cast(pl.Float32) for f in self.features).to_numpy()
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
-        """The model's score of every row: by the compiled model from COMPILE_ROWS rows on (or once it is
-        compiled), else by LightGBM; the two agree to float64 rounding (tests/test_ranking.py)."""
+        """The model's score of every row: by LightGBM until this Model has scored COMPILE_ROWS rows in all
+        (this frame's included), then by the compiled trees; the two agree to float64 rounding
+        (tests/test_ranker.py)."""
         x = self.matrix(frame)
-        if x.shape[0] < COMPILE_ROWS and "_compiled" not in self.__dict__:
+        self._rows_scored = self.__dict__.get("_rows_scored", 0) + x.shape[0]
+        if self._rows_scored < COMPILE_ROWS and "_compiled" not in self.__dict__:
             return self.booster.predict(x, num_threads=0)
         compiled, threads = self.compiled(), len(os.sched_getaffinity(0))
         out = np.empty(x.shape[0], dtype=np.float64)

@@ -195,10 +195,11 @@ def test_the_compiled_model_scores_as_lightgbm_does(objective, monkeypatch):
     frame = pl.DataFrame(x.astype(np.float32), schema=names)
     model = ranking.Model(booster, names)
     expected = booster.predict(x.astype(np.float32))
-    assert "_compiled" not in model.__dict__ and np.array_equal(model.predict(frame), expected)  # small: LightGBM
-    monkeypatch.setattr(ranking, "COMPILE_ROWS", 1_000)
+    monkeypatch.setattr(ranking, "COMPILE_ROWS", 5_000)
     monkeypatch.setattr(ranking, "COMPILED_CHUNK_ROWS", 700)  # 5 chunks, the last one short
-    got = model.predict(frame)
+    assert np.array_equal(model.predict(frame), expected)  # 3,000 rows scored so far: LightGBM
+    assert "_compiled" not in model.__dict__
+    got = model.predict(frame)  # 6,000 rows scored in all: compiled, although this frame is under 5,000
     assert "_compiled" in model.__dict__
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     again = pickle.loads(pickle.dumps(model))
