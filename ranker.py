@@ -10,8 +10,10 @@
    (week, customer); groups without a positive in the pool are dropped from training.
 3. Set-ups train on the weeks before the validation week, each with early stopping on the
    validation week's MAP@12 (every buyer counts, as the metric does): LambdaRank and a binary
-   objective on 3 weeks, then 6 weeks with the objective that won; the best is kept, and the launch
-   slots are chosen on its validation scores (at most 1% of MAP@12 for them).
+   objective on 3 weeks, then 6 weeks with the objective that won; the best is kept. Where scoring
+   every customer's whole pool would pass training.WHOLE_POOL_ROWS, the scored pool stops at the
+   first step of the depth path as good as the whole pool on validation (training.choose_pool). The
+   launch slots are chosen on the scored pool's validation scores (at most 1% of MAP@12 for them).
    Then it is retrained with its number of rounds on the weeks up to the test week (the validation
    week included) and saved to results/ranker/ (model.txt, ranker.json). final.py scores it on the
    test week once.

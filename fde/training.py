@@ -109,9 +109,11 @@ def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path
     sizes = group_sizes(scored)
     group = np.repeat(np.arange(len(sizes)), sizes)
     labels = scored["label"].to_numpy()
-    maps = [metrics.group_map(scores[enter <= step], labels[enter <= step],
-                              np.bincount(group[enter <= step], minlength=len(sizes)), truth.n_truth, truth.customers)
-            for step in range(len(path))]
+    maps = []
+    for step in range(len(path)):
+        keep = enter <= step
+        maps.append(metrics.group_map(scores[keep], labels[keep], np.bincount(group[keep], minlength=len(sizes)),
+                                      truth.n_truth, truth.customers))
     chosen = next(step for step, value in enumerate(maps) if value >= maps[-1]) if trim else len(path) - 1
     table = [{**row, "validation_map12": round(value, 5), "chosen": step == chosen}
              for step, (row, value) in enumerate(zip(path, maps))]
@@ -133,12 +135,11 @@ def choose_depths(inputs: Inputs, scales: dict, progress=None) -> tuple[dict[str
             progress.set_postfix_str(f"fit {source.name} before the validation week")
         source.fit(inputs.train, inputs.articles, val_start)
     truth = evaluation.sample_customers(inputs.validation_truth, candidates.DEPTH_CUSTOMERS)
-    table, curves = candidates.recall_curves(LearnedRanker(None, populars, personal, inputs.customers).sources(),
-                                             truth)
+    unscored = LearnedRanker(None, populars, personal, inputs.customers)  # its sources, and which prior proposes
+    table, curves = candidates.recall_curves(unscored.sources(), truth)
     depths, choice = candidates.choose_depths(curves)
-    proposer = LearnedRanker(None, populars, personal, inputs.customers).proposer
     return depths, {"curves": table.to_dicts(), "choice": choice, "customers": truth.height,
-                    "proposer": proposer}, (populars, personal)
+                    "proposer": unscored.proposer}, (populars, personal)
 
 
 def usable_features(frame: pl.DataFrame) -> tuple[list[str], list[str]]:
