@@ -140,7 +140,8 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
                                                 list(depths), depth_info["proposer"], trim)
     print_pool(pool_table, whole_rows)
     pool_depths = pool_depths if trim else None  # None: the whole pool
-    val_map = next(row["validation_map12"] for row in pool_table if row["chosen"])
+    pool_step = next(row for row in pool_table if row["chosen"])
+    val_map = pool_step["validation_map12"]
     scored = (valid.select("customer_id", "article_id", cs.starts_with("rank__"),
                            cs.by_name("days_since_first_sale", require_all=False))
               .with_columns(score=pl.Series(predictions, dtype=pl.Float32)).filter(kept))
@@ -173,7 +174,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     summary("ranker", setup=chosen.replace(" ", "_").replace(",", ""), rows=weeks.height, features=len(features),
             rounds=setup["rounds"], validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots,
             pool_recall=f"{scored_recall.get('pool', 0):.3f}",
-            pool_rows=next(row["rows_per_customer"] for row in pool_table if row["chosen"]),
+            pool_rows=pool_step["rows_per_customer"],
             top_features=top, seconds=clock.seconds,
             peak_rss_mb=peak_rss_mb(), output=str(artifacts.ranker_model))
     return model.meta | {"features": features, "feature_importance": model.importance()}

@@ -112,11 +112,18 @@ def proposer_rank(name: str) -> pl.Expr:
     return pl.struct(-pl.col(score_column(name)), "article_id").rank("ordinal").over("customer_id")
 
 
+def source_rank(name: str, proposer: str | None, columns) -> pl.Expr | None:
+    """A pooled row's rank among a source's candidates: its rank__ column, or the proposer's place in its
+    list; None when the pool has no rank for that source."""
+    if name == proposer:
+        return proposer_rank(name)
+    return pl.col(rank_column(name)) if rank_column(name) in columns else None
+
+
 def within(depths: dict[str, int], proposer: str | None, columns) -> pl.Expr:
     """True for the pooled rows a pool of these depths holds: a source (or the proposer) ranks it within its depth."""
-    terms = [pl.col(rank_column(name)) <= depth for name, depth in depths.items() if rank_column(name) in columns]
-    if proposer is not None and proposer in depths:
-        terms.append(proposer_rank(proposer) <= depths[proposer])
+    terms = [rank <= depth for name, depth in depths.items()
+             if (rank := source_rank(name, proposer, columns)) is not None]
     return pl.any_horizontal(terms).fill_null(False) if terms else pl.lit(True)
 
 

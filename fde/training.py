@@ -77,19 +77,16 @@ def choose_launch_slots(valid: pl.DataFrame, truth: pl.DataFrame, seen: pl.Serie
     return chosen, table
 
 
-def pool_steps(frame: pl.DataFrame, path: list[dict], names: list[str], proposer: str | None) -> np.ndarray:
-    """Each pooled row's first step of the depth path (candidates.choose_depths) whose pool holds it."""
-    after = candidates.path_depths(path, names)
-    enter = np.full(frame.height, len(path), dtype=np.int64)
+def pool_steps(frame: pl.DataFrame, after: list[dict[str, int]], proposer: str | None) -> np.ndarray:
+    """Each pooled row's first step of the depth path whose pool holds it; after: every source's depth after
+    each step (candidates.path_depths)."""
+    enter = np.full(frame.height, len(after), dtype=np.int64)
     never = np.iinfo(np.int64).max
-    for name in names:
-        if name == proposer:
-            rank = frame.select(candidates.proposer_rank(name))
-        elif candidates.rank_column(name) in frame.columns:
-            rank = frame.select(candidates.rank_column(name))
-        else:
+    for name in after[0]:
+        rank = candidates.source_rank(name, proposer, frame.columns)
+        if rank is None:
             continue
-        rank = rank.to_series().cast(pl.Int64).fill_null(never).to_numpy()
+        rank = frame.select(rank).to_series().cast(pl.Int64).fill_null(never).to_numpy()
         enter = np.minimum(enter, np.searchsorted([depths[name] for depths in after], rank, side="left"))
     return enter
 
@@ -105,7 +102,8 @@ def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path
     scoring a pool of its depths gives. Returns ({source: depth}, the kept rows' mask, one row per step:
     the path's source, depth, rows per customer and pool recall, and the validation MAP@12).
     """
-    enter = pool_steps(scored, path, names, proposer)
+    after = candidates.path_depths(path, names)
+    enter = pool_steps(scored, after, proposer)
     sizes = group_sizes(scored)
     group = np.repeat(np.arange(len(sizes)), sizes)
     labels = scored["label"].to_numpy()
@@ -118,7 +116,7 @@ def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path
     table = [{**row, "validation_map12": round(value, 5), "chosen": step == chosen}
              for step, (row, value) in enumerate(zip(path, maps))]
     kept = enter <= chosen if trim else np.ones(scored.height, dtype=bool)
-    return candidates.path_depths(path, names)[chosen], kept, table
+    return after[chosen], kept, table
 
 
 def choose_depths(inputs: Inputs, scales: dict, progress=None) -> tuple[dict[str, int], dict, tuple[list, list]]:
