@@ -62,6 +62,11 @@ def depth_of(depths: int | dict[str, int], name: str, default: int = N_CANDIDATE
     return depths if isinstance(depths, int) else int(depths.get(name, default))
 
 
+def place_in_list() -> pl.Expr:
+    """A source's candidate's place in that customer's list (1 = its best; ties in the source's row order)."""
+    return pl.col("score").rank("ordinal", descending=True).over("customer_id")
+
+
 def proposals(personal: list[Recommender], customers: pl.DataFrame,
               n: int | dict[str, int] = N_CANDIDATES) -> dict[str, pl.DataFrame]:
     """Each fitted personal source's top candidates for these customers (n, or n[source]), by source name."""
@@ -70,17 +75,23 @@ def proposals(personal: list[Recommender], customers: pl.DataFrame,
 
 def build(personal: list[Recommender], popular: list[Popularity], customers: pl.DataFrame,
           n_candidates: int | dict[str, int] = N_CANDIDATES, n_popular: int = N_POPULAR,
-          proposed: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
+          proposed: dict[str, pl.DataFrame] | None = None, scored: dict[str, int] | None = None) -> pl.DataFrame:
     """The pool for these customers: the union of every source's candidates with every source's evidence.
 
     The first popularity prior also proposes its top n_popular to everyone (so every list can be
-    filled); every prior scores every pooled row.
+    filled); every prior scores every pooled row. scored: only the rows some source (or the prior)
+    ranks within these depths (the scored pool, training.choose_pool), each still with the evidence
+    of every source at its full depth: the rows of the whole pool whose source_rank is within them
+    (what choose_pool measured on validation), without annotating the others.
     """
     if proposed is None:
         proposed = proposals(personal, customers, n_candidates)
-    parts = [frame.select(KEYS) for frame in proposed.values()]
+    scored = scored or {}
+    parts = [(frame.filter(place_in_list() <= scored[name])
+              if name in scored else frame).select(KEYS) for name, frame in proposed.items()]
     if popular:
-        parts.append(popular[0].candidates(customers, n_popular).select(KEYS))
+        parts.append(popular[0].candidates(customers, min(n_popular, scored.get(popular[0].name, n_popular)))
+                     .select(KEYS))
     empty = pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": ARTICLE})
     pool = pl.concat(parts).unique() if parts else empty
     return annotate(pool, proposed, popular)
@@ -97,7 +108,7 @@ def annotate(pairs: pl.DataFrame, proposed: dict[str, pl.DataFrame], popular: li
         pool = pool.join(frame.select(
             *KEYS,
             pl.col("score").cast(pl.Float32).alias(score_column(name)),
-            pl.col("score").rank("ordinal", descending=True).over("customer_id").cast(pl.UInt16)
+            place_in_list().cast(pl.UInt16)
             .alias(rank_column(name)),
             pl.col("source_article_id").cast(ARTICLE).alias(source_column(name)),
         ), on=KEYS, how="left", maintain_order="left")
@@ -118,13 +129,6 @@ def source_rank(name: str, proposer: str | None, columns) -> pl.Expr | None:
     if name == proposer:
         return proposer_rank(name)
     return pl.col(rank_column(name)) if rank_column(name) in columns else None
-
-
-def within(depths: dict[str, int], proposer: str | None, columns) -> pl.Expr:
-    """True for the pooled rows a pool of these depths holds: a source (or the proposer) ranks it within its depth."""
-    terms = [rank <= depth for name, depth in depths.items()
-             if (rank := source_rank(name, proposer, columns)) is not None]
-    return pl.any_horizontal(terms).fill_null(False) if terms else pl.lit(True)
 
 
 def source_names(pool: pl.DataFrame) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from fde.features import family_of
 from fde.ids import ARTICLE, article_id_text
@@ -119,35 +120,47 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
     top_values = np.take_along_axis(by_family, order, axis=1)
     sources = family_sources(ranked)
 
-    def pick(choices: dict[str, pl.Expr], index: str, default: pl.Expr) -> pl.Expr:
-        """The expression of the family whose position in `names` is in column `index`."""
-        expr = None
-        for position, name in enumerate(names):
-            value = choices.get(name, default)
-            expr = (pl.when(pl.col(index) == position) if expr is None
-                    else expr.when(pl.col(index) == position)).then(value)
-        return expr.otherwise(default) if expr is not None else default
-
-    slots = {}
-    for j in range(order.shape[1]):
-        ok = np.isfinite(top_values[:, j]) & (top_values[:, j] > 0)
-        slots[f"_family{j}"] = pl.Series(np.where(ok, order[:, j], -1).astype(np.int32))
-        slots[f"_contribution{j}"] = pl.Series(np.where(ok, top_values[:, j], 0).astype(np.float32))
-    names_series = pl.Series(names, dtype=pl.String)
+    # each (row, place) pair's words and source, computed on that family's rows only: a when/then chain
+    # over every family would format every family's sentence for every row (3x slower on 240k rows)
+    ok = np.isfinite(top_values) & (top_values > 0)
+    rows, places = np.nonzero(ok)
+    families_at = order[rows, places]
+    needed = sorted({c for expr in [*texts.values(), *sources.values()] for c in expr.meta.root_names()}
+                    & set(ranked.columns) | {"article_id"})
+    pieces = []
+    for position, name in enumerate(names):
+        at = np.flatnonzero(families_at == position)
+        if not len(at):
+            continue
+        subset = ranked.select(needed)[rows[at]]
+        pieces.append(subset.select(
+            _row=pl.Series(rows[at], dtype=pl.UInt32), _place=pl.Series(places[at], dtype=pl.UInt8),
+            feature=pl.lit(name, dtype=pl.String),
+            contribution=pl.Series(top_values[rows[at], places[at]], dtype=pl.Float32),
+            text=texts.get(name, pl.lit(None)).cast(pl.String),
+            source=sources.get(name, pl.lit(None, dtype=ARTICLE)).cast(ARTICLE)))
+    said = (pl.concat(pieces) if pieces else pl.DataFrame(schema={
+        "_row": pl.UInt32, "_place": pl.UInt8, "feature": pl.String, "contribution": pl.Float32, "text": pl.String,
+        "source": ARTICLE}))
+    said = said.sort("_row", "_place")
+    index = pl.DataFrame({"_row": np.arange(ranked.height, dtype=np.uint32)})
+    first = index.join(said.filter(pl.col("_place") == 0), on="_row", how="left", maintain_order="left")
+    # each row's entries, best first: a list column made from the entries and each row's count (concat_list of
+    # structs takes 1 s per 240k rows)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=ranked.height))]).astype(np.int64)
+    values = said.select(pl.struct("feature", "contribution", "text")).to_series().to_arrow()
+    entries = pl.Series("explanation", pa.LargeListArray.from_arrays(
+        pa.array(offsets, pa.int64()), pa.concat_arrays(values.chunks) if isinstance(values, pa.ChunkedArray)
+        else values))
     # nothing raised the score: a launch is still a new arrival, anything else is on the popular lists
     fallback = pl.when(pl.col("days_since_first_sale").is_null()).then(texts["new"]).otherwise(pl.lit("trending"))
     # a reason that names no purchase (trending, often buys a type, ...) has no source either
     fallback_source = pl.when(pl.col("days_since_first_sale").is_null()).then(
         sources.get("new", pl.lit(None, dtype=ARTICLE))).otherwise(pl.lit(None, dtype=ARTICLE))
-    entries = [pl.when(pl.col(f"_family{j}") >= 0).then(pl.struct(
-        feature=pl.col(f"_family{j}").replace_strict(list(range(len(names))), names_series, default=None),
-        contribution=pl.col(f"_contribution{j}"),
-        text=pick(texts, f"_family{j}", pl.lit(None, pl.String))))
-        for j in range(order.shape[1])]
-    return (ranked.with_columns(**slots)
+    explained = pl.col("_feature0").is_not_null()
+    return (ranked.with_columns(_feature0=first["feature"], _text0=first["text"], _source0=first["source"])
             .with_columns(
-                reason=pl.when(pl.col("_family0") >= 0).then(pick(texts, "_family0", fallback)).otherwise(fallback),
-                source_article_id=pl.when(pl.col("_family0") >= 0)
-                .then(pick(sources, "_family0", pl.lit(None, dtype=ARTICLE))).otherwise(fallback_source),
-                explanation=pl.concat_list(entries).list.drop_nulls())
+                reason=pl.when(explained).then(pl.col("_text0")).otherwise(fallback),
+                source_article_id=pl.when(explained).then(pl.col("_source0")).otherwise(fallback_source),
+                explanation=entries)
             .select("customer_id", "article_id", "score", "rank", "source_article_id", "reason", "explanation"))

@@ -161,7 +161,8 @@ def test_the_scored_pool_holds_each_source_top_candidates_at_its_depth():
     popular = [Popularity("popular_decayed", window_days=28).fit(history, articles, CUTOFF)]
     customers = pl.DataFrame({"customer_id": [1, 2, 3]}, schema={"customer_id": pl.UInt64})
     whole = candidates.build(personal, popular, customers, {"repurchase": 50}, 6)
-    kept = whole.filter(candidates.within({"repurchase": 12, "popular_decayed": 3}, "popular_decayed", whole.columns))
+    kept = candidates.build(personal, popular, customers, {"repurchase": 50}, 6,
+                            scored={"repurchase": 12, "popular_decayed": 3})
     expected = pl.concat([personal[0].candidates(customers, 12).select(candidates.KEYS),
                           popular[0].candidates(customers, 3).select(candidates.KEYS)]).unique()
     assert kept.height == expected.height < whole.height

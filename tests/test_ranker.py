@@ -233,7 +233,10 @@ def test_the_ranker_scores_the_pool_depths_its_model_chose(planted):
         pools[name] = ranker.pool(customers.head(50))
     whole, kept = pools["whole"], pools["trimmed"]
     assert ranker.pool_depths == trimmed and 0 < kept.height < whole.height
-    assert kept.equals(whole.filter(candidates.within(trimmed, "popular_age", whole.columns)))
+    # the rows of the whole pool that some source (or the proposer, by its place in the pool) ranks within them
+    ranks = [(rank, depth) for name, depth in trimmed.items()
+             if (rank := candidates.source_rank(name, "popular_age", whole.columns)) is not None]
+    assert kept.equals(whole.filter(pl.any_horizontal(rank <= depth for rank, depth in ranks).fill_null(False)))
 
 
 def test_model_round_trips_through_its_artifact(planted, tmp_path):
@@ -341,6 +344,32 @@ def test_path_contributions_add_up_to_the_score_and_agree_with_pred_contrib(plan
     agree = (path_family.argmax(axis=1) == shap_family.argmax(axis=1)).mean()
     print(f"top family agreement with pred_contrib: {agree:.3f}")
     assert agree > 0.5, agree  # 0.57 here; 0.72 on the demo's top 12 lists (chance: under 0.1)
+
+
+def test_explanations_are_each_rows_best_families_in_blocks_of_any_size(planted, monkeypatch):
+    model, held_out = planted
+    _, articles, _ = planted_shop()
+    scored = held_out.with_columns(score=pl.Series(model.predict(held_out), dtype=pl.Float32))
+    rows = strategies.top_k(scored, 12)
+    assert rows.height > 1_000
+    whole = reasons.explain(rows, model, articles)
+    monkeypatch.setattr(ranking, "PATH_BLOCK_ROWS", 7)  # many blocks, the last one short
+    assert reasons.explain(rows, model, articles).equals(whole)
+    # each entry is a family with its path attribution, best first, only those that raised the score
+    families = [family_of(f) for f in model.features]
+    names = sorted({f for f in families if f is not None})
+    by_family = model.path_contributions(rows, tuple(names.index(f) if f is not None else len(names)
+                                                      for f in families))
+    entries = whole["explanation"].to_list()
+    lengths = {len(e) for e in entries}
+    assert len(lengths) > 1 and max(lengths) == reasons.REASONS, lengths  # rows with fewer entries too
+    for i, listed in enumerate(entries):
+        values = [e["contribution"] for e in listed]
+        assert values == sorted(values, reverse=True) and all(v > 0 for v in values)
+        for entry in listed:
+            assert entry["contribution"] == pytest.approx(by_family[i, names.index(entry["feature"])], rel=1e-6)
+    explained = whole.filter(pl.col("explanation").list.len() > 0)
+    assert (explained["reason"] == explained["explanation"].list.first().struct.field("text")).all()
 
 
 def test_every_feature_has_words(tiny_ranked):
