@@ -48,6 +48,7 @@ from fde.training import (
     train,
     usable_features,
     week_frame,
+    with_purchases,
 )
 
 
@@ -91,6 +92,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     valid, valid_truth, valid_recall = week_frame(inputs, history, val_start, scales, vectors, depths,
                                                   fitted=validation_sources)
     del validation_sources
+    valid, valid_truth = with_purchases(valid, valid_truth)  # what every validation score below depends on
     progress.update(1)
     training_frames = []
     for cutoff in cutoffs:

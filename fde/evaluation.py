@@ -142,6 +142,9 @@ def choose_scales(history: pl.DataFrame, articles: pl.DataFrame, truth: pl.DataF
     """
     truth = sample_customers(truth, SCALE_CUSTOMERS)
     filler = Popularity(window_days=7).fit(history, articles, cutoff).top_articles(K)
+    # a customer's repurchase list reads only that customer's purchases: its scales are fitted on the
+    # sampled buyers' history (the same lists, a fraction of the rows); the other sources read everyone's
+    own = history.join(truth.select("customer_id"), on="customer_id", how="semi")
     grids = {
         "repurchase": [({"kernel": kernel, "scale_days": scale}, Repurchase(kernel, scale))
                        for kernel, scale in REPURCHASE_GRID],
@@ -155,7 +158,8 @@ def choose_scales(history: pl.DataFrame, articles: pl.DataFrame, truth: pl.DataF
         for args, strategy in options:
             if progress is not None:
                 progress.set_postfix_str(f"choose {source} scale")
-            tried.append((filled_map(strategy.fit(history, articles, cutoff), truth, filler), args))
+            fitted = strategy.fit(own if source == "repurchase" else history, articles, cutoff)
+            tried.append((filled_map(fitted, truth, filler), args))
             if progress is not None:
                 progress.update(1)
         best = max(tried, key=lambda t: t[0])  # ties keep the first (shortest) scale

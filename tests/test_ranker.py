@@ -148,6 +148,23 @@ def planted():
     return ranking.Model(booster, features, {"dropped_features": dropped}), frames[2]
 
 
+def test_early_stopping_on_the_groups_with_a_purchase_is_early_stopping_on_the_whole_week():
+    """ranker.py validates on the buyers with a purchase in their pool (training.with_purchases): the same
+    MAP@12 after every round, so the same rounds and the same model, from a third of the rows at full scale."""
+    tx, articles, customers = planted_shop()
+    inputs = evaluation.Inputs(articles=articles, customers=customers)
+    (w1, _, _), (w2, _, _), (valid, truth, _) = [training.week_frame(inputs, tx, c, {}, {})
+                                                 for c in (date(2020, 9, 2), date(2020, 9, 9), date(2020, 9, 16))]
+    features, _ = training.usable_features(pl.concat([w1, w2]))
+    some, some_truth = training.with_purchases(valid, truth)
+    assert 0 < some.height < valid.height and some_truth.customers == truth.customers
+    assert len(some_truth.n_truth) == some["customer_id"].n_unique() < len(truth.n_truth)
+    runs = [training.train(pl.concat([w1, w2]), features, 200, v, t) for v, t in ((valid, truth), (some, some_truth))]
+    (whole, rounds, curve), (less, rounds_less, curve_less) = runs
+    assert rounds == rounds_less and np.allclose(curve, curve_less, rtol=0, atol=1e-12) and len(curve) > rounds
+    assert whole.model_to_string(num_iteration=rounds) == less.model_to_string(num_iteration=rounds_less)
+
+
 def test_ranker_learns_a_planted_co_purchase_signal(planted):
     model, held_out = planted
     top = model.importance()[0]["feature"]
