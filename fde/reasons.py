@@ -120,8 +120,8 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
     top_values = np.take_along_axis(by_family, order, axis=1)
     sources = family_sources(ranked)
 
-    # each (row, place) pair's words and source, computed on that family's rows only: a when/then chain
-    # over every family would format every family's sentence for every row (3x slower on 240k rows)
+    # each (row, place) pair's words and source, computed on that family's rows only (a when/then chain over
+    # every family formats every family's sentence for every row)
     ok = np.isfinite(top_values) & (top_values > 0)
     rows, places = np.nonzero(ok)
     families_at = order[rows, places]
@@ -146,7 +146,7 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
     index = pl.DataFrame({"_row": np.arange(ranked.height, dtype=np.uint32)})
     first = index.join(said.filter(pl.col("_place") == 0), on="_row", how="left", maintain_order="left")
     # each row's entries, best first: a list column made from the entries and each row's count (concat_list of
-    # structs takes 1 s per 240k rows)
+    # structs took about 1 s per 240k rows)
     offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=ranked.height))]).astype(np.int64)
     values = said.select(pl.struct("feature", "contribution", "text")).to_series().to_arrow()
     entries = pl.Series("explanation", pa.LargeListArray.from_arrays(

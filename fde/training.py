@@ -60,7 +60,7 @@ def with_purchases(frame: pl.DataFrame, truth: WeekTruth) -> tuple[pl.DataFrame,
 
     MAP@12, its cold-start hits and the pool's recall are the same on these rows as on the whole pool:
     a customer with no purchase in the pool scores 0 whatever the order (truth.customers still counts
-    them). ranker.py early-stops and chooses on them: at full scale a third of the validation rows.
+    them). ranker.py early-stops and chooses on them, fewer rows wherever the pool misses most buyers.
     """
     has = frame.group_by("customer_id", maintain_order=True).agg(pl.col("label").max() > 0)["label"].to_numpy()
     return (frame.filter(pl.col("label").max().over("customer_id") > 0),
