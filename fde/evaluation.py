@@ -142,8 +142,8 @@ def choose_scales(history: pl.DataFrame, articles: pl.DataFrame, truth: pl.DataF
     """
     truth = sample_customers(truth, SCALE_CUSTOMERS)
     filler = Popularity(window_days=7).fit(history, articles, cutoff).top_articles(K)
-    # a customer's repurchase list reads only that customer's purchases: its scales are fitted on the
-    # sampled buyers' history (the same lists, a fraction of the rows); the other sources read everyone's
+    # a source that reads only each customer's own purchases (repurchase) is fitted on the sampled buyers'
+    # history: the same lists from a fraction of the rows; the others read everyone's
     own = history.join(truth.select("customer_id"), on="customer_id", how="semi")
     grids = {
         "repurchase": [({"kernel": kernel, "scale_days": scale}, Repurchase(kernel, scale))
@@ -158,7 +158,7 @@ def choose_scales(history: pl.DataFrame, articles: pl.DataFrame, truth: pl.DataF
         for args, strategy in options:
             if progress is not None:
                 progress.set_postfix_str(f"choose {source} scale")
-            fitted = strategy.fit(own if source == "repurchase" else history, articles, cutoff)
+            fitted = strategy.fit(own if strategy.own_purchases_only else history, articles, cutoff)
             tried.append((filled_map(fitted, truth, filler), args))
             if progress is not None:
                 progress.update(1)

@@ -79,6 +79,14 @@ def family_sources(ranked: pl.DataFrame) -> dict[str, pl.Expr]:
     return out
 
 
+def family_groups(features: list[str]) -> tuple[list[str], tuple[int, ...]]:
+    """The families that can explain an item (sorted) and each feature's group: its family's position, or
+    for a customer-only feature a last group that never explains an item (Model.path_contributions' groups)."""
+    families = [family_of(f) for f in features]
+    names = sorted({f for f in families if f is not None})
+    return names, tuple(names.index(f) if f is not None else len(names) for f in families)
+
+
 def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame:
     """reason = the words of the feature family that raised the item's score most; explanation = the top REASONS.
 
@@ -90,10 +98,7 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
 
     A family whose evidence is missing for the row (e.g. no co-purchase source) cannot be its reason.
     """
-    families = [family_of(f) for f in model.features]
-    names = sorted({f for f in families if f is not None})
-    # customer-only features go to a last group that never explains an item
-    groups = tuple(names.index(f) if f is not None else len(names) for f in families)
+    names, groups = family_groups(model.features)
     by_family = model.path_contributions(ranked, groups)[:, :len(names)]
     texts = family_texts(articles, ranked.columns)
     def has(column: str) -> pl.Expr:

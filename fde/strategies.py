@@ -145,6 +145,9 @@ class Recommender:
     """
 
     name = "recommender"
+    # True when a customer's candidates read only that customer's own purchases: fitting on a few customers'
+    # transactions then gives those customers the same lists (evaluation.choose_scales relies on it)
+    own_purchases_only = False
 
     def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None) -> Recommender:
         """Learn from the transactions before the cut-off (and the article catalogue)."""
@@ -272,6 +275,7 @@ class Repurchase(Recommender):
     """
 
     name = "repurchase"
+    own_purchases_only = True
 
     def __init__(self, kernel: str = "hyperbolic", scale_days: float = 30.0):
         recency_weight(None, kernel, scale_days)  # validates the kernel name

@@ -168,3 +168,16 @@ def test_the_scored_pool_holds_each_source_top_candidates_at_its_depth():
     assert kept.height == expected.height < whole.height
     assert kept.join(expected.with_columns(pl.col("article_id").cast(kept["article_id"].dtype)),
                      on=candidates.KEYS, how="anti").height == 0
+
+
+def test_a_source_of_own_purchases_only_gives_a_customer_the_same_list_from_that_customer_s_history():
+    """evaluation.choose_scales fits such sources (repurchase) on the sampled buyers' history only."""
+    history = shop(40)
+    articles = pl.DataFrame({"article_id": sorted(history["article_id"].unique().to_list())},
+                            schema={"article_id": pl.Int32})
+    some = pl.DataFrame({"customer_id": [1, 3]}, schema={"customer_id": pl.UInt64})
+    strategy = Repurchase()
+    assert strategy.own_purchases_only
+    everyone = strategy.fit(history, articles, CUTOFF).candidates(some, 24)
+    theirs = strategy.fit(history.join(some, on="customer_id", how="semi"), articles, CUTOFF).candidates(some, 24)
+    assert everyone.height > 0 and theirs.equals(everyone)

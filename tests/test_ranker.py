@@ -150,7 +150,7 @@ def planted():
 
 def test_early_stopping_on_the_groups_with_a_purchase_is_early_stopping_on_the_whole_week():
     """ranker.py validates on the buyers with a purchase in their pool (training.with_purchases): the same
-    MAP@12 after every round, so the same rounds and the same model, from a third of the rows at full scale."""
+    MAP@12 after every round, so the same rounds and the same model, from fewer rows."""
     tx, articles, customers = planted_shop()
     inputs = evaluation.Inputs(articles=articles, customers=customers)
     (w1, _, _), (w2, _, _), (valid, truth, _) = [training.week_frame(inputs, tx, c, {}, {})
@@ -351,9 +351,7 @@ def test_path_contributions_add_up_to_the_score_and_agree_with_pred_contrib(plan
     raw = model.booster.predict(model.matrix(rows), raw_score=True)
     assert np.allclose(path.sum(axis=1) + bias, raw, atol=1e-4)
     # the reasons' families: both attributions name the same most helpful family for most rows
-    families = [family_of(f) for f in features]
-    names = sorted({f for f in families if f is not None})
-    by = tuple(names.index(f) if f is not None else len(names) for f in families)
+    names, by = reasons.family_groups(features)
     path_family = model.path_contributions(rows, by)[:, :len(names)]
     shap = model.contributions(rows)
     shap_family = np.stack([shap[:, [i for i, g in enumerate(by) if g == k]].sum(axis=1) for k in range(len(names))],
@@ -373,10 +371,8 @@ def test_explanations_are_each_rows_best_families_in_blocks_of_any_size(planted,
     monkeypatch.setattr(ranking, "PATH_BLOCK_ROWS", 7)  # many blocks, the last one short
     assert reasons.explain(rows, model, articles).equals(whole)
     # each entry is a family with its path attribution, best first, only those that raised the score
-    families = [family_of(f) for f in model.features]
-    names = sorted({f for f in families if f is not None})
-    by_family = model.path_contributions(rows, tuple(names.index(f) if f is not None else len(names)
-                                                      for f in families))
+    names, groups = reasons.family_groups(model.features)
+    by_family = model.path_contributions(rows, groups)
     entries = whole["explanation"].to_list()
     lengths = {len(e) for e in entries}
     assert len(lengths) > 1 and max(lengths) == reasons.REASONS, lengths  # rows with fewer entries too
