@@ -4,8 +4,9 @@
     python final.py --data-dir data
 
 1. Validation: every strategy is fitted on train (everything before the validation week); the
-   repurchase time scales (from ranker.json when the ranker exists) and the hybrid's blend weights
-   are chosen on the validation week's MAP@12.
+   repurchase time scales and the hybrid's blend weights are chosen on the validation week's MAP@12.
+   When the ranker exists, ranker.py has done this step from the sources it fitted at that cut-off
+   (ranker.json: scales, hybrid): they are read, not fitted again.
 2. Test: every strategy is refitted on train + validation and scored once on the test week, with
    the hybrid's chosen weights and the saved ranker (trained on weeks before the test week). The
    table printed (and results/metrics.json) comes from this step only.
@@ -33,7 +34,6 @@ from fde.training import load_vectors
 from fde.visual_index import VisualIndex
 
 LAUNCH_AUDIENCE = 500     # customers scored by the ranker for each launch (the app shows the best of them)
-TUNING_CUSTOMERS = 50_000  # validation customers the weights are tuned on (a seeded sample above this)
 CHUNK_CUSTOMERS = 100_000  # customers per batch when recommending for everyone (bounds memory)
 RECOMMENDATION_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "rank": pl.UInt8, "score": pl.Float32,
                          "reason": pl.String, "source_article_id": pl.Int32}
@@ -125,21 +125,19 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
     populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors, scales)
     strategies = [*populars, *personal]
     hybrid = blend.make(populars, personal)
-    progress = tqdm(total=2 * len(strategies) + blend.tuning_steps(len(hybrid.components)), desc="evaluate",
-                    unit="step", disable=not show_progress)
+    # ranker.py tuned the hybrid and scored every strategy on validation, from the sources it fitted at that
+    # cut-off: the same choices as here, without fitting them again
+    chosen = model.meta.get("hybrid") if model is not None else None
+    steps = len(strategies) if chosen else 2 * len(strategies) + blend.tuning_steps(len(hybrid.components))
+    progress = tqdm(total=steps, desc="evaluate", unit="step", disable=not show_progress)
 
     # 1. validation: fit before the validation week, choose the weights
-    val_start = inputs.validation["t_dat"].min()
-    fit_all(strategies, inputs.train, articles, val_start, progress)
-    val_truth = inputs.validation_truth
-    tune_truth = evaluation.sample_customers(val_truth, TUNING_CUSTOMERS)
-    progress.set_postfix_str("tune hybrid")
-    pool = hybrid.pool(as_customer_frame(tune_truth["customer_id"]))
-    weights, rank_weight, _ = blend.tune(hybrid, pool, tune_truth, progress)
-    del pool
+    if chosen is None:
+        fit_all(strategies, inputs.train, articles, inputs.validation["t_dat"].min(), progress)
+        chosen = blend.validate(populars, personal, inputs, progress)
+    weights, rank_weight = chosen["weights"], chosen["rank_weight"]
     hybrid.weights, hybrid.rank_weight = weights, rank_weight
-    validation, _ = evaluation.score_week([*strategies, hybrid], val_truth, inputs.train["article_id"].unique(),
-                                          articles.height)
+    validation = {name: {"map12": score} for name, score in chosen["validation_map12"].items()}
     if model is not None:  # early-stopped on this week: optimistic, like the hybrid's tuned value
         validation["ranker"] = {"map12": model.meta["validation_map12"]}
 

@@ -3,7 +3,9 @@
     python ranker.py --data-dir data
 
 1. Chosen on the validation week (sources fitted on train): the repurchase and co-purchase time
-   scales, then each candidate source's depth from its recall curve (candidates.choose_depths).
+   scales, then each candidate source's depth from its recall curve (candidates.choose_depths); from
+   the same fitted sources, the hybrid's blend weights and every strategy's validation MAP@12
+   (hybrid.validate), saved for final.py, which then fits nothing at this cut-off.
 2. For each of max(WEEK_CHOICES) cut-offs before the validation week and the validation week itself,
    every source is fitted on the history before that cut-off; the pool of that week's buyers gets
    its features (features.py) and label = bought in the 7 days after the cut-off. One group per
@@ -28,6 +30,7 @@ import polars.selectors as cs
 
 from fde import artifacts as art
 from fde import candidates, evaluation
+from fde import hybrid as blend
 from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
 from fde.evaluation import Inputs
@@ -72,7 +75,8 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
                         f"(training weeks from {val_start - timedelta(weeks=TRAINING_WEEKS)}): give more data or "
                         "use the hybrid (final.py)")
     cutoffs = [val_start - timedelta(weeks=w) for w in range(max(choices), 0, -1)]
-    steps = 2 + len(cutoffs) + 1 + len(OBJECTIVES) + len(choices) - 1 + 1  # scales, depths, frames, set-ups, retrain
+    # scales, depths, the hybrid, frames, set-ups, retrain
+    steps = 3 + len(cutoffs) + 1 + len(OBJECTIVES) + len(choices) - 1 + 1
     progress = tqdm(total=steps, desc="ranker", unit="step",
                     disable=not show_progress)
     timings = {}
@@ -85,6 +89,13 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     progress.update(1)
     timings["choose_depths"] = clock.seconds - sum(timings.values())
     print_depths(depths, depth_info)
+    # the hybrid's weights and every strategy's validation MAP@12 from the same fitted sources, for final.py
+    progress.set_postfix_str("tune the hybrid on validation")
+    hybrid_choice = blend.validate(*validation_sources, inputs)
+    progress.update(1)
+    timings["hybrid"] = clock.seconds - sum(timings.values())
+    print("ranker: the hybrid tuned on validation (for final.py): MAP@12 "
+          f"{hybrid_choice['validation_map12']['hybrid']:.4f}", flush=True)
     vectors = load_vectors(artifacts, inputs.articles)
     week_rows = TRAINING_ROWS // len(cutoffs)  # each training week's share of the rows LightGBM learns from
     # the validation week first, from the sources choose_depths fitted at its cut-off (then released)
@@ -164,7 +175,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
         "training_weeks": training_weeks, "rounds": setup["rounds"], "objective": setup["objective"],
         "setups": variants, "setup": chosen, "params": PARAMS, "scales": scales,
         "scale_scores": scale_scores, "depths": depths, "recall_curves": depth_info,
-        "validation_map12": slot_scores[slots][0], "dropped_features": dropped,
+        "validation_map12": slot_scores[slots][0], "dropped_features": dropped, "hybrid": hybrid_choice,
         "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots,
         "launch_slot_scores": slot_scores,
         "pool_depths": pool_depths, "pool_steps": pool_table,

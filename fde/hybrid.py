@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from fde import candidates, metrics
-from fde.strategies import ARTICLE, K, Popularity, Recommender, top_k
+from fde import candidates, evaluation, metrics
+from fde.strategies import ARTICLE, K, Popularity, Recommender, as_customer_frame, top_k
 
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 RANK_WEIGHT_GRID = (0.0, 0.25, 0.5)
@@ -21,6 +21,7 @@ DEFAULT_WEIGHT = 0.5       # every weight's start before tuning
 DEFAULT_RANK_WEIGHT = 0.0
 TIEBREAK = 1e-6  # weight of the first popularity prior that breaks ties between equal blends
 ANCHOR = "purchase_history"  # fixed at 1: only the ratios of the weights matter
+TUNING_CUSTOMERS = 50_000  # validation customers the weights are tuned on (a seeded sample above this)
 
 
 class Hybrid(Recommender):
@@ -180,6 +181,30 @@ def tune(hybrid: Hybrid, pool: pl.DataFrame, truth: pl.DataFrame, progress=None)
         if not improved:
             break
     return weights, rank_weight, best
+
+
+def validate(populars: list[Popularity], personal: list[Recommender], inputs: evaluation.Inputs,
+             progress=None) -> dict:
+    """The validation week's choices and scores, with every source already fitted before it.
+
+    The blend weights are tuned on (a sample of) the week's buyers, then every strategy and the tuned
+    hybrid are scored on all of them. Returns {"weights", "rank_weight", "validation_map12": per strategy}:
+    ranker.py saves it in ranker.json from the sources it fits at that cut-off, and final.py reuses it
+    instead of fitting them again.
+    """
+    hybrid = make(populars, personal)
+    truth = inputs.validation_truth
+    tune_truth = evaluation.sample_customers(truth, TUNING_CUSTOMERS)
+    if progress is not None:
+        progress.set_postfix_str("tune hybrid")
+    pool = hybrid.pool(as_customer_frame(tune_truth["customer_id"]))
+    weights, rank_weight, _ = tune(hybrid, pool, tune_truth, progress)
+    del pool
+    hybrid.weights, hybrid.rank_weight = weights, rank_weight
+    scores, _ = evaluation.score_week([*populars, *personal, hybrid], truth, inputs.train["article_id"].unique(),
+                                      inputs.articles.height)
+    return {"weights": weights, "rank_weight": rank_weight,
+            "validation_map12": {name: s["map12"] for name, s in scores.items()}}
 
 
 def tuning_steps(n_components: int) -> int:

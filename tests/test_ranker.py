@@ -311,6 +311,36 @@ def test_metrics_gain_the_ranker_row_pool_recall_and_importance(tiny_ranked):
     assert saved["validation_map12"]["ranker"] == pytest.approx(fitted["validation_map12"])
 
 
+def test_final_reads_the_hybrid_ranker_chose_on_validation_and_fits_nothing_there(tiny_ranked, monkeypatch):
+    """ranker.py tunes the hybrid and scores every strategy on validation from the sources it fitted before
+    the validation week; final.py reads those choices instead of fitting the sources there again, and they
+    are the ones final.py makes itself from freshly fitted sources."""
+    import final
+    from fde import hybrid as blend
+
+    copy, fitted, meta = tiny_ranked
+    chosen = fitted["hybrid"]
+    assert meta["weights"] == {**chosen["weights"], "rank_weight": chosen["rank_weight"]}
+    assert {name: meta["validation_map12"][name] for name in chosen["validation_map12"]} == chosen["validation_map12"]
+    assert set(chosen["validation_map12"]) >= {"hybrid", "repurchase", "popular_last_week"}
+    inputs = evaluation.load_inputs(copy, quiet=True)
+    val_start, test_start = inputs.validation["t_dat"].min(), inputs.test["t_dat"].min()
+    populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors,
+                                                 fitted["scales"])
+    final.fit_all([*populars, *personal], inputs.train, inputs.articles, val_start)
+    assert json.loads(json.dumps(blend.validate(populars, personal, inputs))) == chosen
+    fits, fit_all = [], final.fit_all
+
+    def spy(strategies, transactions, articles, cutoff=None, progress=None):
+        fits.append(cutoff)
+        return fit_all(strategies, transactions, articles, cutoff, progress)
+
+    monkeypatch.setattr(final, "fit_all", spy)
+    again = final.evaluate(copy, show_progress=False, inputs=inputs)
+    assert fits == [test_start]
+    assert again["strategies"] == meta["strategies"] and again["weights"] == meta["weights"]
+
+
 def test_ranker_recommendations_have_reasons_from_contributions(tiny_ranked):
     copy, _, meta = tiny_ranked
     if meta["recommender_used"] != "ranker":
