@@ -40,12 +40,12 @@ RECOMMENDATION_SCHEMA = {"customer_id": pl.UInt64, "article_id": pl.Int32, "rank
 
 
 def fit_all(strategies: list[Recommender], transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None,
-            progress=None):
-    """Fit each strategy on the same history (everything before one cut-off)."""
+            progress=None, customers: pl.DataFrame | None = None):
+    """Fit each strategy on the same history (everything before one cut-off), for these customers (all when None)."""
     for strategy in strategies:
         if progress is not None:
             progress.set_postfix_str(f"fit {strategy.name}")
-        strategy.fit(transactions, articles, cutoff)
+        strategy.fit(transactions, articles, cutoff, customers)
         if progress is not None:
             progress.update(1)
 
@@ -133,7 +133,8 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
 
     # 1. validation: fit before the validation week, choose the weights
     if chosen is None:
-        fit_all(strategies, inputs.train, articles, inputs.validation["t_dat"].min(), progress)
+        fit_all(strategies, inputs.train, articles, inputs.validation["t_dat"].min(), progress,
+                inputs.validation_truth.select("customer_id"))
         chosen = blend.validate(populars, personal, inputs, progress)
     weights, rank_weight = chosen["weights"], chosen["rank_weight"]
     hybrid.weights, hybrid.rank_weight = weights, rank_weight
@@ -144,11 +145,11 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
     # 2. test: refit before the test week, score once with the chosen settings
     before_test = pl.concat([inputs.train, inputs.validation])
     test_start = inputs.test["t_dat"].min()
-    fit_all(strategies, before_test, articles, test_start, progress)
+    test_truth = inputs.test_truth  # everyone scored at this cut-off is a test-week buyer
+    fit_all(strategies, before_test, articles, test_start, progress, test_truth.select("customer_id"))
     vectors = load_vectors(artifacts, articles) if model is not None else None
     ranker = make_ranker(model, populars, personal, inputs, vectors, launch_slots)
     scored = [*strategies, hybrid]
-    test_truth = inputs.test_truth
     pool_recall = {}
     if ranker is not None:
         progress.set_postfix_str("ranker features")

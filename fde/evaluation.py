@@ -142,9 +142,6 @@ def choose_scales(history: pl.DataFrame, articles: pl.DataFrame, truth: pl.DataF
     """
     truth = sample_customers(truth, SCALE_CUSTOMERS)
     filler = Popularity(window_days=7).fit(history, articles, cutoff).top_articles(K)
-    # a source that reads only each customer's own purchases (repurchase) is fitted on the sampled buyers'
-    # history: the same lists from a fraction of the rows; the others read everyone's
-    own = history.join(truth.select("customer_id"), on="customer_id", how="semi")
     grids = {
         "repurchase": [({"kernel": kernel, "scale_days": scale}, Repurchase(kernel, scale))
                        for kernel, scale in REPURCHASE_GRID],
@@ -158,7 +155,8 @@ def choose_scales(history: pl.DataFrame, articles: pl.DataFrame, truth: pl.DataF
         for args, strategy in options:
             if progress is not None:
                 progress.set_postfix_str(f"choose {source} scale")
-            fitted = strategy.fit(own if strategy.own_purchases_only else history, articles, cutoff)
+            # the tables of each customer's own purchases for the sampled buyers only: the same lists
+            fitted = strategy.fit(history, articles, cutoff, truth.select("customer_id"))
             tried.append((filled_map(fitted, truth, filler), args))
             if progress is not None:
                 progress.update(1)

@@ -45,10 +45,10 @@ class Hybrid(Recommender):
     def components(self) -> list[Recommender]:
         return [*self.personal, *self.popular]
 
-    def fit(self, transactions, articles, cutoff=None):
+    def fit(self, transactions, articles, cutoff=None, customers=None):
         """Fit every component on the same history."""
         for strategy in self.components:
-            strategy.fit(transactions, articles, cutoff)
+            strategy.fit(transactions, articles, cutoff, customers)
         return self
 
     def pool(self, customers: pl.DataFrame, proposed: dict | None = None) -> pl.DataFrame:

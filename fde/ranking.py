@@ -247,12 +247,12 @@ class LearnedRanker(Recommender):
         """Every source that proposes candidates: the personal ones and the proposing prior."""
         return [*self.personal, *self.popular[:1]]
 
-    def fit(self, transactions, articles, cutoff=None, fit_sources: bool = True):
+    def fit(self, transactions, articles, cutoff=None, customers=None, fit_sources: bool = True):
         """Fit every source at the cut-off (unless already fitted there) and the feature context."""
         transactions, self.cutoff = before(transactions, cutoff)
         if fit_sources:
             for strategy in [*self.popular, *self.personal]:
-                strategy.fit(transactions, articles, self.cutoff)
+                strategy.fit(transactions, articles, self.cutoff, customers)
         self.articles = articles
         self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors)
         return self

@@ -64,6 +64,15 @@ def before(transactions: pl.DataFrame, cutoff=None) -> tuple[pl.DataFrame, objec
     return history, cutoff
 
 
+def own_purchases(transactions: pl.DataFrame, customers: pl.DataFrame | None) -> pl.DataFrame:
+    """The transactions of these customers (all of them when customers is None): the input of a
+    source's tables of each customer's own purchases, while what every customer's purchases say
+    (sales, co-purchases) is still learnt from everyone."""
+    if customers is None:
+        return transactions
+    return transactions.join(as_customer_frame(customers), on="customer_id", how="semi")
+
+
 def age_days(cutoff) -> pl.Expr:
     """Days between a transaction and the cut-off (1 for the day before it)."""
     return (pl.lit(cutoff) - pl.col("t_dat")).dt.total_days().cast(pl.Float32)
@@ -145,12 +154,15 @@ class Recommender:
     """
 
     name = "recommender"
-    # True when a customer's candidates read only that customer's own purchases: fitting on a few customers'
-    # transactions then gives those customers the same lists (evaluation.choose_scales relies on it)
-    own_purchases_only = False
 
-    def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None) -> Recommender:
-        """Learn from the transactions before the cut-off (and the article catalogue)."""
+    def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None,
+            customers: pl.DataFrame | None = None) -> Recommender:
+        """Learn from the transactions before the cut-off (and the article catalogue).
+
+        customers (customer_id): the only customers `candidates` will be asked about, when known (a
+        training week's buyers, a sample): the tables of each customer's own purchases then hold only
+        theirs (`own_purchases`), and they get the same candidates as from a fit on everyone.
+        """
         raise NotImplementedError
 
     def candidates(self, customers: pl.DataFrame, n: int) -> pl.DataFrame:
@@ -190,10 +202,10 @@ class PurchaseHistory(Recommender):
         self.colourway_weight = colourway_weight
         self.window_days = window_days
 
-    def fit(self, transactions, articles, cutoff=None):
+    def fit(self, transactions, articles, cutoff=None, customers=None):
         """Sum the decayed purchases of each (customer, article) in the window before the cut-off."""
         transactions, self.cutoff = before(transactions, cutoff)
-        tx = transactions
+        tx = own_purchases(transactions, customers)
         if self.window_days:
             tx = tx.filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.window_days))
         self.history = (
@@ -275,18 +287,17 @@ class Repurchase(Recommender):
     """
 
     name = "repurchase"
-    own_purchases_only = True
 
     def __init__(self, kernel: str = "hyperbolic", scale_days: float = 30.0):
         recency_weight(None, kernel, scale_days)  # validates the kernel name
         self.kernel = kernel
         self.scale_days = scale_days
 
-    def fit(self, transactions, articles=None, cutoff=None):
+    def fit(self, transactions, articles=None, cutoff=None, customers=None):
         """Sum each (customer, article)'s purchases, weighted by age."""
         transactions, self.cutoff = before(transactions, cutoff)
         self.history = (
-            transactions.lazy().group_by("customer_id", "article_id")
+            own_purchases(transactions, customers).lazy().group_by("customer_id", "article_id")
             .agg(evidence=exact_sum(recency_weight(self.cutoff, self.kernel, self.scale_days)))
             .with_columns(pl.col("article_id").cast(ARTICLE))
             .collect()
@@ -308,8 +319,8 @@ class Colourways(Repurchase):
 
     name = "colourways"
 
-    def fit(self, transactions, articles, cutoff=None):
-        super().fit(transactions, articles, cutoff)
+    def fit(self, transactions, articles, cutoff=None, customers=None):
+        super().fit(transactions, articles, cutoff, customers)
         self.article_product = articles.select(pl.col("article_id").cast(ARTICLE),
                                                pl.col("product_code").cast(pl.Int32))
         return self
@@ -356,8 +367,8 @@ class CoPurchase(Recommender):
         self.per_customer = per_customer
         self.neighbours = neighbours
 
-    def fit(self, transactions, articles=None, cutoff=None):
-        """Count recency-weighted co-purchases and keep each article's best neighbours."""
+    def fit(self, transactions, articles=None, cutoff=None, customers=None):
+        """Count recency-weighted co-purchases (everyone's) and keep each article's best neighbours."""
         transactions, self.cutoff = before(transactions, cutoff)
         days = (transactions.lazy()
                 .filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.history_days))
@@ -380,8 +391,8 @@ class CoPurchase(Recommender):
             .select("article_id", "neighbour_id", "similarity")
         )
         self.neighbour_pairs = pairs.collect()
-        self.recent = recent_purchases(transactions, self.cutoff, self.recent_days, self.per_customer,
-                                       self.half_life_days)
+        self.recent = recent_purchases(own_purchases(transactions, customers), self.cutoff, self.recent_days,
+                                       self.per_customer, self.half_life_days)
         return self
 
     def candidates(self, customers, n):
@@ -441,7 +452,7 @@ class Popularity(Recommender):
         self.customer_ages = None if customers is None else customers.select("customer_id", "age")
         self.reason_text = reason_text
 
-    def fit(self, transactions, articles=None, cutoff=None):
+    def fit(self, transactions, articles=None, cutoff=None, customers=None):
         """Score each article by its (decayed) sales before the cut-off, overall and per age band."""
         transactions, self.cutoff = before(transactions, cutoff)
         tx = transactions
@@ -560,7 +571,7 @@ class CategoryPopularity(Recommender):
         self.per_category = per_category
         self.top_categories = top_categories
 
-    def fit(self, transactions, articles, cutoff=None):
+    def fit(self, transactions, articles, cutoff=None, customers=None):
         """Each customer's category shares and each category's trending articles before the cut-off."""
         if self.column not in articles.columns:
             raise UserError(f"articles lack the column {self.column}: rerun data_optim.py")
@@ -569,7 +580,7 @@ class CategoryPopularity(Recommender):
                                    category=pl.col(self.column).cast(pl.String).fill_null("unknown"))
         self.article_category = category
         self.shares = (
-            transactions.lazy()
+            own_purchases(transactions, customers).lazy()
             .filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.history_days))
             .select("customer_id", pl.col("article_id").cast(ARTICLE), weight=decay(self.cutoff, self.half_life_days))
             .join(category.lazy(), on="article_id", how="inner")
@@ -634,7 +645,7 @@ class LocalPopularity(Recommender):
         self.window_days = window_days
         self.min_sales = min_sales
 
-    def fit(self, transactions, articles=None, cutoff=None):
+    def fit(self, transactions, articles=None, cutoff=None, customers=None):
         """Each group's article shares over the window before the cut-off, best first."""
         transactions, self.cutoff = before(transactions, cutoff)
         keys = ["band", "postal_code"]
@@ -779,14 +790,14 @@ class SimilarToRecent(Recommender):
                 .select("article_id", weight=((pl.col("sales") / pl.col("sales").max()) ** self.popularity_weight)
                         .cast(pl.Float32)))
 
-    def fit(self, transactions, articles, cutoff=None):
+    def fit(self, transactions, articles, cutoff=None, customers=None):
         """Remember recent purchases and the available articles (weighted by their sales).
 
         The neighbours of a recently bought article are looked up the first time a customer who bought
         it is asked for (neighbours_of), then kept: a training week asks for its buyers only."""
         transactions, self.cutoff = before(transactions, cutoff)
-        self.recent = recent_purchases(transactions, self.cutoff, self.recent_days, self.per_customer,
-                                       self.half_life_days)
+        self.recent = recent_purchases(own_purchases(transactions, customers), self.cutoff, self.recent_days,
+                                       self.per_customer, self.half_life_days)
         self.weighted = self.target_weights(transactions, articles)
         self.targets = self.weighted["article_id"]
         self.articles = articles

@@ -140,10 +140,11 @@ def choose_depths(inputs: Inputs, scales: dict, progress=None) -> tuple[dict[str
     """
     populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors, scales)
     val_start = inputs.validation["t_dat"].min()
+    buyers = inputs.validation_truth.select("customer_id")  # everyone measured at this cut-off is a buyer
     for source in [*populars, *personal]:
         if progress is not None:
             progress.set_postfix_str(f"fit {source.name} before the validation week")
-        source.fit(inputs.train, inputs.articles, val_start)
+        source.fit(inputs.train, inputs.articles, val_start, buyers)
     truth = evaluation.sample_customers(inputs.validation_truth, candidates.DEPTH_CUSTOMERS)
     unscored = LearnedRanker(None, populars, personal, inputs.customers)  # its sources, and which prior proposes
     table, curves = candidates.recall_curves(unscored.sources(), truth)
@@ -247,7 +248,8 @@ def week_frame(inputs: Inputs, transactions: pl.DataFrame, cutoff, scales: dict,
     populars, personal = fitted or candidates.make_sources(inputs.customers, inputs.twins,
                                                            inputs.visual_vectors, scales)
     ranker = LearnedRanker(None, populars, personal, inputs.customers, vectors, depths=depths)
-    ranker.fit(transactions, inputs.articles, cutoff, fit_sources=fitted is None)
+    # the sources' tables of each customer's own purchases: the week's sampled buyers only
+    ranker.fit(transactions, inputs.articles, cutoff, truth.select("customer_id"), fit_sources=fitted is None)
     pool = candidates.labels(ranker.pool(truth.select("customer_id")).sort("customer_id", "article_id"), truth)
     recall = candidates.recall(pool, truth)
     if max_rows is not None:

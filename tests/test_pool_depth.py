@@ -4,7 +4,7 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from fde import candidates, training
+from fde import candidates, evaluation, training
 from fde.strategies import Popularity, Repurchase
 
 CUTOFF = date(2020, 9, 16)
@@ -170,14 +170,23 @@ def test_the_scored_pool_holds_each_source_top_candidates_at_its_depth():
                      on=candidates.KEYS, how="anti").height == 0
 
 
-def test_a_source_of_own_purchases_only_gives_a_customer_the_same_list_from_that_customer_s_history():
-    """evaluation.choose_scales fits such sources (repurchase) on the sampled buyers' history only."""
-    history = shop(40)
-    articles = pl.DataFrame({"article_id": sorted(history["article_id"].unique().to_list())},
-                            schema={"article_id": pl.Int32})
-    some = pl.DataFrame({"customer_id": [1, 3]}, schema={"customer_id": pl.UInt64})
-    strategy = Repurchase()
-    assert strategy.own_purchases_only
-    everyone = strategy.fit(history, articles, CUTOFF).candidates(some, 24)
-    theirs = strategy.fit(history.join(some, on="customer_id", how="semi"), articles, CUTOFF).candidates(some, 24)
-    assert everyone.height > 0 and theirs.equals(everyone)
+def test_every_source_fitted_for_some_customers_gives_them_the_lists_of_a_fit_on_everyone(pipeline):
+    """A training week's sources are fitted for its sampled buyers (choose_scales' for its sample, the test
+    cut-off's for the test week's buyers): the tables of each customer's own purchases hold only theirs,
+    what everyone's purchases say (sales, co-purchases, trends) is still learnt from everyone."""
+    inputs = evaluation.load_inputs(pipeline, quiet=True)
+    cutoff = inputs.validation["t_dat"].min()
+    some = evaluation.sample_customers(inputs.validation_truth, 80).select("customer_id")
+    sources = [candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors) for _ in range(2)]
+    names = set()
+    for everyone, theirs in zip([*sources[0][0], *sources[0][1]], [*sources[1][0], *sources[1][1]]):
+        everyone.fit(inputs.train, inputs.articles, cutoff)
+        theirs.fit(inputs.train, inputs.articles, cutoff, some)
+        expected = everyone.candidates(some, 200)
+        assert expected.height > 0 and theirs.candidates(some, 200).equals(expected), everyone.name
+        names.add(everyone.name)
+    assert {"purchase_history", "repurchase", "colourways", "co_purchase", "content", "popular_department",
+            "visual", "new_arrivals"} <= names
+    # and the customer tables were made from those customers' purchases alone
+    repurchase = [s for s in sources[1][1] if s.name == "repurchase"][0]
+    assert set(repurchase.history["customer_id"]) <= set(some["customer_id"])

@@ -331,9 +331,9 @@ def test_final_reads_the_hybrid_ranker_chose_on_validation_and_fits_nothing_ther
     assert json.loads(json.dumps(blend.validate(populars, personal, inputs))) == chosen
     fits, fit_all = [], final.fit_all
 
-    def spy(strategies, transactions, articles, cutoff=None, progress=None):
+    def spy(strategies, transactions, articles, cutoff=None, *args):
         fits.append(cutoff)
-        return fit_all(strategies, transactions, articles, cutoff, progress)
+        return fit_all(strategies, transactions, articles, cutoff, *args)
 
     monkeypatch.setattr(final, "fit_all", spy)
     again = final.evaluate(copy, show_progress=False, inputs=inputs)
