@@ -711,38 +711,80 @@ def top_n_by_partition(scores: np.ndarray, n: int, above: float = -np.inf) -> tu
     return np.nonzero((scores >= kth[:, None]) & (scores > above))
 
 
+FIRST_TARGETS = 4096  # targets of the heaviest weights every query is compared with first (then 2x, 4x, ...)
+
+
 def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_vectors: np.ndarray,
                        target_ids: np.ndarray, n: int, block: int = 2048,
                        target_weights: np.ndarray | None = None) -> pl.DataFrame:
     """Top-n cosine neighbours among the targets for each query (L2-normalised rows), itself excluded.
 
-    With target_weights, similarity x weight of the target ranks and scores the neighbours.
-    Computed in blocks of queries so memory stays at block x targets floats.
+    With target_weights (in [0, 1]), similarity x weight of the target ranks and scores the neighbours,
+    and the targets are read in decreasing weight, FIRST_TARGETS then twice as many each time: a query
+    stops once its n-th best score is above the next target's weight, which bounds every later target's
+    score (a cosine is at most 1). Where a few best sellers carry the weight, most queries stop after a
+    few thousand targets; the answer is the same as comparing with every target (each score is the same
+    product). Computed in blocks of queries so memory stays at block x targets floats.
     """
-    parts = []
+    empty = pl.DataFrame(schema={"article_id": ARTICLE, "neighbour_id": ARTICLE, "similarity": pl.Float32})
     n_eff = min(n + 1, len(target_ids))
     if len(query_ids) == 0 or n_eff == 0:
-        return pl.DataFrame(schema={"article_id": ARTICLE, "neighbour_id": ARTICLE, "similarity": pl.Float32})
+        return empty
+    ends = [len(target_ids)]
+    if target_weights is not None:
+        heaviest = np.argsort(-target_weights, kind="stable")
+        target_vectors, target_ids, target_weights = (target_vectors[heaviest], target_ids[heaviest],
+                                                      target_weights[heaviest])
+        ends, size = [], FIRST_TARGETS
+        while not ends or ends[-1] < len(target_ids):
+            ends.append(min(len(target_ids), (ends[-1] if ends else 0) + size))
+            size *= 2
     # where each query sits among the targets (an article is not its own neighbour)
     order = np.argsort(target_ids, kind="stable")
     pos = np.searchsorted(target_ids[order], query_ids).clip(0, len(target_ids) - 1)
     self_col = np.where(target_ids[order][pos] == query_ids, order[pos], -1)
+    parts = []
     for start in range(0, len(query_ids), block):
-        sims = query_vectors[start:start + block] @ target_vectors.T
-        if target_weights is not None:
-            sims *= target_weights[None, :]
-        ids = query_ids[start:start + block]
-        rows = np.flatnonzero(self_col[start:start + block] >= 0)
-        sims[rows, self_col[start:start + block][rows]] = -np.inf
-        rows, cols = top_n(sims, n_eff, above=0.0)  # only positive similarities are neighbours
+        ids, own = query_ids[start:start + block], self_col[start:start + block]
+        active, lo = np.arange(len(ids)), 0
+        rows, cols, values = [], [], []
+        for end in ends:
+            sims = query_vectors[start:start + block][active] @ target_vectors[lo:end].T
+            if target_weights is not None:
+                sims *= target_weights[None, lo:end]
+            inside = np.flatnonzero((own[active] >= lo) & (own[active] < end))
+            sims[inside, own[active][inside] - lo] = -np.inf
+            r, c = top_n(sims, min(n_eff, end - lo), above=0.0)  # only positive similarities are neighbours
+            rows.append(active[r])
+            cols.append(c + lo)
+            values.append(sims[r, c])
+            if end == len(target_ids):
+                break
+            # 1.001: a float32 cosine may pass 1 by rounding
+            settled = nth_best(np.concatenate(rows), np.concatenate(values), len(ids), n) > target_weights[end] * 1.001
+            active, lo = active[~settled[active]], end
+            if len(active) == 0:
+                break
+        rows = np.concatenate(rows)
         parts.append(pl.DataFrame({
             "article_id": ids[rows].astype(np.int32),
-            "neighbour_id": target_ids[cols].astype(np.int32),
-            "similarity": sims[rows, cols].astype(np.float32),
+            "neighbour_id": target_ids[np.concatenate(cols)].astype(np.int32),
+            "similarity": np.concatenate(values).astype(np.float32),
         }))
     out = pl.concat(parts).filter(pl.col("similarity").is_finite() & (pl.col("similarity") > 0))
     return (out.sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
             .group_by("article_id", maintain_order=True).head(n))
+
+
+def nth_best(rows: np.ndarray, values: np.ndarray, n_rows: int, n: int) -> np.ndarray:
+    """Each row's n-th largest value among (rows, values) pairs; -inf for a row with fewer than n."""
+    order = np.lexsort((-values, rows))
+    rows, values = rows[order], values[order]
+    first = np.searchsorted(rows, np.arange(n_rows))
+    has = np.bincount(rows, minlength=n_rows) >= n
+    out = np.full(n_rows, -np.inf)
+    out[has] = values[first[has] + n - 1]
+    return out
 
 
 class SimilarToRecent(Recommender):

@@ -168,6 +168,46 @@ def test_nearest_neighbours_matches_brute_force():
         assert got["neighbour_id"].to_list() == want
 
 
+
+@pytest.mark.parametrize("first", [1, 3, 16, 10_000])
+def test_weighted_neighbours_read_in_decreasing_weight_are_every_targets_best(monkeypatch, first):
+    """Queries stop once no later (lighter) target can enter their top n: the same table as comparing every
+    target, ties (by id) included, whatever the first chunk's size."""
+    from fde import strategies
+
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(40, 6)).astype(np.float32)
+    queries[5] = queries[4]  # two queries with the same neighbours
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    targets = rng.normal(size=(300, 6)).astype(np.float32)
+    targets[7] = targets[8]  # equal scores, broken by id
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+    query_ids = np.arange(1000, 1040, dtype=np.int32)
+    target_ids = rng.permutation(np.arange(1010, 1310)).astype(np.int32)  # 30 queries are targets too
+    weights = (rng.pareto(1.5, size=300) + 1).astype(np.float32)
+    weights = (weights / weights.max()) ** np.float32(0.5)
+    weights[8] = weights[7]
+    monkeypatch.setattr(strategies, "FIRST_TARGETS", first)
+    compared, top_n = [], strategies.top_n
+
+    def spy(sims, *args, **kwargs):
+        compared.append(sims.size)
+        return top_n(sims, *args, **kwargs)
+
+    monkeypatch.setattr(strategies, "top_n", spy)
+    table = nearest_neighbours(queries, query_ids, targets, target_ids, n=6, block=9, target_weights=weights)
+    scores = (queries @ targets.T) * weights[None, :]
+    column = {t: j for j, t in enumerate(target_ids)}
+    for row, article in enumerate(query_ids):
+        ranked = sorted((-scores[row, j], target_ids[j]) for j in range(300)
+                        if target_ids[j] != article and scores[row, j] > 0)
+        want = [t for _, t in ranked[:6]]
+        got = table.filter(pl.col("article_id") == article)
+        assert got["neighbour_id"].to_list() == want
+        assert got["similarity"].to_list() == pytest.approx([scores[row, column[t]] for t in want])
+    # the heaviest targets settle most queries: fewer scores computed than queries x targets
+    assert (sum(compared) < 40 * 300) == (first < 300)
+
 def test_visual_twins_of_recent_purchases_exact():
     strategy = VisualSimilarity(TWINS, half_life_days=30, popularity_weight=0.0).fit(TX, ARTICLES)
     recs = strategy.recommend(CUSTOMERS, 12, with_source=True)
