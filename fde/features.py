@@ -33,7 +33,7 @@ import polars as pl
 
 from fde import factors
 from fde.candidates import KEYS
-from fde.strategies import ARTICLE, age_postal_groups, as_customer_frame, decay
+from fde.strategies import ARTICLE, age_postal_groups, as_customer_frame, decay, own_purchases
 
 HALF_LIVES = (7.0, 30.0, 180.0)  # decayed purchase counts at three scales: a week, a month, a season
 SALES_WEEKS = (1, 2, 4, 12)
@@ -100,7 +100,7 @@ class Context:
     def customer_tables(self, customer_ids: pl.Series) -> CustomerTables:
         """The per-customer tables of these customers, from their purchases before the cut-off."""
         ids = as_customer_frame(customer_ids)
-        history = self.history.join(ids, on="customer_id", how="semi")
+        history = own_purchases(self.history, ids)
         customers = self.customers.join(ids, on="customer_id", how="semi")
         recent = (history.group_by("customer_id", "article_id").agg(last=pl.col("t_dat").max())
                   .sort(["customer_id", "last", "article_id"], descending=[False, True, False])

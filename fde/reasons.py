@@ -130,14 +130,14 @@ def explain(ranked: pl.DataFrame, model, articles: pl.DataFrame) -> pl.DataFrame
     ok = np.isfinite(top_values) & (top_values > 0)
     rows, places = np.nonzero(ok)
     families_at = order[rows, places]
-    needed = sorted({c for expr in [*texts.values(), *sources.values()] for c in expr.meta.root_names()}
-                    & set(ranked.columns) | {"article_id"})
+    needed = ranked.select(sorted({c for expr in [*texts.values(), *sources.values()] for c in expr.meta.root_names()}
+                                  & set(ranked.columns) | {"article_id"}))
     pieces = []
     for position, name in enumerate(names):
         at = np.flatnonzero(families_at == position)
         if not len(at):
             continue
-        subset = ranked.select(needed)[rows[at]]
+        subset = needed[rows[at]]
         pieces.append(subset.select(
             _row=pl.Series(rows[at], dtype=pl.UInt32), _place=pl.Series(places[at], dtype=pl.UInt8),
             feature=pl.lit(name, dtype=pl.String),

@@ -736,9 +736,10 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
         heaviest = np.argsort(-target_weights, kind="stable")
         target_vectors, target_ids, target_weights = (target_vectors[heaviest], target_ids[heaviest],
                                                       target_weights[heaviest])
-        ends, size = [], FIRST_TARGETS
-        while not ends or ends[-1] < len(target_ids):
-            ends.append(min(len(target_ids), (ends[-1] if ends else 0) + size))
+        ends, end, size = [], 0, FIRST_TARGETS
+        while end < len(target_ids):
+            end = min(len(target_ids), end + size)
+            ends.append(end)
             size *= 2
     # where each query sits among the targets (an article is not its own neighbour)
     order = np.argsort(target_ids, kind="stable")

@@ -55,6 +55,9 @@ class WeekTruth:
     customers: int         # buyers scored; those with nothing in the pool count 0
 
 
+HAS_PURCHASE = pl.col("label").max().over("customer_id") > 0  # the row's customer bought something in the pool
+
+
 def with_purchases(frame: pl.DataFrame, truth: WeekTruth) -> tuple[pl.DataFrame, WeekTruth]:
     """The groups of a week's pool (sorted by customer) that hold a purchase, and their truth counts.
 
@@ -63,7 +66,7 @@ def with_purchases(frame: pl.DataFrame, truth: WeekTruth) -> tuple[pl.DataFrame,
     them). ranker.py early-stops and chooses on them, fewer rows wherever the pool misses most buyers.
     """
     has = frame.group_by("customer_id", maintain_order=True).agg(pl.col("label").max() > 0)["label"].to_numpy()
-    return (frame.filter(pl.col("label").max().over("customer_id") > 0),
+    return (frame.filter(HAS_PURCHASE),
             WeekTruth(truth.truth, truth.n_truth[has], truth.customers))
 
 
@@ -224,7 +227,7 @@ def load_vectors(artifacts: art.Artifacts, articles: pl.DataFrame) -> dict:
 def thin(pool: pl.DataFrame, max_rows: int, seed: int = 0) -> pl.DataFrame:
     """A training week's labelled pool for learning: only groups with a purchase (the others teach a ranker
     nothing), then, above max_rows, every purchased row and a seeded share of the others."""
-    pool = pool.filter(pl.col("label").max().over("customer_id") > 0)
+    pool = pool.filter(HAS_PURCHASE)
     positives = int(pool["label"].sum())
     if pool.height <= max_rows:
         return pool
