@@ -203,17 +203,23 @@ def recommend_batch(recommender: Recommender, batch: pl.DataFrame) -> pl.DataFra
 
 def recommend_everyone(recommender: Recommender, customers: pl.Series, show_progress: bool = True,
                        chunk: int = CHUNK_CUSTOMERS, engine: str = "local",
-                       ray_address: str | None = None, sink=None) -> pl.DataFrame | None:
-    """The top 12 with reasons for every customer, in batches of customers: here, or as Ray tasks (fde/scale_out.py).
+                       ray_address: str | None = None, sink=None,
+                       threads: int = scale_out.LOCAL_THREADS) -> pl.DataFrame | None:
+    """The top 12 with reasons for every customer, in batches of customers: here (`threads` batches at a
+    time), or as Ray tasks (fde/scale_out.py).
 
     With `sink`, each batch's recommendations go to sink(frame) in the customers' order instead (None returned)."""
     frame = as_customer_frame(customers)
     if frame.height == 0:
         empty = pl.DataFrame(schema=RECOMMENDATION_SCHEMA)
         return sink(empty) if sink else empty
+    if isinstance(recommender, LearnedRanker) and engine == "local" and threads > 1 and frame.height > chunk:
+        # the trees compiled before the threads start: every batch is scored by them, whichever comes first
+        # (Model.predict switches from LightGBM's predict after COMPILE_ROWS rows scored in all)
+        recommender.model.compiled()
     return scale_out.score_batches(recommender, frame["customer_id"], recommend_batch, engine=engine,
                                    batch_size=chunk, ray_address=ray_address, show_progress=show_progress,
-                                   sink=sink)
+                                   sink=sink, threads=threads)
 
 
 def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactions: pl.DataFrame,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 
 import numpy as np
 import polars as pl
@@ -30,6 +31,7 @@ SCORE_ROWS = 5_000_000  # a cost, not a behaviour: pool rows (with their feature
 # float64, so it is fed this many rows at a time (a float64 copy of 5M rows x 53 features would be 2 GB).
 COMPILE_ROWS = 2_000_000
 COMPILED_CHUNK_ROWS = 250_000
+_ONCE = threading.Lock()  # what a Model makes once (compiled trees, path tables) when threads score batches
 PATH_BLOCK_ROWS = 4_096  # rows per block when summing path attributions (a block's sums stay in the CPU cache)
 PRIORS = ("popular_age", "popular_decayed", "popular_last_week", "popular_all_time")  # the first proposes
 
@@ -105,15 +107,16 @@ class Model:
 
         It scores the same trees about 3-6x faster than LightGBM's own predict on 2 cores
         (bench/bench_predict.py); compiling 214 trees takes about 6 s."""
-        if "_compiled" not in self.__dict__:
-            import lleaves
+        with _ONCE:  # batches scored in threads compile once
+            if "_compiled" not in self.__dict__:
+                import lleaves
 
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "model.txt")
-                self.booster.save_model(path)
-                model = lleaves.Model(model_file=path)
-                model.compile()
-            self._compiled = model
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = os.path.join(tmp, "model.txt")
+                    self.booster.save_model(path)
+                    model = lleaves.Model(model_file=path)
+                    model.compile()
+                self._compiled = model
         return self._compiled
 
     def __getstate__(self) -> dict:
@@ -134,6 +137,10 @@ class Model:
         and the change is credited to the split's feature (the path attribution that XGBoost offers
         as approx_contribs): a row's credits plus the bias add up to its score exactly.
         """
+        with _ONCE:  # batches explained in threads make the tables once
+            return self._make_path_tables(groups)
+
+    def _make_path_tables(self, groups: tuple[int, ...]) -> tuple[list[np.ndarray], float]:
         cache = self.__dict__.setdefault("_path_tables", {})
         if groups in cache:
             return cache[groups]

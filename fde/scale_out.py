@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ from fde.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo: its stages and the fde package
 BATCH_CUSTOMERS = 100_000  # customers per batch: bounds each task's memory (~1 GB for the hybrid at 100k)
+# a cost, not a behaviour: batches scored at once by the local engine (threads of this process). Polars,
+# LightGBM and NumPy release the GIL, so a second batch uses the core the first leaves idle in its
+# single-threaded steps (1.2x on 2 cores at full scale: bench/bench_threads.py); each holds its pool in memory.
+LOCAL_THREADS = 2
 ENGINES = ("local", "ray")
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # What a cluster's workers need of this repo is its code: never upload data, images, results or venvs.
@@ -101,10 +107,12 @@ def _score(model: Any, score_batch: Callable, batch: pl.DataFrame) -> pl.DataFra
 def score_batches(model: Any, customers: pl.Series, score_batch: Callable[[Any, pl.DataFrame], pl.DataFrame],
                   engine: str = "local", batch_size: int = BATCH_CUSTOMERS, ray_address: str | None = None,
                   show_progress: bool = True,
-                  sink: Callable[[pl.DataFrame], None] | None = None) -> pl.DataFrame | None:
+                  sink: Callable[[pl.DataFrame], None] | None = None,
+                  threads: int = 1) -> pl.DataFrame | None:
     """score_batch(model, batch of customers as a one-column frame) over every batch, concatenated in order.
 
-    engine="local" loops here; engine="ray" runs one Ray task per batch, with the model put in the
+    engine="local" scores here, `threads` batches at a time (score_batch must then be safe to call from
+    several threads at once); engine="ray" runs one Ray task per batch, with the model put in the
     object store once. Both return the same frame, batch after batch in the customers' order; or, with
     `sink`, hand it each batch's frame in that order as soon as it can, keep none, and return None.
     """
@@ -112,6 +120,8 @@ def score_batches(model: Any, customers: pl.Series, score_batch: Callable[[Any, 
 
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}: choose {' or '.join(ENGINES)}")
+    if threads < 1:
+        raise UserError(f"threads must be at least 1, got {threads}")
     frame = customers.to_frame()
     starts = batch_starts(frame.height, batch_size)
     parts = []
@@ -121,9 +131,17 @@ def score_batches(model: Any, customers: pl.Series, score_batch: Callable[[Any, 
         return None if sink else parts[0]
     bar = tqdm(total=len(starts), desc=f"score ({engine})", unit="batch", disable=not show_progress)
     if engine == "local":
-        for start in starts:
-            keep(score_batch(model, frame.slice(start, batch_size)))
-            bar.update(1)
+        # at most `threads` batches in flight, handed on in the customers' order
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            running = deque()
+            for start in starts:
+                running.append(pool.submit(score_batch, model, frame.slice(start, batch_size)))
+                if len(running) >= threads:
+                    keep(running.popleft().result())
+                    bar.update(1)
+            while running:
+                keep(running.popleft().result())
+                bar.update(1)
         bar.close()
         return None if sink else pl.concat(parts)
 

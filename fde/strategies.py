@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from datetime import timedelta
 
 import numpy as np
@@ -789,6 +790,9 @@ def nth_best(rows: np.ndarray, values: np.ndarray, n_rows: int, n: int) -> np.nd
     return out
 
 
+_LOOKUP = threading.Lock()  # guards SimilarToRecent's look-ups made once and kept (neighbours_of)
+
+
 class SimilarToRecent(Recommender):
     """Articles most similar to each customer's recent purchases (shared by content and visual).
 
@@ -854,12 +858,14 @@ class SimilarToRecent(Recommender):
         """The neighbour pairs of these articles: those not looked up yet are, once (each query is
         independent of the others, so the pairs are the same as looking up every article at once)."""
         queries = queries.cast(ARTICLE).unique()
-        new = queries.filter(~queries.is_in(self.looked_up.implode())).sort()
-        if new.len():
-            found = self.neighbour_table(new, self.weighted, self.articles)
-            self.neighbour_pairs = pl.concat([self.neighbour_pairs, found.select(self.neighbour_pairs.columns)])
-            self.looked_up = pl.concat([self.looked_up, new])
-        return self.neighbour_pairs.join(queries.to_frame("article_id"), on="article_id", how="semi")
+        with _LOOKUP:  # batches scored in threads (scale_out.score_batches) share the pairs looked up
+            new = queries.filter(~queries.is_in(self.looked_up.implode())).sort()
+            if new.len():
+                found = self.neighbour_table(new, self.weighted, self.articles)
+                self.neighbour_pairs = pl.concat([self.neighbour_pairs, found.select(self.neighbour_pairs.columns)])
+                self.looked_up = pl.concat([self.looked_up, new])
+            pairs = self.neighbour_pairs
+        return pairs.join(queries.to_frame("article_id"), on="article_id", how="semi")
 
     def __getstate__(self):
         """Pickled for another process (Ray's workers): every neighbour looked up first, once, not per worker."""

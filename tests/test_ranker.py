@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+import final
 from fde import candidates, evaluation, metrics, ranking, reasons, strategies, training
 from fde.artifacts import Artifacts
 from fde.errors import UserError
@@ -191,6 +192,28 @@ def test_scoring_in_batches_of_customers_gives_the_same_lists(planted, monkeypat
     monkeypatch.setattr(ranking, "SCORE_ROWS", 7 * candidates.POOL_ROWS)  # 7 customers a batch: 86 batches
     batched = ranker.recommend(everyone, 12, with_source=True)
     assert whole.height == 12 * everyone.len() and batched.equals(whole)
+
+
+def test_batches_scored_in_threads_give_the_lists_and_reasons_of_one_thread(planted):
+    """final.py scores the submission's batches two at a time (scale_out.LOCAL_THREADS): the same frame, in the
+    customers' order, from one model compiled once, before the threads start."""
+    tx, articles, customers = planted_shop()
+    everyone = customers["customer_id"]
+
+    def ranker():
+        model = ranking.Model(planted[0].booster, planted[0].features, planted[0].meta)
+        populars, personal = candidates.make_sources(customers)
+        return ranking.LearnedRanker(model, populars, personal, customers).fit(tx, articles, date(2020, 9, 16))
+
+    alone = final.recommend_everyone(ranker(), everyone, show_progress=False, chunk=37, threads=1)
+    for threads in (2, 5):
+        threaded = ranker()
+        handed = []
+        final.recommend_everyone(threaded, everyone, show_progress=False, chunk=37, threads=threads,
+                                 sink=handed.append)
+        assert "_compiled" in threaded.model.__dict__ and len(handed) == -(-everyone.len() // 37)
+        assert pl.concat(handed).equals(alone), threads
+    assert alone.height == 12 * everyone.len() and alone["reason"].null_count() == 0
 
 
 @pytest.mark.parametrize("objective", ["binary", "lambdarank"])

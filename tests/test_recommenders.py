@@ -129,6 +129,33 @@ def test_content_similarity_prefers_same_kind_and_reaches_unsold_articles():
     assert 4 not in recs["customer_id"].to_list()
 
 
+def test_look_ups_made_in_several_threads_at_once_are_all_kept(tiny):
+    """Batches scored in threads share a look-alike source's look-ups (neighbours_of keeps them): each thread
+    gets its articles' pairs and none is lost or doubled."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    articles, train = pl.read_parquet(tiny.articles), pl.read_parquet(tiny.split("train"))
+    order = ["article_id", "neighbour_id"]
+    queries = ContentSimilarity().fit(train, articles).recent["article_id"].unique().sort()
+    expected = ContentSimilarity().fit(train, articles).neighbours_of(queries).sort(order)
+    parts = [queries.gather_every(8, offset=i) for i in range(8)]
+    for _ in range(3):
+        content = ContentSimilarity().fit(train, articles)
+        start = threading.Barrier(len(parts))
+
+        def ask(part):
+            start.wait()
+            return content.neighbours_of(part)
+
+        with ThreadPoolExecutor(len(parts)) as pool:
+            answers = list(pool.map(ask, parts))
+        for part, got in zip(parts, answers):
+            assert got.sort(order).equals(expected.join(part.to_frame(), on="article_id", how="semi"))
+        assert content.neighbour_pairs.sort(order).equals(expected) and content.looked_up.len() == queries.len()
+    assert expected.height > 10 * queries.len()
+
+
 def test_content_recommends_only_available_articles():
     old = TX.with_columns(pl.when(pl.col("article_id") == 101001).then(pl.lit(date(2019, 1, 1)))
                           .otherwise(pl.col("t_dat")).alias("t_dat"))
