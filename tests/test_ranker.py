@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import final
-from fde import candidates, evaluation, metrics, ranking, reasons, strategies, training
+from fde import candidates, evaluation, features, metrics, ranking, reasons, strategies, training
 from fde.artifacts import Artifacts
 from fde.errors import UserError
 from fde.features import CUSTOMER_ONLY, Context, family_of
@@ -57,6 +57,24 @@ def test_features_exact_values_on_a_hand_made_shop():
     assert twice["times_bought"] == 2 and twice["days_since_bought"] == 6
     assert twice["bought_decayed_30d"] == pytest.approx(0.5 ** (15 / 30) + 0.5 ** (6 / 30), rel=1e-5)
     assert twice["repeat_buyer_share"] == 1.0
+
+
+def test_similarities_measured_in_blocks_of_any_size_are_the_same(planted, monkeypatch):
+    """Context.similarity measures SIMILARITY_ROWS pooled rows at a time: blocks of 1, 7 or every row give the
+    same features (the planted shop's pools against its customers' latest purchases, content and visual)."""
+    tx, articles, customers = planted_shop()
+    populars, personal = candidates.make_sources(customers)
+    ranker = ranking.LearnedRanker(planted[0], populars, personal, customers).fit(tx, articles, date(2020, 9, 16))
+    rng = np.random.default_rng(3)
+    ids = articles["article_id"].to_numpy()
+    ranker.context.vectors = {"content": (ids, rng.normal(size=(len(ids), 8)).astype(np.float32)),
+                              "visual": (ids[::2], rng.normal(size=(len(ids[::2]), 8)).astype(np.float32))}
+    pool = ranker.pool(customers.head(40))
+    whole = ranker.context.features(pool)
+    assert whole["sim_content"].null_count() < whole.height // 2 and whole["sim_visual_source"].null_count() > 0
+    for rows in (1, 7):
+        monkeypatch.setattr(features, "SIMILARITY_ROWS", rows)
+        assert ranker.context.features(pool).equals(whole), rows
 
 
 def test_a_purchase_after_the_cutoff_changes_no_feature():

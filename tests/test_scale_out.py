@@ -47,12 +47,13 @@ def test_local_batches_equal_final_recommend_everyone(fitted, monkeypatch):
     hybrid, customers = fitted
     monkeypatch.setattr(scale_out, "connect_ray", lambda *a, **k: pytest.fail("the local engine started Ray"))
     local = scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=128, show_progress=False)
-    reference = final.recommend_everyone(hybrid, customers, show_progress=False, chunk=128)
-    assert_frame_equal(local, reference)
-    handed = []
-    scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=128, show_progress=False,
-                            sink=handed.append)
-    assert len(handed) == -(-customers.len() // 128) and pl.concat(handed).equals(local)
+    reference = final.recommend_everyone(hybrid, customers, show_progress=False, chunk=128)  # LOCAL_THREADS at once
+    assert scale_out.LOCAL_THREADS > 1 and local.equals(reference)
+    for threads in (1, 3):  # a sink gets the batches in the customers' order, however many run at once
+        handed = []
+        scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=128, show_progress=False,
+                                sink=handed.append, threads=threads)
+        assert len(handed) == -(-customers.len() // 128) and pl.concat(handed).equals(local)
     assert local["customer_id"].n_unique() == customers.len() and local.height > 10 * customers.len()
 
 
@@ -92,3 +93,5 @@ def test_no_customers_and_bad_arguments(fitted):
         scale_out.score_batches(hybrid, customers, score_one_batch, engine="spark")
     with pytest.raises(UserError, match="at least 1"):
         scale_out.score_batches(hybrid, customers, score_one_batch, batch_size=0)
+    with pytest.raises(UserError, match="threads must be at least 1"):
+        scale_out.score_batches(hybrid, customers, score_one_batch, threads=0)
