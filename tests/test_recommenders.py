@@ -140,16 +140,15 @@ def test_look_ups_made_in_several_threads_at_once_are_all_kept(tiny):
     queries = ContentSimilarity().fit(train, articles).recent["article_id"].unique().sort()
     expected = ContentSimilarity().fit(train, articles).neighbours_of(queries).sort(order)
     parts = [queries.gather_every(8, offset=i) for i in range(8)]
+    def ask(content, start, part):
+        start.wait()  # every thread asks at once
+        return content.neighbours_of(part)
+
     for _ in range(3):
         content = ContentSimilarity().fit(train, articles)
         start = threading.Barrier(len(parts))
-
-        def ask(part):
-            start.wait()
-            return content.neighbours_of(part)
-
         with ThreadPoolExecutor(len(parts)) as pool:
-            answers = list(pool.map(ask, parts))
+            answers = list(pool.map(lambda part: ask(content, start, part), parts))  # noqa: B023 (waited for here)
         for part, got in zip(parts, answers):
             assert got.sort(order).equals(expected.join(part.to_frame(), on="article_id", how="semi"))
         assert content.neighbour_pairs.sort(order).equals(expected) and content.looked_up.len() == queries.len()
