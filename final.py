@@ -201,6 +201,14 @@ def recommend_batch(recommender: Recommender, batch: pl.DataFrame) -> pl.DataFra
     return ranked.select(*columns, *(["explanation"] if "explanation" in ranked.columns else []))
 
 
+def batch_customers(recommender: Recommender, threads: int = scale_out.LOCAL_THREADS) -> int:
+    """Customers per submission batch: the batches scored at once hold SCORE_ROWS pooled rows (with their
+    features) for the ranker, CHUNK_CUSTOMERS customers for the hybrid, together."""
+    customers = (SCORE_ROWS // candidates.POOL_ROWS if isinstance(recommender, LearnedRanker)
+                 else CHUNK_CUSTOMERS)
+    return max(1, customers // threads)
+
+
 def recommend_everyone(recommender: Recommender, customers: pl.Series, show_progress: bool = True,
                        chunk: int = CHUNK_CUSTOMERS, engine: str = "local",
                        ray_address: str | None = None, sink=None,
@@ -270,9 +278,8 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     del transactions
     # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
-    # the ranker holds every pooled row's features: its batches are bounded by rows, not customers
-    chunk = (max(1, SCORE_ROWS // candidates.POOL_ROWS) if isinstance(recommender, LearnedRanker)
-             else CHUNK_CUSTOMERS)
+    threads = scale_out.LOCAL_THREADS if engine == "local" else 1
+    chunk = batch_customers(recommender, threads)
     # each batch's recommendations go to disk as they come (1.37M customers' explanations take ~2.6 GB), and
     # the two files appear only once the whole submission is checked
     lists = []
@@ -282,7 +289,7 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
                 recs.write(batch)
                 lists.append(prediction_lists(batch))
             recommend_everyone(recommender, customer_ids["customer_id"], show_progress, chunk=chunk, engine=engine,
-                               ray_address=ray_address, sink=keep)
+                               ray_address=ray_address, sink=keep, threads=threads)
         submission = submission_frame(pl.concat(lists), customer_ids, customer_ids)
         check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))
         with atomic_path(outputs(artifacts.submission)) as tmp:

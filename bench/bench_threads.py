@@ -3,10 +3,11 @@
     python ranker.py --data-dir D && python final.py --data-dir D    # a trained ranker and its choices
     python bench/bench_threads.py --data-dir D [--batches 6] [--repeats 2]
 
-Fits the saved ranker on every transaction (as final.py's submission does), scores two batches to warm it up
-(the compiled trees, the look-alikes of the first customers' purchases), then scores the same --batches
-batches of SCORE_ROWS // POOL_ROWS customers (final.py's batch) alternately with 1 and LOCAL_THREADS
-threads, --repeats times: median seconds, CPU seconds, the ratio, and whether the frames are equal.
+Fits the saved ranker on every transaction (as final.py's submission does), compiles its trees and scores
+2,000 customers to warm it up, then scores the same customers
+(--batches one-thread batches of SCORE_ROWS // POOL_ROWS) alternately in one thread and, as final.py does,
+LOCAL_THREADS batches at a time of as many rows together, --repeats times: median seconds, CPU seconds, the
+ratio, and whether the frames are equal.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from fde import artifacts as art  # noqa: E402
 from fde import candidates, evaluation, ranking, scale_out  # noqa: E402
 from fde.training import load_vectors  # noqa: E402
 
+WARM_UP = 2_000  # customers scored first (the look-alikes of many recent purchases are looked up once)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,23 +43,24 @@ def main() -> None:
                                                  model.meta["scales"])
     ranker = final.make_ranker(model, populars, personal, inputs, load_vectors(artifacts, inputs.articles))
     ranker.fit(transactions, inputs.articles)
-    step = ranking.SCORE_ROWS // candidates.POOL_ROWS
+    step = final.batch_customers(ranker, threads=1)
     ids = pl.read_parquet(artifacts.customer_ids)["customer_id"]
-    final.recommend_everyone(ranker, ids.head(2 * step), show_progress=False, chunk=step, threads=1)  # warm up
-    ids = ids.slice(2 * step, args.batches * step)
+    ranker.model.compiled()  # as final.py does before its threads start
+    final.recommend_everyone(ranker, ids.head(WARM_UP), show_progress=False, chunk=step, threads=1)
+    ids = ids.slice(WARM_UP, args.batches * step)
     times: dict[int, list[tuple[float, float]]] = {1: [], scale_out.LOCAL_THREADS: []}
     frames = {}
     for _ in range(args.repeats):
-        for threads in times:
+        for threads in times:  # final.py's batches: as many pooled rows in memory at once
             wall, cpu = time.perf_counter(), time.process_time()
-            frames[threads] = final.recommend_everyone(ranker, ids, show_progress=False, chunk=step, threads=threads)
+            frames[threads] = final.recommend_everyone(ranker, ids, show_progress=False, threads=threads,
+                                                       chunk=final.batch_customers(ranker, threads))
             times[threads].append((time.perf_counter() - wall, time.process_time() - cpu))
     median = {t: statistics.median(w for w, _ in runs) for t, runs in times.items()}
-    print(f"{ids.len():,} customers in {-(-ids.len() // step)} batches of {step:,}; {inputs.customers.height:,} "
-          "customers fitted")
+    print(f"{ids.len():,} customers of {inputs.customers.height:,}")
     for threads, runs in times.items():
-        print(f"{threads} thread(s): median {median[threads]:6.1f} s (runs: "
-              f"{', '.join(f'{w:.1f} s, cpu {c:.1f} s' for w, c in runs)})")
+        print(f"{threads} thread(s), batches of {final.batch_customers(ranker, threads):,} customers: median "
+              f"{median[threads]:6.1f} s (runs: {', '.join(f'{w:.1f} s, cpu {c:.1f} s' for w, c in runs)})")
     one, many = median[1], median[scale_out.LOCAL_THREADS]
     print(f"{scale_out.LOCAL_THREADS} threads / 1: {one / many:.2f}x faster; the same frame: "
           f"{frames[1].equals(frames[scale_out.LOCAL_THREADS])}")
