@@ -67,7 +67,8 @@ def launches(articles: pl.DataFrame, transactions: pl.LazyFrame | pl.DataFrame,
 
 
 def recent_purchases(transactions: pl.LazyFrame | pl.DataFrame, cutoff: date, days: int = WINDOW_DAYS) -> pl.DataFrame:
-    """customer_id, article_id, days_ago (0 = the day before the cut-off) of the window's purchases.
+    """customer_id, article_id, days_ago (0 = the day before the cut-off) of the window's purchases, in that order
+    (an audience's sums and ties follow it, whatever order the transactions come in).
 
     Several units of one article on one day count once.
     """
@@ -76,16 +77,27 @@ def recent_purchases(transactions: pl.LazyFrame | pl.DataFrame, cutoff: date, da
             .select("customer_id", "article_id",
                     days_ago=((pl.lit(cutoff) - pl.col("t_dat")).dt.total_days() - 1).cast(pl.Int16))
             .unique(maintain_order=False)
+            .sort("customer_id", "article_id", "days_ago")
             .collect())
 
 
-def content_similarity(articles: pl.DataFrame, launch: dict) -> pl.Expr:
-    """Share of CONTENT_COLUMNS on which an article equals the launch (columns missing from either are left out)."""
-    columns = [c for c in CONTENT_COLUMNS if c in articles.columns and launch.get(c) is not None]
+def value_codes(articles: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Per CONTENT_COLUMNS column the catalogue has, each article's value as an integer (-1: none): two articles
+    share a value when their codes are equal and not -1."""
+    return {c: articles[c].cast(pl.String).rank("dense").fill_null(0).cast(pl.Int64).to_numpy() - 1
+            for c in CONTENT_COLUMNS if c in articles.columns}
+
+
+def content_similarity(codes: dict[str, np.ndarray], row: int) -> np.ndarray:
+    """Share of the content columns on which each article equals the article at `row` (columns where that
+    article has no value are left out; none left: 0)."""
+    columns = [c for c, values in codes.items() if values[row] >= 0]
     if not columns:
-        return pl.lit(0.0)
-    same = [(pl.col(c).cast(pl.String) == str(launch[c])).fill_null(False).cast(pl.Float64) for c in columns]
-    return pl.sum_horizontal(same) / len(columns)
+        return np.zeros(len(next(iter(codes.values()), [])), dtype=np.float64)
+    same = np.zeros(len(codes[columns[0]]), dtype=np.float64)
+    for c in columns:
+        same += codes[c] == codes[c][row]
+    return same / len(columns)
 
 
 def _likeness(articles: pl.DataFrame, launch: dict) -> pl.Expr:
@@ -121,6 +133,17 @@ class LaunchAudience:
         self.purchases = recent_purchases(transactions, self.cutoff)
         self.visual = visual
         self.ranked = ranked
+        # what every launch's scoring reads, made once: each article's content values as integers, the catalogue
+        # rows of the visual index's articles, and the window's purchases grouped by article (stable order)
+        self.article_ids = articles["article_id"].cast(pl.Int32).to_numpy()
+        self.codes = value_codes(articles)
+        self.visual_rows = None
+        if visual is not None:
+            where = {int(a): i for i, a in enumerate(self.article_ids)}
+            self.visual_rows = np.array([where.get(int(a), -1) for a in visual.article_ids], dtype=np.int64)
+        bought = self.purchases["article_id"].to_numpy()
+        self.by_article = np.argsort(bought, kind="stable")
+        self.bought_sorted = bought[self.by_article]
 
     @classmethod
     def from_artifacts(cls, artifacts: art.Artifacts, cutoff: date | None = None) -> LaunchAudience:
@@ -150,39 +173,54 @@ class LaunchAudience:
         article of the launch's product type in its colour (the affinity evidence, similarity 0 unless
         it is also a neighbour).
         """
-        launch = self.launch(article_id)
+        return self._near(self.launch(article_id))
+
+    def _near(self, launch: dict) -> pl.DataFrame:
         key = launch["article_id"]
-        catalogue = self.articles
-        near = catalogue.filter(pl.col("article_id") != key).select(
-            "article_id", content=content_similarity(catalogue, launch), likeness=_likeness(catalogue, launch))
+        row = int(np.flatnonzero(self.article_ids == key)[0])
+        content = content_similarity(self.codes, row) if self.codes else np.zeros(len(self.article_ids))
+        similarity, look = content, None
         if self.visual is not None and self.visual.has(key):
             scores = self.visual.similarities(key)
-            finite = np.isfinite(scores)
-            looks = pl.DataFrame({"article_id": self.visual.article_ids[finite], "look": scores[finite]},
-                                 schema={"article_id": pl.Int32, "look": pl.Float64})
-            near = (near.join(looks, on="article_id", how="left")
-                    # an unlike photo (cosine <= 0) is no evidence either way; no photo counts as unlike
-                    .with_columns(pl.col("look").clip(lower_bound=0.0).fill_null(0.0))
-                    .with_columns(similarity=(pl.col("content") + pl.col("look")) / 2,
-                                  likeness=pl.when(pl.col("look") >= pl.col("content"))
-                                  .then(pl.lit("which looks like it")).otherwise("likeness")))
-        else:
-            near = near.with_columns(similarity=pl.col("content"))
-        near = (near.filter(pl.col("similarity") >= MIN_SIMILARITY)
-                .sort(["similarity", "article_id"], descending=[True, False]).head(NEIGHBOURS)
-                .select("article_id", "similarity", "likeness"))
+            # an unlike photo (cosine <= 0) is no evidence either way; no photo counts as unlike
+            keep = np.isfinite(scores) & (self.visual_rows >= 0)
+            look = np.zeros(len(self.article_ids), dtype=np.float64)
+            look[self.visual_rows[keep]] = np.maximum(scores[keep].astype(np.float64), 0.0)
+            similarity = (content + look) / 2
+        others = self.article_ids != key
+        alike = np.flatnonzero((similarity >= MIN_SIMILARITY) & others)
+        near = alike[np.lexsort((self.article_ids[alike], -similarity[alike]))[:NEIGHBOURS]]
         type_, colour = launch.get("product_type_name"), launch.get("colour_group_name")
+        matching = np.array([], dtype=np.int64)
         if type_ is not None and colour is not None:
-            matching = catalogue.filter((pl.col("product_type_name").cast(pl.String) == type_)
-                                        & (pl.col("colour_group_name").cast(pl.String) == colour)
-                                        & (pl.col("article_id") != key))["article_id"]
-        else:
-            matching = pl.Series("article_id", [], dtype=pl.Int32)
-        affinity = pl.DataFrame({"article_id": matching.cast(pl.Int32)}).with_columns(same_type_colour=pl.lit(True))
-        return (near.join(affinity, on="article_id", how="full", coalesce=True)
-                .with_columns(pl.col("similarity").fill_null(0.0), pl.col("same_type_colour").fill_null(False),
-                              pl.col("likeness").fill_null(pl.lit("which is much like it")))
+            types, colours = self.codes["product_type_name"], self.codes["colour_group_name"]
+            matching = np.flatnonzero((types == types[row]) & (colours == colours[row]) & others)
+        rows = np.union1d(near, matching)
+        likeness = self.articles[near].select(likeness=_likeness(self.articles, launch))["likeness"]
+        if look is not None:
+            likeness = pl.select(pl.when(pl.Series(look[near] >= content[near])).then(pl.lit("which looks like it"))
+                                 .otherwise(likeness)).to_series()
+        out = pl.DataFrame({"article_id": self.article_ids[rows]}, schema={"article_id": pl.Int32})
+        named = pl.DataFrame({"article_id": self.article_ids[near], "similarity": similarity[near], "likeness": likeness},
+                             schema={"article_id": pl.Int32, "similarity": pl.Float64, "likeness": pl.String})
+        return (out.join(named, on="article_id", how="left", maintain_order="left")
+                .with_columns(pl.col("similarity").fill_null(0.0),
+                              pl.col("likeness").fill_null(pl.lit("which is much like it")),
+                              same_type_colour=pl.Series(np.isin(rows, matching)))
                 .sort("article_id"))
+
+    def weighted_evidence(self, launch: dict) -> pl.DataFrame:
+        """The window's purchases of the launch's neighbours (in the window's order) with the neighbour's columns,
+        and what each adds to the two parts of the score: similar, affine."""
+        near = self._near(launch)
+        wanted = near["article_id"].to_numpy()
+        starts = np.searchsorted(self.bought_sorted, wanted, side="left")
+        ends = np.searchsorted(self.bought_sorted, wanted, side="right")
+        rows = np.sort(np.concatenate([self.by_article[a:b] for a, b in zip(starts, ends)] or [np.array([], int)]))
+        weight = pl.lit(0.5) ** (pl.col("days_ago").cast(pl.Float64) / HALF_LIFE_DAYS)
+        return (self.purchases[rows].join(near, on="article_id", how="left", maintain_order="left")
+                .with_columns(similar=pl.col("similarity") * weight,
+                              affine=pl.col("same_type_colour").cast(pl.Float64) * weight))
 
     def score(self, article_id, top: int | None = None) -> pl.DataFrame:
         """Every customer with evidence for this article, best first (AUDIENCE_SCHEMA plus the two parts).
@@ -191,11 +229,7 @@ class LaunchAudience:
         """
         launch = self.launch(article_id)
         key = launch["article_id"]
-        near = self.neighbours(key)
-        weight = pl.lit(0.5) ** (pl.col("days_ago").cast(pl.Float64) / HALF_LIFE_DAYS)
-        evidence = (self.purchases.join(near, on="article_id")
-                    .with_columns(similar=pl.col("similarity") * weight,
-                                  affine=pl.col("same_type_colour").cast(pl.Float64) * weight))
+        evidence = self.weighted_evidence(launch)
         if evidence.is_empty():
             return pl.DataFrame(schema={**AUDIENCE_SCHEMA, "similarity": pl.Float64, "affinity": pl.Float64,
                                         "affinity_purchases": pl.UInt32})
@@ -207,8 +241,9 @@ class LaunchAudience:
             best_article=pl.col("article_id").sort_by(by, descending=[True, False, False]).first(),
             best_days=pl.col("days_ago").sort_by(by, descending=[True, False, False]).first(),
             best_likeness=pl.col("likeness").sort_by(by, descending=[True, False, False]).first(),
-            latest_affine=pl.col("article_id").filter(pl.col("same_type_colour"))
-            .sort_by(pl.col("days_ago").filter(pl.col("same_type_colour"))).first(),
+            latest_affine=pl.col("article_id").filter(pl.col("same_type_colour")).sort_by(  # ties: the lowest id
+                pl.col("days_ago").filter(pl.col("same_type_colour")), pl.col("article_id").filter(
+                    pl.col("same_type_colour"))).first(),
         )
         often = (pl.col("affinity_purchases") >= OFTEN) & (pl.col("affinity") >= pl.col("similarity"))
         bought = pl.format("bought {} {}, {}", article_id_text(pl.col("best_article")),
@@ -230,8 +265,12 @@ class LaunchAudience:
             similarity="similarity", affinity="affinity", affinity_purchases="affinity_purchases")
 
     def candidates(self, article_id, limit: int = 500) -> pl.DataFrame:
-        """The `limit` best customers for an article by similarity: the candidates a ranker then rescores."""
-        return self.score(article_id, top=limit)
+        """customer_id, score of the `limit` best customers for an article, as `score` orders them (without their
+        reasons): the candidates a ranker then rescores."""
+        sums = (self.weighted_evidence(self.launch(article_id)).group_by("customer_id")
+                .agg(score=pl.col("similar").sum() + pl.col("affine").sum()))
+        return (sums.filter(pl.col("score") > 0).sort(["score", "customer_id"], descending=[True, False]).head(limit)
+                .select(pl.col("customer_id").cast(pl.UInt64), pl.col("score").cast(pl.Float32)))
 
     def ranked_audience(self, article_id) -> pl.DataFrame | None:
         """The ranker's audience of this article from launch_audience.parquet; None when it has none."""

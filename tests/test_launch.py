@@ -1,5 +1,5 @@
 """launch.py: launches, the similarity audience and the twins lookup, with exact values on a hand-made shop."""
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
@@ -150,3 +150,61 @@ def test_twins_table_answers_when_it_can(tmp_path):
 def test_visual_index_load_says_what_to_run(tmp_path):
     with pytest.raises(UserError, match="visual_features.py"):
         visual_index.VisualIndex.load(Artifacts(tmp_path / "data", tmp_path / "images"))
+
+
+def reference_neighbours(audience: launch.LaunchAudience, key: int) -> pl.DataFrame:
+    """LaunchAudience.neighbours written plainly in polars over the whole catalogue (what it computed until it
+    read precomputed integer codes): the content share, the photo, the NEIGHBOURS best from MIN_SIMILARITY up."""
+    catalogue = audience.articles
+    row = audience.launch(key)
+    columns = [c for c in launch.CONTENT_COLUMNS if c in catalogue.columns and row.get(c) is not None]
+    same = [(pl.col(c).cast(pl.String) == str(row[c])).fill_null(False).cast(pl.Float64) for c in columns]
+    content = pl.sum_horizontal(same) / len(columns) if columns else pl.lit(0.0)
+    near = catalogue.filter(pl.col("article_id") != key).select("article_id", content=content)
+    if audience.visual is not None and audience.visual.has(key):
+        scores = audience.visual.similarities(key)
+        finite = np.isfinite(scores)
+        looks = pl.DataFrame({"article_id": audience.visual.article_ids[finite], "look": scores[finite]},
+                             schema={"article_id": pl.Int32, "look": pl.Float64})
+        near = (near.join(looks, on="article_id", how="left")
+                .with_columns(pl.col("look").clip(lower_bound=0.0).fill_null(0.0))
+                .with_columns(similarity=(pl.col("content") + pl.col("look")) / 2))
+    else:
+        near = near.with_columns(similarity=pl.col("content"))
+    near = (near.filter(pl.col("similarity") >= launch.MIN_SIMILARITY)
+            .sort(["similarity", "article_id"], descending=[True, False]).head(launch.NEIGHBOURS))
+    matching = catalogue.filter((pl.col("product_type_name").cast(pl.String) == row["product_type_name"])
+                                & (pl.col("colour_group_name").cast(pl.String) == row["colour_group_name"])
+                                & (pl.col("article_id") != key))
+    return (near.select("article_id", "similarity")
+            .join(matching.select("article_id", same_type_colour=pl.lit(True)), on="article_id", how="full",
+                  coalesce=True)
+            .with_columns(pl.col("similarity").fill_null(0.0), pl.col("same_type_colour").fill_null(False))
+            .sort("article_id"))
+
+
+def test_neighbours_and_candidates_on_the_tiny_sample(tiny):
+    """The tiny sample's launches and some sold articles, with and without photos (random features for every
+    other article): the neighbours of a plain polars version; candidates = the best of score, in its order;
+    the audience does not depend on the order the transactions come in."""
+    articles = pl.read_parquet(tiny.articles)
+    transactions = pl.read_parquet(tiny.transactions)
+    cutoff = transactions["t_dat"].max() - timedelta(days=20)
+    ids = articles["article_id"].to_numpy()[::2]
+    photos = visual_index.VisualIndex(ids, np.random.default_rng(0).normal(size=(len(ids), 16)).astype(np.float32))
+    asked = launch.launches(articles, transactions, cutoff).head(15).to_list() + articles["article_id"].sample(
+        15, seed=0).to_list()
+    shuffled = transactions.sample(fraction=1.0, shuffle=True, seed=1)
+    compared = 0
+    for visual in (None, photos):
+        audience = launch.LaunchAudience(articles, transactions, cutoff, visual=visual)
+        again = launch.LaunchAudience(articles, shuffled, cutoff, visual=visual)
+        for key in asked:
+            expected = reference_neighbours(audience, key)
+            assert audience.neighbours(key).select(expected.columns).equals(expected), key
+            scored = audience.score(key)
+            best = audience.candidates(key, limit=7)
+            assert best.equals(scored.head(7).select("customer_id", "score")), key
+            assert again.score(key).equals(scored), key
+            compared += scored.height
+    assert compared > 100  # audiences were there to compare
