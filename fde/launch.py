@@ -201,7 +201,8 @@ class LaunchAudience:
             likeness = pl.select(pl.when(pl.Series(look[near] >= content[near])).then(pl.lit("which looks like it"))
                                  .otherwise(likeness)).to_series()
         out = pl.DataFrame({"article_id": self.article_ids[rows]}, schema={"article_id": pl.Int32})
-        named = pl.DataFrame({"article_id": self.article_ids[near], "similarity": similarity[near], "likeness": likeness},
+        named = pl.DataFrame({"article_id": self.article_ids[near], "similarity": similarity[near],
+                              "likeness": likeness},
                              schema={"article_id": pl.Int32, "similarity": pl.Float64, "likeness": pl.String})
         return (out.join(named, on="article_id", how="left", maintain_order="left")
                 .with_columns(pl.col("similarity").fill_null(0.0),

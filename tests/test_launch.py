@@ -183,10 +183,12 @@ def reference_neighbours(audience: launch.LaunchAudience, key: int) -> pl.DataFr
             .sort("article_id"))
 
 
-def test_neighbours_and_candidates_on_the_tiny_sample(tiny):
+@pytest.mark.parametrize("neighbours", [launch.NEIGHBOURS, 3])  # 3: many ties at the cut, broken by id
+def test_neighbours_and_candidates_on_the_tiny_sample(tiny, neighbours, monkeypatch):
     """The tiny sample's launches and some sold articles, with and without photos (random features for every
     other article): the neighbours of a plain polars version; candidates = the best of score, in its order;
     the audience does not depend on the order the transactions come in."""
+    monkeypatch.setattr(launch, "NEIGHBOURS", neighbours)
     articles = pl.read_parquet(tiny.articles)
     transactions = pl.read_parquet(tiny.transactions)
     cutoff = transactions["t_dat"].max() - timedelta(days=20)
