@@ -17,6 +17,8 @@ from fde.strategies import (
     PurchaseHistory,
     Repurchase,
     VisualSimilarity,
+    by_customer,
+    customer_rows,
     nearest_neighbours,
     new_articles,
     popularity_strategies,
@@ -153,6 +155,20 @@ def test_look_ups_made_in_several_threads_at_once_are_all_kept(tiny):
             assert got.sort(order).equals(expected.join(part.to_frame(), on="article_id", how="semi"))
         assert content.neighbour_pairs.sort(order).equals(expected) and content.looked_up.len() == queries.len()
     assert expected.height > 10 * queries.len()
+
+
+def test_customer_rows_are_the_semi_join_of_a_table_sorted_by_customer():
+    """Per-customer tables are kept sorted by customer (by_customer) and read by binary search: the rows and order
+    of the semi join, for customers with many, one or no rows, duplicates asked twice, and none asked."""
+    rng = np.random.default_rng(5)
+    table = by_customer(pl.DataFrame({"customer_id": rng.integers(0, 300, 5_000).astype(np.uint64),
+                                      "article_id": rng.integers(0, 50, 5_000).astype(np.int32),
+                                      "evidence": rng.random(5_000)}))
+    for asked in ([], [7], [7, 7, 3], rng.integers(0, 400, 200).tolist(), list(range(300))):
+        customers = pl.DataFrame({"customer_id": asked}, schema={"customer_id": pl.UInt64})
+        assert customer_rows(table, customers).equals(table.join(customers, on="customer_id", how="semi"))
+    with pytest.raises(ValueError, match="sorted by customer_id"):
+        customer_rows(table.reverse(), customers)
 
 
 def test_content_recommends_only_available_articles():
