@@ -76,7 +76,7 @@ def own_purchases(transactions: pl.DataFrame, customers: pl.DataFrame | None) ->
 
 
 def by_customer(table: pl.DataFrame) -> pl.DataFrame:
-    """A table of customers' rows sorted by customer_id (customer_rows then finds a customer's rows by binary search)."""
+    """A table of customers' rows sorted by customer_id (customer_rows finds a customer's rows by binary search)."""
     return table.sort("customer_id", maintain_order=True).rechunk()
 
 
@@ -88,7 +88,7 @@ def customer_rows(table: pl.DataFrame, customers: pl.DataFrame) -> pl.DataFrame:
     if not ids.flags["SORTED_ASC"]:
         raise ValueError("customer_rows needs a table sorted by customer_id (strategies.by_customer)")
     ids = ids.to_numpy()
-    wanted = np.unique(as_customer_frame(customers)["customer_id"].cast(table.schema["customer_id"]).to_numpy())
+    wanted = as_customer_frame(customers)["customer_id"].cast(table.schema["customer_id"]).to_numpy()  # unique, sorted
     starts, ends = np.searchsorted(ids, wanted, side="left"), np.searchsorted(ids, wanted, side="right")
     lengths = ends - starts
     rows = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
