@@ -12,7 +12,9 @@ HALF_LIFE_DAYS):
 
 score = similarity + affinity; the reason names the larger part: "bought 0568601006 last week,
 which looks like it" or "often buys Trousers in Dark Blue". Everything is a join and a group-by
-over the window's purchases (no loop over customers): one article takes ~0.1 s on the demo data.
+over the window's purchases (no loop over customers), from tables made once per scorer (each article's
+content values as integers, the window's purchases by article): one article takes ~6 ms on the demo
+data, ~13 ms at full scale (31.8M transactions).
 
 Where final.py has scored the launches with the learned ranker (results/launch_audience.parquet),
 `LaunchAudience.audience` answers from that table, and from the similarity score otherwise.
