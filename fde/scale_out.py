@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the repo: its stages and the fde p
 BATCH_CUSTOMERS = 100_000  # customers per batch: bounds each task's memory (~1 GB for the hybrid at 100k)
 # a cost, not a behaviour: batches scored at once by the local engine (threads of this process). Polars,
 # LightGBM and NumPy release the GIL, so a second batch uses the core the first leaves idle in its
-# single-threaded steps (1.2x on 2 cores at full scale: bench/bench_threads.py); each holds its pool in memory.
+# single-threaded steps (1.25x on 2 cores at full scale: bench/bench_threads.py); each holds its pool in memory.
 LOCAL_THREADS = 2
 ENGINES = ("local", "ray")
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
