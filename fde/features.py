@@ -40,7 +40,7 @@ SALES_WEEKS = (1, 2, 4, 12)
 RECENT_ITEMS = 6                  # distinct latest purchases a candidate's similarity is measured against
 VECTOR_DIMS = 64                  # similarity features use vectors reduced to this many dimensions
 # rows per block when measuring similarities: a block's gathered vectors (rows x RECENT_ITEMS x dims) stay in
-# the CPU cache: than blocks of 166k rows, 2.2x faster at full scale, 1.6x on the fashion demo (bench_similarity.py)
+# the CPU cache (2.2x faster than blocks of 166k rows at full scale, 1.6x on the fashion demo: bench_similarity.py)
 SIMILARITY_ROWS = 8_192
 # the label week's twin a year back: the 7 days from 364 days (52 weeks, the same weekdays) before the cut-off
 LAST_YEAR_DAYS = 364
