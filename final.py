@@ -78,6 +78,17 @@ def make_ranker(model: Model | None, populars, personal, inputs: Inputs, vectors
     return LearnedRanker(model, populars, personal, inputs.customers, vectors, launch_slots=launch_slots)
 
 
+def fitted_ranker(artifacts: art.Artifacts, inputs: Inputs, transactions: pl.DataFrame, scales: dict | None = None,
+                  launch_slots: int | None = None) -> LearnedRanker:
+    """The saved ranker over new sources at these time scales (default: those it chose), fitted on these
+    transactions: the submission's, on every transaction (and the benchmarks' of its scoring)."""
+    model = Model.load(artifacts)
+    scales = model.meta["scales"] if scales is None else scales
+    populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors, scales)
+    ranker = make_ranker(model, populars, personal, inputs, load_vectors(artifacts, inputs.articles), launch_slots)
+    return ranker.fit(transactions, inputs.articles)
+
+
 def print_report(table: pl.DataFrame, meta: dict) -> None:
     """Print the evaluation table with what it measured."""
     print(f"\nTest week {meta['test_week'][0]}..{meta['test_week'][1]}: {meta['customers_evaluated']:,} customers "
@@ -263,16 +274,13 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     inputs = inputs or load_inputs(artifacts, quiet=True)
     articles, customers = inputs.articles, inputs.customers
     transactions = pl.concat([getattr(inputs, p) for p in ("train", "validation", "test")])
-    weights = dict(meta["weights"])
-    rank_weight = float(weights.pop("rank_weight", blend.DEFAULT_RANK_WEIGHT))
-    populars, personal = candidates.make_sources(customers, inputs.twins, inputs.visual_vectors, meta["scales"])
     if meta["recommender_used"] == "ranker":
-        model = Model.load(artifacts)
-        recommender = make_ranker(model, populars, personal, inputs, load_vectors(artifacts, articles),
-                                  launch_slots)
+        recommender = fitted_ranker(artifacts, inputs, transactions, meta["scales"], launch_slots)
     else:
-        recommender = blend.make(populars, personal, weights, rank_weight)
-    recommender.fit(transactions, articles)
+        weights = dict(meta["weights"])
+        rank_weight = float(weights.pop("rank_weight", blend.DEFAULT_RANK_WEIGHT))
+        populars, personal = candidates.make_sources(customers, inputs.twins, inputs.visual_vectors, meta["scales"])
+        recommender = blend.make(populars, personal, weights, rank_weight).fit(transactions, articles)
     audiences = (launch_audiences(recommender, artifacts, transactions, show_progress)
                  if isinstance(recommender, LearnedRanker) else None)
     del transactions

@@ -25,7 +25,6 @@ import final  # noqa: E402
 from fde import artifacts as art  # noqa: E402
 from fde import candidates, evaluation, ranking  # noqa: E402
 from fde.strategies import K, top_k  # noqa: E402
-from fde.training import load_vectors  # noqa: E402
 
 
 def top_lists(frame: pl.DataFrame, scores: np.ndarray) -> pl.DataFrame:
@@ -40,12 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     artifacts = art.Artifacts(Path(args.data_dir))
     inputs = evaluation.load_inputs(artifacts, quiet=True)
-    model = ranking.Model.load(artifacts)
-    transactions = pl.concat([inputs.train, inputs.validation, inputs.test])
-    populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors,
-                                                 model.meta["scales"])
-    ranker = final.make_ranker(model, populars, personal, inputs, load_vectors(artifacts, inputs.articles))
-    ranker.fit(transactions, inputs.articles)
+    ranker = final.fitted_ranker(artifacts, inputs, pl.concat([inputs.train, inputs.validation, inputs.test]))
+    model = ranker.model
     ids = ranking.as_customer_frame(inputs.customers["customer_id"]).sample(
         min(args.customers, inputs.customers.height), seed=0)
     frame = ranker.frame(ids)

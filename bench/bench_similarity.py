@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import final  # noqa: E402
 from fde import artifacts as art  # noqa: E402
 from fde import candidates, evaluation, features, ranking  # noqa: E402
-from fde.training import load_vectors  # noqa: E402
 
 OLD_ROWS = 1_000_000 // features.RECENT_ITEMS
 
@@ -36,12 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     artifacts = art.Artifacts(Path(args.data_dir))
     inputs = evaluation.load_inputs(artifacts, quiet=True)
-    model = ranking.Model.load(artifacts)
-    transactions = pl.concat([inputs.train, inputs.validation, inputs.test])
-    populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors,
-                                                 model.meta["scales"])
-    ranker = final.make_ranker(model, populars, personal, inputs, load_vectors(artifacts, inputs.articles))
-    ranker.fit(transactions, inputs.articles)
+    ranker = final.fitted_ranker(artifacts, inputs, pl.concat([inputs.train, inputs.validation, inputs.test]))
     ids = ranking.as_customer_frame(inputs.customers["customer_id"]).sample(
         min(args.customers, inputs.customers.height), seed=0)
     pool = ranker.pool(ids)

@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import final  # noqa: E402
 from fde import artifacts as art  # noqa: E402
-from fde import candidates, evaluation, ranking, scale_out  # noqa: E402
-from fde.training import load_vectors  # noqa: E402
+from fde import evaluation, scale_out  # noqa: E402
 
 WARM_UP = 2_000  # customers scored first (the look-alikes of many recent purchases are looked up once)
 
@@ -37,12 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     artifacts = art.Artifacts(Path(args.data_dir))
     inputs = evaluation.load_inputs(artifacts, quiet=True)
-    model = ranking.Model.load(artifacts)
-    transactions = pl.concat([inputs.train, inputs.validation, inputs.test])
-    populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors,
-                                                 model.meta["scales"])
-    ranker = final.make_ranker(model, populars, personal, inputs, load_vectors(artifacts, inputs.articles))
-    ranker.fit(transactions, inputs.articles)
+    ranker = final.fitted_ranker(artifacts, inputs, pl.concat([inputs.train, inputs.validation, inputs.test]))
     step = final.batch_customers(ranker, threads=1)
     ids = pl.read_parquet(artifacts.customer_ids)["customer_id"]
     ranker.model.compiled()  # as final.py does before its threads start
