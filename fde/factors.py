@@ -95,16 +95,16 @@ def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int =
     tx = history.filter(pl.col("t_dat") < cutoff)
     if window_days:
         tx = tx.filter(pl.col("t_dat") >= cutoff - timedelta(days=window_days))
-    counts = tx.group_by("customer_id", "article_id").agg(n=pl.len())
+    # lazy: polars' eager group_by of a year's pairs took twice as long (full scale: 2.2 s against 1.0 s)
+    counts = (tx.lazy().group_by("customer_id", "article_id").agg(n=pl.len())
+              .with_columns(pl.col("customer_id").cast(CUSTOMER), pl.col("article_id").cast(ARTICLE)).collect())
     if counts.height == 0:
         return None
-    customer_ids = counts["customer_id"].cast(CUSTOMER).unique().sort()
-    article_ids = counts["article_id"].cast(ARTICLE).unique().sort()
-    coded = counts.select(
-        c=pl.col("customer_id").cast(CUSTOMER).replace_strict(customer_ids, pl.int_range(len(customer_ids),
-                                                                                         eager=True)),
-        a=pl.col("article_id").cast(ARTICLE).replace_strict(article_ids, pl.int_range(len(article_ids), eager=True)),
-        n=pl.col("n").cast(pl.Float32))
+    customer_ids = counts["customer_id"].unique().sort()
+    article_ids = counts["article_id"].unique().sort()
+    # an id's row is its place among the sorted unique ids: its dense rank, less one
+    coded = counts.select(c=pl.col("customer_id").rank("dense") - 1, a=pl.col("article_id").rank("dense") - 1,
+                          n=pl.col("n").cast(pl.Float32))
     matrix = sp.csr_matrix((coded["n"].to_numpy(), (coded["c"].to_numpy(), coded["a"].to_numpy())),
                            shape=(len(customer_ids), len(article_ids)), dtype=np.float32)
     # implicit warns when BLAS runs threads of its own; the fit below runs with one BLAS thread

@@ -125,15 +125,20 @@ class Context:
         cutoff = self.cutoff
         sales = [(pl.col("t_dat") >= cutoff - timedelta(weeks=w)).sum().cast(pl.Float32).alias(f"sales_{w}w")
                  for w in SALES_WEEKS]
+        # lazy: polars' eager group_by of every (article, customer) pair took 2-3x as long (full scale: 8.6 s
+        # against 3.0 s); a buyer bought on two days or more when the first day is before the last. The mean
+        # price stays eager: its float sum in the same order in every run
+        lazy = history.lazy()
         recent = history.filter(pl.col("t_dat") >= cutoff - timedelta(weeks=max(SALES_WEEKS)))
-        price = recent.group_by("article_id").agg(price=pl.col("price").mean().cast(pl.Float32))
-        repeat = (history.group_by("article_id", "customer_id").agg(days=pl.col("t_dat").n_unique())
-                  .group_by("article_id").agg(repeat_buyer_share=(pl.col("days") >= 2).mean().cast(pl.Float32)))
-        table = (history.group_by("article_id").agg(
+        price = recent.group_by("article_id").agg(price=pl.col("price").mean().cast(pl.Float32)).lazy()
+        repeat = (lazy.group_by("article_id", "customer_id").agg(again=pl.col("t_dat").min() < pl.col("t_dat").max())
+                  .group_by("article_id").agg(repeat_buyer_share=pl.col("again").mean().cast(pl.Float32)))
+        table = (lazy.group_by("article_id").agg(
             *sales,
             days_since_first_sale=(pl.lit(cutoff) - pl.col("t_dat").min()).dt.total_days().cast(pl.Float32))
             .join(price, on="article_id", how="left").join(repeat, on="article_id", how="left"))
-        return table.with_columns(trend=((pl.col("sales_1w") + 1) / (pl.col("sales_4w") / 4 + 1)).cast(pl.Float32))
+        return table.with_columns(
+            trend=((pl.col("sales_1w") + 1) / (pl.col("sales_4w") / 4 + 1)).cast(pl.Float32)).collect()
 
     def _pairs(self, history: pl.DataFrame) -> pl.DataFrame:
         # positional aggregations come first in polars' output, as they did when written after the named ones

@@ -32,7 +32,9 @@ SCORE_ROWS = 5_000_000  # a cost, not a behaviour: pool rows (with their feature
 COMPILE_ROWS = 2_000_000
 COMPILED_CHUNK_ROWS = 250_000
 _ONCE = threading.Lock()  # what a Model makes once (compiled trees, path tables) when threads score batches
-PATH_BLOCK_ROWS = 4_096  # rows per block when summing path attributions (a block's sums stay in the CPU cache)
+# rows per block when explaining: a block's leaf indices (LightGBM's pred_leaf) and sums stay in the CPU cache; one
+# pred_leaf call over 480,000 rows took 3.3 s against 1.9 s in blocks of 8,192 (it writes every tree's leaf as float64)
+PATH_BLOCK_ROWS = 8_192
 PRIORS = ("popular_age", "popular_decayed", "popular_last_week", "popular_all_time")  # the first proposes
 
 
@@ -171,11 +173,12 @@ class Model:
     def path_contributions(self, frame: pl.DataFrame, groups: tuple[int, ...]) -> np.ndarray:
         """Each row's score split over feature groups by path attribution (see path_tables); one predict's cost."""
         tables, _ = self.path_tables(groups)
-        leaves = self.booster.predict(self.matrix(frame), pred_leaf=True, num_threads=0)
+        x = self.matrix(frame)
         out = np.zeros((frame.height, max(groups) + 1), dtype=np.float32)
         # tree after tree (the same sums in the same order), over blocks of rows whose sums stay in the CPU cache
         for start in range(0, frame.height, PATH_BLOCK_ROWS):
-            block = np.ascontiguousarray(leaves[start:start + PATH_BLOCK_ROWS].T)  # tree x rows
+            leaves = self.booster.predict(x[start:start + PATH_BLOCK_ROWS], pred_leaf=True, num_threads=0)
+            block = np.ascontiguousarray(leaves.T)  # tree x rows
             total = np.zeros((block.shape[1], out.shape[1]), dtype=np.float64)
             for tree, table in enumerate(tables):
                 total += table[block[tree]]
