@@ -51,7 +51,6 @@ from fde.training import (
     train,
     usable_features,
     week_frame,
-    with_purchases,
 )
 
 
@@ -100,10 +99,10 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     week_rows = TRAINING_ROWS // len(cutoffs)  # each training week's share of the rows LightGBM learns from
     # the validation week first, from the sources choose_depths fitted at its cut-off (then released)
     progress.set_postfix_str(f"features at {val_start}")
+    # only its groups with a purchase in the pool (with_purchases): every validation score below is the same on them
     valid, valid_truth, valid_recall = week_frame(inputs, history, val_start, scales, vectors, depths,
-                                                  fitted=validation_sources)
+                                                  fitted=validation_sources, purchased_only=True)
     del validation_sources
-    valid, valid_truth = with_purchases(valid, valid_truth)  # what every validation score below depends on
     progress.update(1)
     training_frames = []
     for cutoff in cutoffs:

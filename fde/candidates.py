@@ -84,6 +84,17 @@ def build(personal: list[Recommender], popular: list[Popularity], customers: pl.
     of every source at its full depth: the rows of the whole pool whose source_rank is within them
     (what choose_pool measured on validation), without annotating the others.
     """
+    keys, proposed = pooled_keys(personal, popular, customers, n_candidates, n_popular, proposed, scored)
+    return annotate(keys, proposed, popular)
+
+
+def pooled_keys(personal: list[Recommender], popular: list[Popularity], customers: pl.DataFrame,
+                n_candidates: int | dict[str, int] = N_CANDIDATES, n_popular: int = N_POPULAR,
+                proposed: dict[str, pl.DataFrame] | None = None,
+                scored: dict[str, int] | None = None) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """build's pool before its evidence: its (customer_id, article_id) pairs (unique, any order) and each
+    personal source's candidates. annotate(keys, proposed, popular) is build's pool; annotating a subset
+    of the keys gives the same rows of it (each row's evidence is its own)."""
     if proposed is None:
         proposed = proposals(personal, customers, n_candidates)
     scored = scored or {}
@@ -93,8 +104,7 @@ def build(personal: list[Recommender], popular: list[Popularity], customers: pl.
         parts.append(popular[0].candidates(customers, min(n_popular, scored.get(popular[0].name, n_popular)))
                      .select(KEYS))
     empty = pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": ARTICLE})
-    pool = pl.concat(parts).unique() if parts else empty
-    return annotate(pool, proposed, popular)
+    return (pl.concat(parts).unique() if parts else empty), proposed
 
 
 def annotate(pairs: pl.DataFrame, proposed: dict[str, pl.DataFrame], popular: list[Popularity]) -> pl.DataFrame:
@@ -136,15 +146,18 @@ def source_names(pool: pl.DataFrame) -> list[str]:
     return [c.removeprefix("rank__") for c in pool.columns if c.startswith("rank__")]
 
 
-def recall(pool: pl.DataFrame, truth: pl.DataFrame) -> dict[str, float]:
+def recall(pool: pl.DataFrame, truth: pl.DataFrame, proposed: dict[str, pl.DataFrame] | None = None) -> dict[str, float]:
     """Share of the week's purchases (unique customer, article pairs) each source proposed, and the whole pool.
 
-    Computed over the customers in the truth frame: the pool's ceiling, whatever the ranking.
+    Computed over the customers in the truth frame: the pool's ceiling, whatever the ranking. proposed:
+    the sources' candidates when the pool holds only keys (pooled_keys): the purchased rows alone are annotated.
     """
     bought = metrics.truth_pairs(truth)
     if bought.height == 0:
         return {}
     found = pool.join(bought, on=KEYS, how="semi")
+    if proposed is not None:
+        found = annotate(found, proposed, [])
     out = {name: found.filter(pl.col(rank_column(name)).is_not_null()).height / bought.height
            for name in source_names(pool)}
     out["pool"] = found.height / bought.height

@@ -272,6 +272,12 @@ class LearnedRanker(Recommender):
         return candidates.build(self.personal, self.popular, customers, self.n_candidates, self.n_popular,
                                 scored=self.pool_depths)
 
+    def pool_keys(self, customers: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+        """The pool's (customer_id, article_id) pairs and each source's candidates, not annotated yet
+        (candidates.pooled_keys): a training week annotates the rows it keeps."""
+        return candidates.pooled_keys(self.personal, self.popular, customers, self.n_candidates, self.n_popular,
+                                      scored=self.pool_depths)
+
     def frame(self, customers: pl.DataFrame) -> pl.DataFrame:
         """The pool of these customers with every feature."""
         return self.context.features(self.pool(customers))

@@ -184,6 +184,24 @@ def test_early_stopping_on_the_groups_with_a_purchase_is_early_stopping_on_the_w
     assert whole.model_to_string(num_iteration=rounds) == less.model_to_string(num_iteration=rounds_less)
 
 
+def test_a_week_s_kept_rows_alone_get_the_evidence_and_features_of_the_whole_pool():
+    """week_frame annotates and computes features for the rows it keeps only (a thinned training week, the
+    validation week's groups with a purchase): the same rows, values and truth counts as the whole pool's
+    frame thinned or filtered afterwards, and the same recall."""
+    tx, articles, customers = planted_shop()
+    inputs = evaluation.Inputs(articles=articles, customers=customers)
+    cutoff = date(2020, 9, 9)
+    whole, truth, recall = training.week_frame(inputs, tx, cutoff, {}, {})
+    kept, kept_truth, kept_recall = training.week_frame(inputs, tx, cutoff, {}, {}, purchased_only=True)
+    some, some_truth = training.with_purchases(whole, truth)
+    assert 0 < kept.height < whole.height and kept.equals(some) and recall == kept_recall
+    assert np.array_equal(kept_truth.n_truth, some_truth.n_truth) and kept_truth.customers == truth.customers
+    rows = whole.filter(training.HAS_PURCHASE).height // 3
+    thinned = training.week_frame(inputs, tx, cutoff, {}, {}, max_rows=rows)[0]
+    assert int(thinned["label"].sum()) == int(whole["label"].sum()) and thinned.height < whole.height // 3
+    assert thinned.equals(training.thin(whole, rows))
+
+
 def test_ranker_learns_a_planted_co_purchase_signal(planted):
     model, held_out = planted
     top = model.importance()[0]["feature"]
