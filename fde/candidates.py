@@ -159,7 +159,7 @@ def recall(pool: pl.DataFrame, truth: pl.DataFrame, proposed: dict[str, pl.DataF
     if proposed is not None:
         found = annotate(found, proposed, [])
     out = {name: found.filter(pl.col(rank_column(name)).is_not_null()).height / bought.height
-           for name in source_names(pool)}
+           for name in source_names(found)}
     out["pool"] = found.height / bought.height
     return out
 
