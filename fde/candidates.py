@@ -30,6 +30,7 @@ from fde.strategies import (
     PurchaseHistory,
     Recommender,
     Repurchase,
+    Shared,
     VisualSimilarity,
     popularity_strategies,
 )
@@ -281,6 +282,9 @@ def make_sources(customers: pl.DataFrame | None = None, twins: pl.DataFrame | No
     personal.append(NewArrivals(visual_vectors))
     if customers is not None and "postal_code" in customers.columns:
         personal.append(LocalPopularity(customers))
+    together = Shared()  # fitted together: what they compute alike is computed once
+    for source in personal:
+        source.shared = together
     return populars, personal
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import weakref
 from datetime import timedelta
 
 import numpy as np
@@ -73,6 +74,37 @@ def own_purchases(transactions: pl.DataFrame, customers: pl.DataFrame | None) ->
     if customers is None:
         return transactions
     return transactions.join(as_customer_frame(customers), on="customer_id", how="semi")
+
+
+class Shared:
+    """What several sources fitted on the same transactions and customers at the same cut-off compute alike,
+    computed by the first to ask and read by the others: colourways reads repurchase's table, the look-alike
+    sources and co-purchase the same recent purchases. make_sources gives its sources one (Recommender.shared).
+
+    An entry is kept for the frames it was computed from, compared by identity through weak references (a
+    frame that is gone matches nothing; the entry does not keep it alive), and the values of its parameters.
+    """
+
+    def __init__(self):
+        self._entries: dict[str, tuple] = {}
+
+    def get(self, name: str, frames: tuple, params: tuple, compute):
+        entry = self._entries.get(name)
+        if entry is None or entry[1] != params or not all(
+                (ref is None and frame is None) or (ref is not None and ref() is frame)
+                for ref, frame in zip(entry[0], frames)):
+            entry = (tuple(None if f is None else weakref.ref(f) for f in frames), params, compute())
+            self._entries[name] = entry
+        return entry[2]
+
+    def __getstate__(self) -> dict:
+        """Pickled empty (for Ray's workers): weak references do not travel, and workers only read fitted tables."""
+        return {"_entries": {}}
+
+
+def shared(source, name: str, frames: tuple, params: tuple, compute):
+    """compute(), or what a source fitted alongside already computed from the same frames and parameters."""
+    return compute() if source.shared is None else source.shared.get(name, frames, params, compute)
 
 
 def by_customer(table: pl.DataFrame) -> pl.DataFrame:
@@ -150,9 +182,9 @@ def available_articles(transactions: pl.DataFrame, articles: pl.DataFrame, cutof
     return pl.concat([recent.cast(ARTICLE), never.cast(ARTICLE)]).unique().sort()
 
 
-def recent_purchases(transactions: pl.DataFrame, cutoff, days: int, per_customer: int,
-                     half_life_days: float) -> pl.DataFrame:
-    """Each customer's last `per_customer` distinct articles of the last `days`, weighted by recency."""
+def last_purchases(transactions: pl.DataFrame, cutoff, days: int, per_customer: int) -> pl.DataFrame:
+    """Each customer's last `per_customer` distinct articles of the last `days` with the day of the last purchase
+    (customer_id, article_id, t_dat; latest first, ties by article id)."""
     return (
         transactions.lazy()
         .filter(pl.col("t_dat") >= cutoff - timedelta(days=days))
@@ -160,9 +192,19 @@ def recent_purchases(transactions: pl.DataFrame, cutoff, days: int, per_customer
         .agg(pl.col("t_dat").max())
         .sort(["customer_id", "t_dat", "article_id"], descending=[False, True, False])
         .group_by("customer_id", maintain_order=True).head(per_customer)
-        .select("customer_id", pl.col("article_id").cast(ARTICLE), weight=decay(cutoff, half_life_days))
+        .select("customer_id", pl.col("article_id").cast(ARTICLE), "t_dat")
         .collect()
     )
+
+
+def shared_recent(source, given: pl.DataFrame, transactions: pl.DataFrame, customers: pl.DataFrame | None,
+                  days: int, per_customer: int, half_life_days: float) -> pl.DataFrame:
+    """Each of these customers' last `per_customer` distinct articles of the last `days` before a fitted source's
+    cut-off, weighted by recency (customer_id, article_id, weight); the last purchases are shared with the
+    sources fitted alongside (given: the transactions its fit was given, transactions: those before the cut-off)."""
+    last = shared(source, "last_purchases", (given, customers), (source.cutoff, days, per_customer),
+                  lambda: last_purchases(own_purchases(transactions, customers), source.cutoff, days, per_customer))
+    return last.select("customer_id", "article_id", weight=decay(source.cutoff, half_life_days))
 
 
 # ---------------------------------------------------------------------------- the interface
@@ -176,6 +218,7 @@ class Recommender:
     """
 
     name = "recommender"
+    shared: Shared | None = None  # what the sources fitted alongside compute alike (make_sources sets it)
 
     def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None,
             customers: pl.DataFrame | None = None) -> Recommender:
@@ -316,14 +359,15 @@ class Repurchase(Recommender):
         self.scale_days = scale_days
 
     def fit(self, transactions, articles=None, cutoff=None, customers=None):
-        """Sum each (customer, article)'s purchases, weighted by age."""
+        """Sum each (customer, article)'s purchases, weighted by age (colourways fitted alongside reads the same)."""
+        given = transactions
         transactions, self.cutoff = before(transactions, cutoff)
-        self.history = by_customer(
-            own_purchases(transactions, customers).lazy().group_by("customer_id", "article_id")
-            .agg(evidence=exact_sum(recency_weight(self.cutoff, self.kernel, self.scale_days)))
-            .with_columns(pl.col("article_id").cast(ARTICLE))
-            .collect()
-        )
+        self.history = shared(self, "repurchase", (given, customers), (self.cutoff, self.kernel, self.scale_days),
+                              lambda: by_customer(
+                                  own_purchases(transactions, customers).lazy().group_by("customer_id", "article_id")
+                                  .agg(evidence=exact_sum(recency_weight(self.cutoff, self.kernel, self.scale_days)))
+                                  .with_columns(pl.col("article_id").cast(ARTICLE))
+                                  .collect()))
         return self
 
     def candidates(self, customers, n):
@@ -391,6 +435,7 @@ class CoPurchase(Recommender):
 
     def fit(self, transactions, articles=None, cutoff=None, customers=None):
         """Count recency-weighted co-purchases (everyone's) and keep each article's best neighbours."""
+        given = transactions
         transactions, self.cutoff = before(transactions, cutoff)
         days = (transactions.lazy()
                 .filter(pl.col("t_dat") >= self.cutoff - timedelta(days=self.history_days))
@@ -413,8 +458,8 @@ class CoPurchase(Recommender):
             .select("article_id", "neighbour_id", "similarity")
         )
         self.neighbour_pairs = pairs.collect()
-        self.recent = recent_purchases(own_purchases(transactions, customers), self.cutoff, self.recent_days,
-                                       self.per_customer, self.half_life_days)
+        self.recent = shared_recent(self, given, transactions, customers, self.recent_days, self.per_customer,
+                                    self.half_life_days)
         return self
 
     def candidates(self, customers, n):
@@ -863,9 +908,10 @@ class SimilarToRecent(Recommender):
 
         The neighbours of a recently bought article are looked up the first time a customer who bought
         it is asked for (neighbours_of), then kept: a training week asks for its buyers only."""
+        given = transactions
         transactions, self.cutoff = before(transactions, cutoff)
-        self.recent = recent_purchases(own_purchases(transactions, customers), self.cutoff, self.recent_days,
-                                       self.per_customer, self.half_life_days)
+        self.recent = shared_recent(self, given, transactions, customers, self.recent_days, self.per_customer,
+                                    self.half_life_days)
         self.weighted = self.target_weights(transactions, articles)
         self.targets = self.weighted["article_id"]
         self.articles = articles

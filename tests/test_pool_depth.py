@@ -190,3 +190,31 @@ def test_every_source_fitted_for_some_customers_gives_them_the_lists_of_a_fit_on
     # and the customer tables were made from those customers' purchases alone
     repurchase = [s for s in sources[1][1] if s.name == "repurchase"][0]
     assert set(repurchase.history["customer_id"]) <= set(some["customer_id"])
+
+
+def test_sources_fitted_together_compute_what_they_share_once_and_for_those_frames_only(pipeline):
+    """make_sources' sources share what they compute alike (strategies.Shared): colourways reads repurchase's
+    table, the look-alike sources and co-purchase the same last purchases; the same lists as sources fitted
+    alone, and a fit on other transactions computes its own."""
+    inputs = evaluation.load_inputs(pipeline, quiet=True)
+    cutoff = inputs.validation["t_dat"].min()
+    some = evaluation.sample_customers(inputs.validation_truth, 80).select("customer_id")
+    (_, together), (_, alone) = [candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors)
+                                 for _ in range(2)]
+    for source in alone:
+        source.shared = None
+    for source in [*together, *alone]:
+        source.fit(inputs.train, inputs.articles, cutoff, some)
+    t, a = {s.name: s for s in together}, {s.name: s for s in alone}
+    assert t["colourways"].history is t["repurchase"].history
+    for name in ("repurchase", "colourways", "co_purchase", "content", "new_arrivals", "visual"):
+        expected = a[name].candidates(some, 200)
+        assert expected.height > 0 and t[name].candidates(some, 200).equals(expected), name
+    assert t["content"].recent.equals(a["content"].recent) and t["co_purchase"].recent.equals(a["co_purchase"].recent)
+    assert not t["co_purchase"].recent["weight"].equals(t["content"].recent["weight"])  # each its own half-life
+    earlier = inputs.train.filter(pl.col("t_dat") < cutoff - timedelta(days=30))
+    for source in (t["colourways"], a["colourways"]):
+        source.fit(earlier, inputs.articles, cutoff, some)
+    assert t["colourways"].history is not t["repurchase"].history
+    assert t["colourways"].history.sort(candidates.KEYS).equals(a["colourways"].history.sort(candidates.KEYS))
+    assert not t["colourways"].history.equals(t["repurchase"].history)
