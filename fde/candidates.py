@@ -147,7 +147,8 @@ def source_names(pool: pl.DataFrame) -> list[str]:
     return [c.removeprefix("rank__") for c in pool.columns if c.startswith("rank__")]
 
 
-def recall(pool: pl.DataFrame, truth: pl.DataFrame, proposed: dict[str, pl.DataFrame] | None = None) -> dict[str, float]:
+def recall(pool: pl.DataFrame, truth: pl.DataFrame,
+           proposed: dict[str, pl.DataFrame] | None = None) -> dict[str, float]:
     """Share of the week's purchases (unique customer, article pairs) each source proposed, and the whole pool.
 
     Computed over the customers in the truth frame: the pool's ceiling, whatever the ranking. proposed:
