@@ -78,19 +78,10 @@ class Factors:
                               pl.col("score").cast(pl.Float32)))
 
 
-def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int = ITERATIONS,
-        regularization: float = REGULARIZATION, alpha: float = ALPHA, window_days: int | None = WINDOW_DAYS,
-        threads: int = THREADS, seed: int = 0, model: str = "als") -> Factors | None:
-    """Factors of the purchases in the window before the cut-off; None when there are none.
-
-    model: "als" (the default) or "bpr" (for the comparison in bench/factors.py).
-    """
-    import warnings
-
+def purchase_matrix(history: pl.DataFrame, cutoff, window_days: int | None = WINDOW_DAYS):
+    """(customer ids, article ids, customers x articles CSR matrix of purchase counts) of the window before the
+    cut-off, ids sorted; None when the window holds no purchase."""
     import scipy.sparse as sp
-    from implicit.cpu.als import AlternatingLeastSquares
-    from implicit.cpu.bpr import BayesianPersonalizedRanking
-    from threadpoolctl import threadpool_limits
 
     tx = history.filter(pl.col("t_dat") < cutoff)
     if window_days:
@@ -107,6 +98,26 @@ def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int =
                           n=pl.col("n").cast(pl.Float32))
     matrix = sp.csr_matrix((coded["n"].to_numpy(), (coded["c"].to_numpy(), coded["a"].to_numpy())),
                            shape=(len(customer_ids), len(article_ids)), dtype=np.float32)
+    return customer_ids.to_numpy(), article_ids.to_numpy(), matrix
+
+
+def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int = ITERATIONS,
+        regularization: float = REGULARIZATION, alpha: float = ALPHA, window_days: int | None = WINDOW_DAYS,
+        threads: int = THREADS, seed: int = 0, model: str = "als") -> Factors | None:
+    """Factors of the purchases in the window before the cut-off; None when there are none.
+
+    model: "als" (the default) or "bpr" (for the comparison in bench/factors.py).
+    """
+    import warnings
+
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from threadpoolctl import threadpool_limits
+
+    built = purchase_matrix(history, cutoff, window_days)
+    if built is None:
+        return None
+    customer_ids, article_ids, matrix = built
     # implicit warns when BLAS runs threads of its own; the fit below runs with one BLAS thread
     warnings.filterwarnings("ignore", message=".*BLAS.*", category=RuntimeWarning, module="implicit")
     if model == "als":
@@ -120,6 +131,6 @@ def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int =
         raise ValueError(f"model must be 'als' or 'bpr', got {model!r}")
     with threadpool_limits(1, "blas"):
         learner.fit(matrix, show_progress=False)
-    return Factors(customer_ids.to_numpy(), article_ids.to_numpy(),
+    return Factors(customer_ids, article_ids,
                    np.ascontiguousarray(learner.user_factors, dtype=np.float32),
                    np.ascontiguousarray(learner.item_factors, dtype=np.float32))

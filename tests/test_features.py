@@ -162,6 +162,21 @@ def test_mf_fit_is_deterministic_whatever_the_threads():
     assert not np.array_equal(first.customers, factors.fit(tx, CUTOFF, seed=1).customers)
 
 
+def test_the_purchase_matrix_counts_each_pair_of_the_window_at_its_ids_rows():
+    """Row i, column j of ALS's input is how often customer_ids[i] bought article_ids[j] in the year before the
+    cut-off: customer 2 bought 102 on 2020-09-15 (once) and 101 on 2019-09-24 (in the year), 1 bought 101 twice."""
+    tx = pl.concat([TX, TX.filter((pl.col("customer_id") == 1) & (pl.col("article_id") == 101)
+                                  & (pl.col("t_dat") == date(2019, 9, 18)))])
+    customer_ids, article_ids, matrix = factors.purchase_matrix(tx.sample(fraction=1.0, shuffle=True, seed=3), CUTOFF)
+    assert list(customer_ids) == [1, 2, 3] and list(article_ids) == [101, 102, 103]
+    year = tx.filter((pl.col("t_dat") < CUTOFF) & (pl.col("t_dat") >= CUTOFF - timedelta(days=factors.WINDOW_DAYS)))
+    expected = np.zeros((3, 3))
+    for customer, article in year.select("customer_id", "article_id").iter_rows():
+        expected[list(customer_ids).index(customer), list(article_ids).index(article)] += 1
+    assert np.array_equal(matrix.toarray(), expected) and expected[0, 0] == 2 and expected.sum() == year.height
+    assert factors.purchase_matrix(TX, date(2019, 9, 1)) is None
+
+
 def test_mf_knows_only_the_purchases_before_the_cutoff():
     assert factors.fit(TX, date(2019, 9, 1)) is None  # nothing before: no factors, every mf_score unknown
     assert Context(TX, ARTICLES, CUSTOMERS, date(2019, 9, 1)).features(POOL)["mf_score"].null_count() == POOL.height
