@@ -103,6 +103,9 @@ def evaluate(recs: pl.DataFrame, truth: pl.DataFrame, n_articles: int, k: int = 
 
 
 PAIRS_PER_BLOCK = 4_000_000  # memory bound of group_map: (purchase, row) comparisons per block
+# A cost: the comparisons GroupMap keeps between calls (LightGBM calls it after every round with the same
+# groups); 16M pairs hold 80 MB (an int32 row and a flag each), the rest are worked out again at each call.
+KEPT_PAIRS = 16_000_000
 
 
 def group_map(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, n_truth: np.ndarray,
@@ -111,34 +114,68 @@ def group_map(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, n_truth
 
     Customers of the week missing from the groups (nothing pooled) count 0 when n_customers says how many.
     Only the purchased rows are ranked (against every row of their group, ties kept in row order as a
-    stable sort would), so it costs (purchases x group size), not a sort of every row: LightGBM calls it
-    after every round.
+    stable sort would), so it costs (purchases x group size), not a sort of every row. GroupMap keeps
+    what does not depend on the scores for calls on the same groups (LightGBM's after every round).
     """
-    if len(sizes) == 0:
-        return 0.0
-    sizes = np.asarray(sizes, dtype=np.int64)
-    starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(sizes)[:-1]])
-    hit_rows = np.flatnonzero(labels)
-    hit_group = np.searchsorted(starts, hit_rows, side="right") - 1
-    rank = np.empty(len(hit_rows), dtype=np.int64)
-    # each purchased row against the rows of its group, PAIRS_PER_BLOCK comparisons at a time
-    reach = np.cumsum(sizes[hit_group])
-    bounds = np.searchsorted(reach, np.arange(0, reach[-1] if len(reach) else 0, PAIRS_PER_BLOCK), side="right")
-    for lo, hi in zip(bounds, [*bounds[1:], len(hit_rows)]):
-        row, group = hit_rows[lo:hi], hit_group[lo:hi]
-        span = sizes[group]
-        owner = np.repeat(np.arange(hi - lo), span)
-        other = np.repeat(starts[group] - np.cumsum(span) + span, span) + np.arange(span.sum())
-        mine = scores[row][owner]
-        above = (scores[other] > mine) | ((scores[other] == mine) & (other < row[owner]))
-        rank[lo:hi] = np.bincount(owner, weights=above, minlength=hi - lo).astype(np.int64) + 1
-    # precision at each purchase's rank: the purchases ranked at or above it in its group, over its rank
-    order = np.lexsort((rank, hit_group))
-    rank, hit_group, gain = rank[order], hit_group[order], labels[hit_rows[order]].astype(np.float64)
-    gain[rank > k] = 0.0
-    cumulative = np.cumsum(gain)
-    first = np.concatenate([[True], hit_group[1:] != hit_group[:-1]]) if len(hit_group) else np.zeros(0, bool)
-    before = np.maximum.accumulate(np.where(first, np.arange(len(gain)), 0))
-    in_group = cumulative - np.concatenate([[0.0], cumulative])[before]
-    ap = np.bincount(hit_group, weights=in_group / rank * gain, minlength=len(sizes)) / np.minimum(n_truth, k)
-    return float(ap.sum() / (n_customers or len(sizes)))
+    return GroupMap(labels, sizes, n_truth, n_customers, k, kept_pairs=0)(scores)
+
+
+class GroupMap:
+    """group_map of fixed groups, labels and truth counts for any scores: the purchased rows, their groups and the
+    (purchase, row) pairs they are compared over are worked out once (up to kept_pairs pairs)."""
+
+    def __init__(self, labels: np.ndarray, sizes: np.ndarray, n_truth: np.ndarray, n_customers: int | None = None,
+                 k: int = K, kept_pairs: int = KEPT_PAIRS):
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.k, self.n_truth = k, n_truth
+        self.n_customers = n_customers or len(self.sizes)
+        self.starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(self.sizes)[:-1]])
+        self.index_type = np.int32 if self.sizes.sum() < 2**31 else np.int64
+        self.hit_rows = np.flatnonzero(labels)
+        self.hit_group = np.searchsorted(self.starts, self.hit_rows, side="right") - 1
+        self.gain = np.asarray(labels, dtype=np.float64)[self.hit_rows]
+        # each purchased row against the rows of its group, PAIRS_PER_BLOCK comparisons at a time
+        reach = np.cumsum(self.sizes[self.hit_group])
+        bounds = np.searchsorted(reach, np.arange(0, reach[-1] if len(reach) else 0, PAIRS_PER_BLOCK), side="right")
+        self.blocks = [(lo, hi, None) for lo, hi in zip(bounds, [*bounds[1:], len(self.hit_rows)])]
+        kept = 0
+        for i, (lo, hi, _) in enumerate(self.blocks):
+            pairs = int(self.sizes[self.hit_group[lo:hi]].sum())
+            if kept + pairs > kept_pairs:
+                break
+            self.blocks[i] = (lo, hi, self._pairs(lo, hi))
+            kept += pairs
+
+    def _pairs(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The block's comparisons: (span: its purchases' group sizes, start: where each purchase's pairs begin,
+        other: the row each pair compares with, earlier: whether that row comes first in the group)."""
+        group = self.hit_group[lo:hi]
+        span = self.sizes[group]
+        start = np.cumsum(span) - span
+        other = np.repeat(self.starts[group] - start, span) + np.arange(span.sum())
+        earlier = other < np.repeat(self.hit_rows[lo:hi], span)
+        return span, start, other.astype(self.index_type), earlier
+
+    def __call__(self, scores: np.ndarray) -> float:
+        if len(self.sizes) == 0:
+            return 0.0
+        hit_rows, hit_group = self.hit_rows, self.hit_group
+        rank = np.empty(len(hit_rows), dtype=np.int64)
+        for lo, hi, pairs in self.blocks:
+            span, start, other, earlier = pairs if pairs is not None else self._pairs(lo, hi)
+            mine = np.repeat(scores[hit_rows[lo:hi]], span)
+            theirs = scores[other]
+            # rows above the purchase: a higher score, or the same score earlier in the group (a stable sort's order)
+            above = (theirs > mine) | ((theirs == mine) & earlier)
+            rank[lo:hi] = np.add.reduceat(above, start, dtype=np.int64) + 1
+        # precision at each purchase's rank: the purchases ranked at or above it in its group, over its rank
+        order = np.lexsort((rank, hit_group))
+        rank, group, gain = rank[order], hit_group[order], self.gain[order].copy()
+        gain[rank > self.k] = 0.0
+        cumulative = np.cumsum(gain)
+        first = np.concatenate([[True], group[1:] != group[:-1]]) if len(group) else np.zeros(0, bool)
+        before = np.maximum.accumulate(np.where(first, np.arange(len(gain)), 0))
+        in_group = cumulative - np.concatenate([[0.0], cumulative])[before]
+        ap = np.bincount(group, weights=in_group / rank * gain, minlength=len(self.sizes)) / np.minimum(
+            self.n_truth, self.k)
+        return float(ap.sum() / self.n_customers)

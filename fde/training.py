@@ -192,13 +192,13 @@ def train(weeks: pl.DataFrame, features: list[str], rounds: int, valid: pl.DataF
     if valid is not None:
         sizes = group_sizes(valid)
         labels = valid["label"].to_numpy()
-        n_truth = valid_truth.n_truth
         valid_set = lgb.Dataset(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
                                 label=labels, group=sizes, feature_name=features, reference=train_set)
         valid_sets = [valid_set]
+        group_map = metrics.GroupMap(labels, sizes, valid_truth.n_truth, valid_truth.customers)
 
         def feval(preds, _data):
-            value = metrics.group_map(preds, labels, sizes, n_truth, valid_truth.customers)
+            value = group_map(preds)
             curve.append(value)
             return "map12", value, True
 

@@ -121,6 +121,13 @@ def test_group_map_equals_the_competition_metric(ties, pairs_per_block, monkeypa
     # buyers with nothing pooled count 0: twice the buyers, half the score
     assert metrics.group_map(frame["score"].to_numpy()[rows], labels[rows].astype(float), sizes[keep], n_truth,
                             n_customers=2 * keep.sum()) == pytest.approx(expected / 2, rel=1e-9)
+    # what LightGBM calls after every round: the pairs kept between calls (all, some, none), any scores
+    other_scores = [frame["score"].to_numpy()[rows], rng.permutation(frame["score"].to_numpy()[rows])]
+    for kept in (metrics.KEPT_PAIRS, 50, 0):
+        each_round = metrics.GroupMap(labels[rows].astype(float), sizes[keep], n_truth, kept_pairs=kept)
+        for scores in other_scores:
+            assert each_round(scores) == metrics.group_map(scores, labels[rows].astype(float), sizes[keep], n_truth)
+    assert metrics.group_map(other_scores[1], labels[rows].astype(float), sizes[keep], n_truth) != got
 
 
 # ---------------------------------------------------------------------------- learning a planted signal
