@@ -121,12 +121,14 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     # the set-up (training weeks, objective) with the best validation MAP@12, each early-stopped there
     valid_rows = valid.select(*features, "label", "cutoff", "customer_id")
     variants, boosters = {}, {}
+    built: dict[int, dict] = {}  # LightGBM's datasets of each number of weeks, built once for both objectives
 
     def try_setup(n_weeks: int, objective: str) -> None:
         name = variant_name(n_weeks, objective)
         progress.set_postfix_str(f"train {name}, early stopping on validation")
         weeks = weeks_of(training_frames[len(cutoffs) - n_weeks:])
-        booster, rounds, curve = train(weeks, features, MAX_ROUNDS, valid_rows, valid_truth, objective=objective)
+        booster, rounds, curve = train(weeks, features, MAX_ROUNDS, valid_rows, valid_truth, objective=objective,
+                                       reuse=built.setdefault(n_weeks, {}))
         variants[name] = {"map12": round(max(curve) if curve else 0.0, 5), "rounds": rounds, "weeks": n_weeks,
                           "objective": objective}
         boosters[name] = booster
@@ -161,6 +163,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     slots, slot_scores = choose_launch_slots(scored, valid_truth.truth, inputs.train["article_id"].unique())
     del scored, predictions
     boosters.clear()
+    built.clear()
     progress.set_postfix_str(f"retrain {chosen}, {setup['rounds']} rounds, up to the test week")
     n_weeks = setup["weeks"]
     # the validation week joins the training weeks, thinned as they are

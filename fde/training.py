@@ -172,30 +172,25 @@ def group_sizes(frame: pl.DataFrame) -> np.ndarray:
 
 def train(weeks: pl.DataFrame, features: list[str], rounds: int, valid: pl.DataFrame | None = None,
           valid_truth: WeekTruth | None = None, progress=None,
-          objective: str = "lambdarank") -> tuple[object, int, list[float]]:
+          objective: str = "lambdarank", reuse: dict | None = None) -> tuple[object, int, list[float]]:
     """LambdaRank (or binary) on the weeks' groups that have a positive; early stopping on valid's MAP@12.
 
+    reuse: a dict the caller keeps for trainings on the same weeks and validation rows (ranker.py's two
+    objectives): the first fills it with its LightGBM datasets, the others train on them (the same bins,
+    so the same models as datasets of their own, without building them again).
     Returns (booster, best number of rounds, validation MAP@12 after each round).
     """
     import lightgbm as lgb
 
-    positive = weeks.filter(pl.col("label").max().over("cutoff", "customer_id") > 0)
-    if positive.height == 0:
-        raise UserError("no training week has a purchase the candidate pool proposed: the ranker cannot learn; "
-                        "check the split (split_data.py) or use more weeks of data")
-    train_set = lgb.Dataset(positive.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
-                            label=positive["label"].to_numpy(), group=group_sizes(positive),
-                            feature_name=features, free_raw_data=True)
+    built = reuse if reuse else datasets(weeks, features, valid, valid_truth)
+    if reuse is not None:
+        reuse.update(built)
     curve: list[float] = []
     callbacks = []
     valid_sets, feval = [], None
     if valid is not None:
-        sizes = group_sizes(valid)
-        labels = valid["label"].to_numpy()
-        valid_set = lgb.Dataset(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
-                                label=labels, group=sizes, feature_name=features, reference=train_set)
-        valid_sets = [valid_set]
-        group_map = metrics.GroupMap(labels, sizes, valid_truth.n_truth, valid_truth.customers)
+        group_map = built["group_map"]
+        valid_sets = [built["valid"]]
 
         def feval(preds, _data):
             value = group_map(preds)
@@ -207,11 +202,33 @@ def train(weeks: pl.DataFrame, features: list[str], rounds: int, valid: pl.DataF
         callbacks.append(lambda env: progress.update(1))
     params = PARAMS if objective == "lambdarank" else {
         **{k: v for k, v in PARAMS.items() if not k.startswith("lambdarank")}, "objective": objective}
-    booster = lgb.train(params, train_set, num_boost_round=rounds, valid_sets=valid_sets, feval=feval,
+    booster = lgb.train(params, built["train"], num_boost_round=rounds, valid_sets=valid_sets, feval=feval,
                         callbacks=callbacks)
     best = booster.best_iteration if valid is not None and booster.best_iteration > 0 else rounds
     return booster, best, curve
 
+
+def datasets(weeks: pl.DataFrame, features: list[str], valid: pl.DataFrame | None = None,
+             valid_truth: WeekTruth | None = None) -> dict:
+    """train's LightGBM datasets: the weeks' groups with a positive ("train") and, with valid, the validation
+    rows ("valid", binned as the training rows are) with the MAP@12 early stopping measures ("group_map")."""
+    import lightgbm as lgb
+
+    positive = weeks.filter(pl.col("label").max().over("cutoff", "customer_id") > 0)
+    if positive.height == 0:
+        raise UserError("no training week has a purchase the candidate pool proposed: the ranker cannot learn; "
+                        "check the split (split_data.py) or use more weeks of data")
+    train_set = lgb.Dataset(positive.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
+                            label=positive["label"].to_numpy(), group=group_sizes(positive),
+                            feature_name=features, free_raw_data=True)
+    if valid is None:
+        return {"train": train_set}
+    sizes = group_sizes(valid)
+    labels = valid["label"].to_numpy()
+    return {"train": train_set,
+            "valid": lgb.Dataset(valid.select(pl.col(f).cast(pl.Float32) for f in features).to_numpy(),
+                                 label=labels, group=sizes, feature_name=features, reference=train_set),
+            "group_map": metrics.GroupMap(labels, sizes, valid_truth.n_truth, valid_truth.customers)}
 
 
 def load_vectors(artifacts: art.Artifacts, articles: pl.DataFrame) -> dict:

@@ -189,6 +189,13 @@ def test_early_stopping_on_the_groups_with_a_purchase_is_early_stopping_on_the_w
     (whole, rounds, curve), (less, rounds_less, curve_less) = runs
     assert rounds == rounds_less and np.allclose(curve, curve_less, rtol=0, atol=1e-12) and len(curve) > rounds
     assert whole.model_to_string(num_iteration=rounds) == less.model_to_string(num_iteration=rounds_less)
+    # ranker.py's two objectives train on the same datasets, built once: the models of datasets of their own
+    reuse: dict = {}
+    for objective in training.OBJECTIVES:
+        fresh = training.train(pl.concat([w1, w2]), features, 200, some, some_truth, objective=objective)
+        again = training.train(pl.concat([w1, w2]), features, 200, some, some_truth, objective=objective, reuse=reuse)
+        assert fresh[0].model_to_string() == again[0].model_to_string() and fresh[1:] == again[1:], objective
+    assert set(reuse) == {"train", "valid", "group_map"}
 
 
 def test_a_week_s_kept_rows_alone_get_the_evidence_and_features_of_the_whole_pool():
