@@ -259,7 +259,7 @@ def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactio
     pairs = pl.concat(pairs) if pairs else pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": pl.Int32})
     if pairs.height == 0:
         return pl.DataFrame(schema=launch.AUDIENCE_SCHEMA)
-    scored = ranker.score_pairs(pairs)
+    scored = ranker.score_pairs(pairs, unsold=True)
     return (scored.sort(["article_id", "score", "customer_id"], descending=[False, True, False])
             .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over("article_id"))
             .select([pl.col(name).cast(dtype) for name, dtype in launch.AUDIENCE_SCHEMA.items()]))

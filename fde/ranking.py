@@ -22,7 +22,7 @@ from fde.features import Context, feature_columns
 from fde.files import atomic_outputs, write_json
 from fde.ids import ARTICLE
 from fde.reasons import explain
-from fde.strategies import K, Popularity, Recommender, as_customer_frame, before, top_k
+from fde.strategies import K, Popularity, Recommender, as_customer_frame, before, empty_candidates, top_k
 
 SCORE_ROWS = 5_000_000  # a cost, not a behaviour: pool rows (with their features) in memory at once when scoring
 # Costs of the compiled model (Model.compiled): compiling takes about as long as LightGBM scoring this many rows
@@ -301,13 +301,17 @@ class LearnedRanker(Recommender):
         ranked = self.scored(customers, n)
         return ranked.select("customer_id", "article_id", "score", source_article_id=source_of(ranked))
 
-    def score_pairs(self, pairs: pl.DataFrame) -> pl.DataFrame:
+    def score_pairs(self, pairs: pl.DataFrame, unsold: bool = False) -> pl.DataFrame:
         """Given (customer_id, article_id) pairs scored and explained: score, reason, source_article_id, explanation.
 
-        Each pair gets every source's evidence, as a pooled candidate would (candidates.annotate).
+        Each pair gets every source's evidence, as a pooled candidate would (candidates.annotate). unsold: the
+        pairs' articles never sold before the cut-off (launches), so the sources whose candidates cannot hold
+        them (proposes_unsold False: repurchase, co-purchase, what sells now) are not asked: no evidence either way.
         """
         customers = pairs.select(pl.col("customer_id").cast(pl.UInt64)).unique().sort("customer_id")
-        proposed = candidates.proposals(self.personal, customers, self.n_candidates)
+        asked = [s for s in self.personal if s.proposes_unsold or not unsold]
+        found = candidates.proposals(asked, customers, self.n_candidates)
+        proposed = {s.name: found.get(s.name, empty_candidates()) for s in self.personal}
         frame = self.context.features(candidates.annotate(pairs, proposed, self.popular))
         frame = frame.with_columns(score=pl.Series(self.model.predict(frame), dtype=pl.Float32),
                                    rank=pl.lit(0, dtype=pl.UInt16))

@@ -219,6 +219,7 @@ class Recommender:
 
     name = "recommender"
     shared: Shared | None = None  # what the sources fitted alongside compute alike (make_sources sets it)
+    proposes_unsold = True  # whether its candidates may hold articles never sold before the cut-off (launches)
 
     def fit(self, transactions: pl.DataFrame, articles: pl.DataFrame, cutoff=None,
             customers: pl.DataFrame | None = None) -> Recommender:
@@ -352,6 +353,7 @@ class Repurchase(Recommender):
     """
 
     name = "repurchase"
+    proposes_unsold = False  # what the customer bought
 
     def __init__(self, kernel: str = "hyperbolic", scale_days: float = 30.0):
         recency_weight(None, kernel, scale_days)  # validates the kernel name
@@ -384,6 +386,7 @@ class Colourways(Repurchase):
     """Other colourways (same product_code) of the products a customer bought, weighted like repurchase."""
 
     name = "colourways"
+    proposes_unsold = True  # a new colour of a bought product
 
     def fit(self, transactions, articles, cutoff=None, customers=None):
         super().fit(transactions, articles, cutoff, customers)
@@ -423,6 +426,7 @@ class CoPurchase(Recommender):
     """
 
     name = "co_purchase"
+    proposes_unsold = False  # articles bought with others
 
     def __init__(self, pair_days: int = 7, history_days: int = 84, half_life_days: float = 28.0,
                  recent_days: int = 365, per_customer: int = 6, neighbours: int = 12):
@@ -628,6 +632,7 @@ class CategoryPopularity(Recommender):
     """
 
     name = "popular_department"
+    proposes_unsold = False  # articles selling now
 
     def __init__(self, column: str = "department_name", history_days: int = 365, half_life_days: float = 120.0,
                  trend_days: int = 28, per_category: int = 12, top_categories: int = 5):
@@ -703,6 +708,7 @@ class LocalPopularity(Recommender):
     """
 
     name = "popular_age_postal"
+    proposes_unsold = False  # articles selling now
 
     def __init__(self, customers: pl.DataFrame, window_days: int = LOCAL_WINDOW_DAYS,
                  min_sales: int = MIN_GROUP_SALES):

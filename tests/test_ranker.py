@@ -516,3 +516,22 @@ def test_openmp_threads_sleep_when_waiting_unless_the_user_chose(user_choice):
     code = "import os, fde, lightgbm; print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == (user_choice or "PASSIVE")
+
+
+def test_launch_pairs_get_the_same_evidence_without_asking_sources_that_never_propose_them(pipeline):
+    """final.py scores launch audiences with score_pairs(unsold=True): repurchase, co-purchase and what sells now
+    are not asked (their candidates are articles sold before the cut-off): the same scores and reasons."""
+    import final
+    from fde import launch
+
+    inputs = evaluation.load_inputs(pipeline, quiet=True)
+    transactions = pl.concat([inputs.train, inputs.validation, inputs.test])
+    ranker = final.fitted_ranker(pipeline, inputs, transactions)
+    skipped = {s.name for s in ranker.personal if not s.proposes_unsold}
+    assert {"repurchase", "co_purchase", "popular_department"} <= skipped and "colourways" not in skipped
+    launches = launch.launches(inputs.articles, transactions, ranker.cutoff).head(40)
+    buyers = transactions.group_by("customer_id").len().sort("len", descending=True).head(60).select("customer_id")
+    pairs = buyers.join(launches.to_frame("article_id"), how="cross")
+    asked = ranker.score_pairs(pairs, unsold=True)
+    assert asked.height == pairs.height and asked.equals(ranker.score_pairs(pairs))
+    assert asked["source_article_id"].drop_nulls().len() > 0  # some launch is a colourway or a look-alike
