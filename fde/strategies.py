@@ -395,17 +395,20 @@ class Colourways(Repurchase):
         return self
 
     def candidates(self, customers, n):
+        """A colourway the customer did not buy gets the evidence of every bought article of its product (and the
+        one with the most, ties by the lowest id, as its source): summed per product, then given to its colours."""
         own = customer_rows(self.history, customers)
-        scored = (
+        products = (
             own.join(self.article_product, on="article_id", how="inner")
-            .join(self.article_product.rename({"article_id": "colourway_id"}), on="product_code", how="inner")
-            .filter(pl.col("colourway_id") != pl.col("article_id"))
-            # never propose what the customer already bought: that is repurchase's evidence
-            .join(own.select("customer_id", colourway_id="article_id"), on=["customer_id", "colourway_id"], how="anti")
-            .sort(["customer_id", "colourway_id", "evidence", "article_id"], descending=[False, False, True, False])
-            .group_by("customer_id", "colourway_id", maintain_order=True)
+            .sort(["customer_id", "product_code", "evidence", "article_id"], descending=[False, False, True, False])
+            .group_by("customer_id", "product_code", maintain_order=True)
             .agg(evidence=exact_sum(pl.col("evidence")), source_article_id=pl.col("article_id").first())
-            .select("customer_id", article_id="colourway_id", score=saturate(pl.col("evidence")),
+        )
+        scored = (
+            products.join(self.article_product, on="product_code", how="inner")
+            # never propose what the customer already bought: that is repurchase's evidence
+            .join(own.select("customer_id", "article_id"), on=["customer_id", "article_id"], how="anti")
+            .select("customer_id", "article_id", score=saturate(pl.col("evidence")),
                     source_article_id="source_article_id")
         )
         return top_k(scored, n).select(list(CANDIDATE_SCHEMA))

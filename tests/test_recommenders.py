@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from fde import strategies
 from fde.evaluation import fill_with
 from fde.strategies import (
     CategoryPopularity,
@@ -215,8 +216,6 @@ def test_nearest_neighbours_matches_brute_force():
 def test_weighted_neighbours_read_in_decreasing_weight_are_every_targets_best(monkeypatch, first):
     """Queries stop once no later (lighter) target can enter their top n: the same table as comparing every
     target, ties (by id) included, whatever the first chunk's size."""
-    from fde import strategies
-
     rng = np.random.default_rng(1)
     queries = rng.normal(size=(40, 6)).astype(np.float32)
     queries[5] = queries[4]  # two queries with the same neighbours
@@ -379,6 +378,37 @@ def test_colourways_propose_other_colours_of_bought_products_only():
     recs = Colourways("hyperbolic", 7.0).fit(TX, ARTICLES, CUTOFF).recommend(CUSTOMERS, 12, with_source=True)
     assert recs.select("customer_id", "article_id", "source_article_id").rows() == [(1, 101002, 101001)]
     assert recs["score"][0] == pytest.approx(1 - math.exp(-1 / (1 + 15 / 7)), rel=1e-5)
+
+
+def test_colourways_sum_a_product_s_bought_colours_as_the_pairwise_reference_does():
+    """Colourways sums each product's bought articles once and gives the sum to its other colours: the lists of
+    a per-(bought, colourway) reference (each colourway's evidence summed over the bought articles of its
+    product, the source the one with the most, ties by the lowest id) on a shop of many colours and ties."""
+    rng = np.random.default_rng(5)
+    articles = pl.DataFrame({"article_id": np.arange(1000, 1300, dtype=np.int32),
+                             "product_code": (np.arange(300) // rng.integers(1, 6, 300).clip(1)).astype(np.int32)})
+    rows = [(CUTOFF - timedelta(days=int(rng.integers(1, 5))), int(c), int(rng.integers(1000, 1300)))
+            for c in range(60) for _ in range(int(rng.integers(1, 25)))]
+    tx = pl.DataFrame(rows, schema={"t_dat": pl.Date, "customer_id": pl.UInt64, "article_id": pl.Int32},
+                      orient="row").with_columns(price=pl.lit(0.02, pl.Float32), sales_channel_id=pl.lit(2, pl.UInt8))
+    strategy = Colourways("exponential", 7.0).fit(tx, articles, CUTOFF)
+    customers = pl.DataFrame({"customer_id": np.arange(60, dtype=np.uint64)})
+    own, product = strategy.history, articles.select("article_id", "product_code")
+    keys = ["customer_id", "colourway_id"]
+    reference = (
+        own.join(product, on="article_id").join(product.rename({"article_id": "colourway_id"}), on="product_code")
+        .filter(pl.col("colourway_id") != pl.col("article_id"))
+        .join(own.select("customer_id", colourway_id="article_id"), on=keys, how="anti")
+        .sort([*keys, "evidence", "article_id"], descending=[False, False, True, False])
+        .group_by(keys, maintain_order=True)
+        .agg(evidence=strategies.exact_sum(pl.col("evidence")), source_article_id=pl.col("article_id").first())
+        .select("customer_id", article_id="colourway_id", score=strategies.saturate(pl.col("evidence")),
+                source_article_id="source_article_id"))
+    expected = strategies.top_k(reference, 10).select(list(strategies.CANDIDATE_SCHEMA))
+    got = strategy.candidates(customers, 10)
+    assert expected.height > 200 and got.equals(expected)
+    ties = own.join(product, on="article_id").group_by("customer_id", "product_code", "evidence").len()
+    assert ties.filter(pl.col("len") > 1).height > 0  # bought colours of one product with the same evidence
 
 
 def test_co_purchase_exact_conditional_probability():
