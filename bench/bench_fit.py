@@ -70,9 +70,11 @@ def attributions_before(model: ranking.Model, rows: pl.DataFrame, groups: tuple[
     leaves = model.booster.predict(model.matrix(rows), pred_leaf=True, num_threads=0)
     out = np.zeros((rows.height, max(groups) + 1), dtype=np.float32)
     for start in range(0, rows.height, 4_096):
-        block = np.ascontiguousarray(leaves[start:start + 4_096].T)
-        out[start:start + block.shape[1]] = sum((table[block[t]] for t, table in enumerate(tables)),
-                                                np.zeros((block.shape[1], out.shape[1])))
+        block = np.ascontiguousarray(leaves[start:start + 4_096].T)  # tree x rows
+        total = np.zeros((block.shape[1], out.shape[1]), dtype=np.float64)
+        for tree, table in enumerate(tables):
+            total += table[block[tree]]
+        out[start:start + block.shape[1]] = total
     return out
 
 

@@ -114,6 +114,20 @@ def test_every_new_feature_has_a_family_or_is_about_the_customer(feature):
     assert family_of(feature) is not None or feature in CUSTOMER_ONLY
 
 
+def test_repeat_buyer_share_counts_buyers_on_two_days_or_more():
+    """An article's repeat_buyer_share: its buyers who bought it on two different days or more (the first day
+    before the last), over its buyers; two purchases on one day are one day."""
+    day = date(2020, 9, 1)
+    tx = pl.DataFrame({"t_dat": [day, day + timedelta(days=3), day, day, day, day + timedelta(days=1)],
+                       "customer_id": [1, 1, 2, 2, 3, 1], "article_id": [101, 101, 101, 101, 101, 102],
+                       "price": [0.02] * 6, "sales_channel_id": [2] * 6},
+                      schema={"t_dat": pl.Date, "customer_id": pl.UInt64, "article_id": pl.Int32, "price": pl.Float32,
+                              "sales_channel_id": pl.UInt8})
+    table = Context(tx, ARTICLES, CUSTOMERS, CUTOFF).article_table
+    share = dict(zip(table["article_id"], table["repeat_buyer_share"]))
+    assert share[101] == pytest.approx(1 / 3) and share[102] == 0.0
+
+
 # ---------------------------------------------------------------------------- customer x article factors
 
 def test_mf_score_is_the_dot_product_of_the_fitted_factors_and_unknown_without_them(frame):
