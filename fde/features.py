@@ -25,7 +25,6 @@ colours) is absent or constant, and the ranker drops it and says so.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -89,11 +88,6 @@ class Context:
         self.cutoff = cutoff
         history = transactions.filter(pl.col("t_dat") < cutoff).with_columns(pl.col("article_id").cast(ARTICLE))
         self.history = history
-        # ALS, the longest table (about 30 s at full scale), runs its own threads without the GIL: it is fitted
-        # in the background while the other tables (and the ranker's sources) are computed; `factors` waits for it
-        fitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="als")
-        self._fitting = fitter.submit(factors.fit, history, cutoff)
-        fitter.shutdown(wait=False)
         self.customers = customers
         self.articles = articles.with_columns(pl.col("article_id").cast(ARTICLE))
         self.vectors = vectors or {}
@@ -103,18 +97,7 @@ class Context:
         self.lifetime_table = self._lifetime(history)
         self.last_year_tables = self._last_year(history)
         self.local_tables = self._local(history, customers)
-
-    @property
-    def factors(self) -> factors.Factors | None:
-        """The ALS factors at the cut-off (None without purchases), once their background fit is done."""
-        if "_factors" not in self.__dict__:
-            self._factors = self._fitting.result()
-        return self._factors
-
-    def __getstate__(self) -> dict:
-        """Pickled (for Ray's workers) with the fitted factors, not the fit."""
-        fitted = self.factors
-        return {**{k: v for k, v in self.__dict__.items() if k != "_fitting"}, "_factors": fitted}
+        self.factors = factors.fit(history, cutoff)
 
     def customer_tables(self, customer_ids: pl.Series) -> CustomerTables:
         """The per-customer tables of these customers, from their purchases before the cut-off."""

@@ -260,12 +260,11 @@ class LearnedRanker(Recommender):
     def fit(self, transactions, articles, cutoff=None, customers=None, fit_sources: bool = True):
         """Fit every source at the cut-off (unless already fitted there) and the feature context."""
         transactions, self.cutoff = before(transactions, cutoff)
-        self.articles = articles
-        # first: the context's factors are fitted in the background while the sources are
-        self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors)
         if fit_sources:
             for strategy in [*self.popular, *self.personal]:
                 strategy.fit(transactions, articles, self.cutoff, customers)
+        self.articles = articles
+        self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors)
         return self
 
     def pool(self, customers: pl.DataFrame) -> pl.DataFrame:

@@ -191,19 +191,6 @@ def test_the_purchase_matrix_counts_each_pair_of_the_window_at_its_ids_rows():
     assert factors.purchase_matrix(TX, date(2019, 9, 1)) is None
 
 
-def test_the_context_s_factors_fitted_in_the_background_are_the_fit_and_travel_with_it():
-    """Context fits ALS in a background thread (while the other tables and the sources are computed): the same
-    factors as factors.fit, and a pickled context (Ray's workers) carries them, not the fit."""
-    import pickle
-
-    context = Context(TX, ARTICLES, CUSTOMERS, CUTOFF)
-    copy = pickle.loads(pickle.dumps(context))
-    direct = factors.fit(TX, CUTOFF)
-    for fitted in (context.factors, copy.factors):
-        assert np.array_equal(fitted.customers, direct.customers) and np.array_equal(fitted.articles, direct.articles)
-    assert "_fitting" not in copy.__dict__
-
-
 def test_mf_knows_only_the_purchases_before_the_cutoff():
     assert factors.fit(TX, date(2019, 9, 1)) is None  # nothing before: no factors, every mf_score unknown
     assert Context(TX, ARTICLES, CUSTOMERS, date(2019, 9, 1)).features(POOL)["mf_score"].null_count() == POOL.height
