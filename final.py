@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import polars as pl
 
@@ -87,6 +88,15 @@ def fitted_ranker(artifacts: art.Artifacts, inputs: Inputs, transactions: pl.Dat
     populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors, scales)
     ranker = make_ranker(model, populars, personal, inputs, load_vectors(artifacts, inputs.articles), launch_slots)
     return ranker.fit(transactions, inputs.articles)
+
+
+def submission_ranker(data_dir: str) -> tuple[art.Artifacts, Inputs, LearnedRanker]:
+    """The data dir's artifacts, inputs and saved ranker fitted on every transaction, as the submission fits it
+    (what the benchmarks of its scoring start from)."""
+    artifacts = art.Artifacts(Path(data_dir))
+    inputs = load_inputs(artifacts, quiet=True)
+    everything = pl.concat([inputs.train, inputs.validation, inputs.test])
+    return artifacts, inputs, fitted_ranker(artifacts, inputs, everything)
 
 
 def print_report(table: pl.DataFrame, meta: dict) -> None:
@@ -281,8 +291,10 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
         rank_weight = float(weights.pop("rank_weight", blend.DEFAULT_RANK_WEIGHT))
         populars, personal = candidates.make_sources(customers, inputs.twins, inputs.visual_vectors, meta["scales"])
         recommender = blend.make(populars, personal, weights, rank_weight).fit(transactions, articles)
+    clock.lap("fit")
     audiences = (launch_audiences(recommender, artifacts, transactions, show_progress)
                  if isinstance(recommender, LearnedRanker) else None)
+    clock.lap("launch_audiences")
     del transactions
     # everyone: customers.csv's customers and every buyer (customer_ids.parquet maps both)
     customer_ids = art.read_parquet(artifacts.customer_ids, artifacts.command("data_optim.py"))
@@ -298,6 +310,7 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
                 lists.append(prediction_lists(batch))
             recommend_everyone(recommender, customer_ids["customer_id"], show_progress, chunk=chunk, engine=engine,
                                ray_address=ray_address, sink=keep, threads=threads)
+        clock.lap("recommendations")
         submission = submission_frame(pl.concat(lists), customer_ids, customer_ids)
         check_submission(submission, customer_ids["customer_id_hex"], artifacts.command("final.py"))
         with atomic_path(outputs(artifacts.submission)) as tmp:
@@ -305,9 +318,12 @@ def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inp
     # always written, empty without the ranker, so an older ranker's audiences never outlive these results
     write_parquet(audiences if audiences is not None else pl.DataFrame(schema=launch.AUDIENCE_SCHEMA),
                   outputs(artifacts.launch_audience))
+    clock.lap("submission")
     summary("final.submit", recommender=meta["recommender_used"], customers=submission.height, rows=recs.rows,
-            seconds=clock.seconds, peak_rss_mb=peak_rss_mb(), output=str(artifacts.submission))
+            seconds=clock.seconds, **{f"{step}_s": round(s, 1) for step, s in clock.laps.items()},
+            peak_rss_mb=peak_rss_mb(), output=str(artifacts.submission))
     return {"customers": submission.height, "recommendations": recs.rows, "seconds": clock.seconds,
+            "steps": clock.laps,
             "submission": str(artifacts.submission), "recommendations_path": str(artifacts.recommendations)}
 
 

@@ -46,7 +46,8 @@ def child(data_dir: str, phase: str) -> None:
         extra = {"steps": meta["seconds"], "validation_map12": meta["validation_map12"]}
     else:
         meta = final.run(artifacts, show_progress=False, use_ranker=phase == "final")
-        extra = {"steps": {"evaluate": meta["seconds"], "submit": meta["submission"]["seconds"]},
+        extra = {"steps": {"evaluate": meta["seconds"], "submit": meta["submission"]["seconds"],
+                           **{f"submit:{k}": v for k, v in meta["submission"].get("steps", {}).items()}},
                  "map12": {k: meta["strategies"][k]["map12"] for k in ("hybrid", "ranker") if k in meta["strategies"]},
                  "used": meta["recommender_used"]}
     print("BENCH " + json.dumps({"phase": phase, "seconds": time.perf_counter() - start,

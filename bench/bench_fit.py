@@ -8,8 +8,11 @@ Fits the saved ranker on every transaction (as final.py's submission does) and t
 the article table (features.Context._articles: lazy, "bought on two days" as first day < last day; before:
 eager group_by with a count of distinct days), ALS's purchase matrix (factors.purchase_matrix: lazy counts,
 codes by dense rank; before: eager counts, codes by replace_strict), and the path attributions of the
-recommendations (Model.path_contributions, LightGBM's pred_leaf in blocks of PATH_BLOCK_ROWS rows; before:
-one pred_leaf call over every row). Prints median seconds, the ratio and whether the results are equal.
+recommendations (Model.path_contributions with the leaf indices from the trees compiled by lleaves, once
+the model has explained ranking.COMPILE_ROWS rows, its compile timed apart; before: LightGBM's pred_leaf
+in blocks of PATH_BLOCK_ROWS rows), and a submission batch's top 12 with reasons (final.recommend_batch;
+before: the dot products of ALS factors in blocks of 1M pairs, the compiled model fed 250,000 rows at a
+time, pred_leaf's leaves). Prints median seconds, the ratio and whether the results are equal.
 """
 from __future__ import annotations
 
@@ -26,8 +29,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import final  # noqa: E402
-from fde import artifacts as art  # noqa: E402
-from fde import evaluation, factors, ranking, reasons  # noqa: E402
+from fde import factors, ranking, reasons  # noqa: E402
 from fde.features import SALES_WEEKS  # noqa: E402
 from fde.ids import ARTICLE, CUSTOMER  # noqa: E402
 
@@ -65,17 +67,32 @@ def matrix_before(history: pl.DataFrame, cutoff) -> tuple:
 
 
 def attributions_before(model: ranking.Model, rows: pl.DataFrame, groups: tuple[int, ...]) -> np.ndarray:
-    """Path attributions as computed before: one pred_leaf over every row, then sums in blocks of 4,096."""
+    """Path attributions as computed before: LightGBM's pred_leaf in blocks of PATH_BLOCK_ROWS rows."""
     tables, _ = model.path_tables(groups)
-    leaves = model.booster.predict(model.matrix(rows), pred_leaf=True, num_threads=0)
+    x = model.matrix(rows)
     out = np.zeros((rows.height, max(groups) + 1), dtype=np.float32)
-    for start in range(0, rows.height, 4_096):
-        block = np.ascontiguousarray(leaves[start:start + 4_096].T)  # tree x rows
+    for start in range(0, rows.height, ranking.PATH_BLOCK_ROWS):
+        leaves = model.booster.predict(x[start:start + ranking.PATH_BLOCK_ROWS], pred_leaf=True, num_threads=0)
+        block = np.ascontiguousarray(leaves.T)  # tree x rows
         total = np.zeros((block.shape[1], out.shape[1]), dtype=np.float64)
         for tree, table in enumerate(tables):
             total += table[block[tree]]
         out[start:start + block.shape[1]] = total
     return out
+
+
+def batch_before(ranker, batch: pl.DataFrame) -> pl.DataFrame:
+    """A submission batch's top 12 with reasons as the previous code made them: ALS dot products in blocks of 1M
+    pairs, the compiled trees fed 250,000 rows at a time, the explanations' leaves from LightGBM's pred_leaf."""
+    model = ranker.model
+    blocks, leaf_model = (factors.SCORE_BLOCK, ranking.COMPILED_CHUNK_ROWS), model.__dict__.pop("_leaf_model")
+    factors.SCORE_BLOCK, ranking.COMPILED_CHUNK_ROWS = 1_000_000, 250_000
+    model._rows_explained = -(10 ** 15)  # below COMPILE_ROWS for good: LightGBM's pred_leaf
+    try:
+        return final.recommend_batch(ranker, batch)
+    finally:
+        factors.SCORE_BLOCK, ranking.COMPILED_CHUNK_ROWS = blocks
+        model._leaf_model, model._rows_explained = leaf_model, 0
 
 
 def same_matrix(a: tuple, b: tuple) -> bool:
@@ -88,14 +105,18 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=40_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    artifacts = art.Artifacts(Path(args.data_dir))
-    inputs = evaluation.load_inputs(artifacts, quiet=True)
-    ranker = final.fitted_ranker(artifacts, inputs, pl.concat([inputs.train, inputs.validation, inputs.test]))
+    artifacts, inputs, ranker = final.submission_ranker(args.data_dir)
     context, model = ranker.context, ranker.model
     ids = ranking.as_customer_frame(inputs.customers["customer_id"]).sample(
         min(args.customers, inputs.customers.height), seed=0)
     top = ranker.scored(ids, 12)
+    batch = ids.head(final.batch_customers(ranker))  # the size of the submission's batches
+    model.compiled()
+    final.recommend_batch(ranker, batch)  # its look-alikes looked up before either way is timed
     _, groups = reasons.family_groups(model.features)
+    start = time.perf_counter()
+    model.leaf_model()  # what a submission compiles once it has explained COMPILE_ROWS rows
+    print(f"the leaf model of {model.booster.num_trees()} trees compiled in {time.perf_counter() - start:.2f} s")
     pairs = {
         "article table": (lambda: articles_before(context), lambda: context._articles(context.history),
                           lambda a, b: a.sort("article_id").equals(b.sort("article_id"))),
@@ -104,6 +125,9 @@ def main() -> None:
                                 same_matrix),
         f"path attributions of {top.height:,} rows": (lambda: attributions_before(model, top, groups),
                                                       lambda: model.path_contributions(top, groups), np.array_equal),
+        f"a {batch.height:,}-customer batch's top 12 with reasons": (
+            lambda: batch_before(ranker, batch), lambda: final.recommend_batch(ranker, batch),
+            lambda a, b: a.equals(b)),
     }
     print(f"{context.history.height:,} transactions before {context.cutoff}; {ids.height:,} customers' top 12")
     for name, (before, after, equal) in pairs.items():

@@ -22,8 +22,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import final  # noqa: E402
-from fde import artifacts as art  # noqa: E402
-from fde import candidates, evaluation, ranking  # noqa: E402
+from fde import candidates, ranking  # noqa: E402
 from fde.strategies import K, top_k  # noqa: E402
 
 
@@ -37,9 +36,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=ranking.SCORE_ROWS // candidates.POOL_ROWS)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    artifacts = art.Artifacts(Path(args.data_dir))
-    inputs = evaluation.load_inputs(artifacts, quiet=True)
-    ranker = final.fitted_ranker(artifacts, inputs, pl.concat([inputs.train, inputs.validation, inputs.test]))
+    artifacts, inputs, ranker = final.submission_ranker(args.data_dir)
     model = ranker.model
     ids = ranking.as_customer_frame(inputs.customers["customer_id"]).sample(
         min(args.customers, inputs.customers.height), seed=0)

@@ -22,8 +22,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import final  # noqa: E402
-from fde import artifacts as art  # noqa: E402
-from fde import evaluation, scale_out  # noqa: E402
+from fde import scale_out  # noqa: E402
 
 WARM_UP = 2_000  # customers scored first (the look-alikes of many recent purchases are looked up once)
 
@@ -34,9 +33,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    artifacts = art.Artifacts(Path(args.data_dir))
-    inputs = evaluation.load_inputs(artifacts, quiet=True)
-    ranker = final.fitted_ranker(artifacts, inputs, pl.concat([inputs.train, inputs.validation, inputs.test]))
+    artifacts, inputs, ranker = final.submission_ranker(args.data_dir)
     step = final.batch_customers(ranker, threads=1)
     ids = pl.read_parquet(artifacts.customer_ids)["customer_id"]
     ranker.model.compiled()  # as final.py does before its threads start

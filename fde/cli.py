@@ -22,11 +22,18 @@ class Stopwatch:
     """Wall seconds since creation."""
 
     def __init__(self):
-        self.start = time.perf_counter()
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
 
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+    def lap(self, name: str) -> float:
+        """Seconds since the last lap (or the start), kept in `laps` under `name`."""
+        now = time.perf_counter()
+        self.laps[name], self.last = now - self.last, now
+        return self.laps[name]
 
 
 def add_progress_flag(parser: argparse.ArgumentParser) -> None:

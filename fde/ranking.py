@@ -28,13 +28,18 @@ SCORE_ROWS = 5_000_000  # a cost, not a behaviour: pool rows (with their feature
 # Costs of the compiled model (Model.compiled): compiling takes about as long as LightGBM scoring this many rows
 # (both grow with the trees), so a model compiles once it has scored that many (in one frame or in all of
 # them: a submission's batches, a trimmed pool's), and until then LightGBM scores; the compiled model reads
-# float64, so it is fed this many rows at a time (a float64 copy of 5M rows x 53 features would be 2 GB).
+# float64, so it is fed this many rows at a time: a copy the allocator reuses (14 MB at 53 features); chunks of
+# 250,000 rows (106 MB, faulted in afresh each time) took 3.3 s against 1.4 s for a 1.13M-row batch at full scale.
 COMPILE_ROWS = 2_000_000
-COMPILED_CHUNK_ROWS = 250_000
+COMPILED_CHUNK_ROWS = 32_768
 _ONCE = threading.Lock()  # what a Model makes once (compiled trees, path tables) when threads score batches
-# rows per block when explaining: a block's leaf indices (LightGBM's pred_leaf) and sums stay in the CPU cache; one
-# pred_leaf call over 480,000 rows took 3.3 s against 1.9 s in blocks of 8,192 (it writes every tree's leaf as float64)
+# rows per block when explaining: a block's leaf indices and sums stay in the CPU cache; one LightGBM pred_leaf
+# call over 480,000 rows took 3.3 s against 1.9 s in blocks of 8,192 (it writes every tree's leaf as float64)
 PATH_BLOCK_ROWS = 8_192
+# Leaf indices as the compiled trees' raw outputs (Model.leaf_model): integers below 2**53 add exactly in float64,
+# so one output holds the leaves of FLOAT_BITS // (bits per leaf) trees (10 trees of 31 leaves); explanations switch
+# from LightGBM's pred_leaf to it once a Model has explained COMPILE_ROWS rows, as scoring does
+FLOAT_BITS = 52
 PRIORS = ("popular_age", "popular_decayed", "popular_last_week", "popular_all_time")  # the first proposes
 
 
@@ -61,6 +66,52 @@ def top_with_launches(frame: pl.DataFrame, k: int, slots: int) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------------------- the model
+
+def compile_model_text(text: str, raw_score: bool = False):
+    """A LightGBM model text compiled to machine code by lleaves (raw_score: no objective's transform)."""
+    import lleaves
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.txt")
+        with open(path, "w") as fh:
+            fh.write(text)
+        model = lleaves.Model(model_file=path)
+        model.compile(raw_score=raw_score)
+    return model
+
+
+def leaf_index_text(text: str) -> tuple[str, np.ndarray, np.ndarray, int]:
+    """A model text with the same trees whose raw outputs spell each row's leaf indices; how to read them back.
+
+    Tree i's leaf k is worth k * 2**shift[i] to output outputs[i]: trees take turns over the outputs, each
+    output's trees own disjoint bits below 2**FLOAT_BITS, so the float64 sums are exact whatever their order
+    and (code >> shift[i]) & mask is tree i's leaf, as LightGBM's pred_leaf gives it.
+    Returns (text, outputs, shifts, mask).
+    """
+    head, rest = text.split("\nTree=0\n", 1)
+    trees, tail = rest.split("\nend of trees\n", 1)
+    blocks = ("Tree=0\n" + trees).strip().split("\n\n")
+    fields = [dict(line.split("=", 1) for line in block.split("\n") if "=" in line) for block in blocks]
+    leaves = [int(f["num_leaves"]) for f in fields]
+    bits = max(1, int(np.ceil(np.log2(max(leaves)))))
+    width = FLOAT_BITS // bits  # trees per output
+    n_out = -(-len(blocks) // width)
+    blocks += ["\n".join([f"Tree={len(blocks) + j}", "num_leaves=1", "num_cat=0", "split_feature=", "threshold=",
+                          "decision_type=", "left_child=", "right_child=", "leaf_value=0", "shrinkage=1"])
+               for j in range(-len(blocks) % n_out)]  # a whole number of trees per output: leaf 0 adds nothing
+    outputs = np.arange(len(fields)) % n_out
+    shifts = (np.arange(len(fields)) // n_out) * bits
+    for i, n in enumerate(leaves):
+        value = " ".join(str(k << int(shifts[i])) for k in range(n))
+        blocks[i] = "\n".join(f"leaf_value={value}" if line.startswith("leaf_value=") else line
+                               for line in blocks[i].split("\n"))
+    header = {"num_class": n_out, "num_tree_per_iteration": n_out, "objective": f"multiclass num_class:{n_out}",
+              "tree_sizes": " ".join(str(len(block) + 2) for block in blocks)}
+    lines = [f"{key}={header[key]}" if key in header else line
+             for line in head.split("\n") for key in [line.split("=", 1)[0]]]
+    out = "\n".join(lines) + "\n\n" + "\n\n".join(blocks) + "\n\nend of trees\n" + tail
+    return out, outputs, shifts.astype(np.int64), (1 << bits) - 1
+
 
 def file_sha256(path) -> str:
     import hashlib
@@ -111,19 +162,31 @@ class Model:
         (bench/bench_predict.py); compiling 214 trees takes about 6 s."""
         with _ONCE:  # batches scored in threads compile once
             if "_compiled" not in self.__dict__:
-                import lleaves
-
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = os.path.join(tmp, "model.txt")
-                    self.booster.save_model(path)
-                    model = lleaves.Model(model_file=path)
-                    model.compile()
-                self._compiled = model
+                self._compiled = compile_model_text(self.booster.model_to_string())
         return self._compiled
+
+    def leaf_model(self) -> tuple:
+        """The trees compiled (once per Model and process) to give each row's leaf indices, and how to read them:
+        (compiled model, output of each tree, bit shift of each tree, leaf mask). See leaf_index_text."""
+        with _ONCE:
+            if "_leaf_model" not in self.__dict__:
+                text, outputs, shifts, mask = leaf_index_text(self.booster.model_to_string())
+                self._leaf_model = (compile_model_text(text, raw_score=True), outputs, shifts, mask)
+        return self._leaf_model
+
+    def tree_leaves(self, x: np.ndarray) -> np.ndarray:
+        """Each row's leaf index in every tree, trees x rows (LightGBM's pred_leaf, transposed): by LightGBM until
+        this Model has explained COMPILE_ROWS rows in all, then by the compiled leaf model (the same integers)."""
+        self._rows_explained = self.__dict__.get("_rows_explained", 0) + x.shape[0]
+        if self._rows_explained < COMPILE_ROWS and "_leaf_model" not in self.__dict__:
+            return np.ascontiguousarray(self.booster.predict(x, pred_leaf=True, num_threads=0).T)
+        compiled, outputs, shifts, mask = self.leaf_model()
+        codes = compiled.predict(x.astype(np.float64), n_jobs=len(os.sched_getaffinity(0))).reshape(x.shape[0], -1)
+        return (codes.astype(np.int64).T[outputs] >> shifts[:, None]) & mask
 
     def __getstate__(self) -> dict:
         """Pickled (for Ray's workers) without the compiled code: each process compiles its own."""
-        return {k: v for k, v in self.__dict__.items() if k != "_compiled"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_compiled", "_leaf_model")}
 
     def contributions(self, frame: pl.DataFrame) -> np.ndarray:
         """Each feature's SHAP contribution to each row's score (LightGBM pred_contrib, bias dropped).
@@ -177,8 +240,7 @@ class Model:
         out = np.zeros((frame.height, max(groups) + 1), dtype=np.float32)
         # tree after tree (the same sums in the same order), over blocks of rows whose sums stay in the CPU cache
         for start in range(0, frame.height, PATH_BLOCK_ROWS):
-            leaves = self.booster.predict(x[start:start + PATH_BLOCK_ROWS], pred_leaf=True, num_threads=0)
-            block = np.ascontiguousarray(leaves.T)  # tree x rows
+            block = self.tree_leaves(x[start:start + PATH_BLOCK_ROWS])  # tree x rows
             total = np.zeros((block.shape[1], out.shape[1]), dtype=np.float64)
             for tree, table in enumerate(tables):
                 total += table[block[tree]]

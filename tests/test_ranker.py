@@ -268,12 +268,8 @@ def test_batches_scored_in_threads_give_the_lists_and_reasons_of_one_thread(plan
     assert alone.height == 12 * everyone.len() and alone["reason"].null_count() == 0
 
 
-@pytest.mark.parametrize("objective", ["binary", "lambdarank"])
-def test_the_compiled_model_scores_as_lightgbm_does(objective, monkeypatch):
-    """Large frames are scored by the model compiled with lleaves: the same scores (missing values included),
-    in chunks; a pickled model (a Ray worker's) compiles again."""
-    import pickle
-
+def small_booster(objective: str, rounds: int = 40):
+    """A LightGBM model of `rounds` trees of up to 15 leaves on 3,000 rows with missing values, and the rows."""
     import lightgbm
 
     rng = np.random.default_rng(1)
@@ -282,7 +278,17 @@ def test_the_compiled_model_scores_as_lightgbm_does(objective, monkeypatch):
     y = ((np.nan_to_num(x[:, 0]) + rng.normal(scale=0.5, size=3_000)) > 0).astype(int)
     params = {"objective": objective, "verbose": -1, "seed": 0, "num_leaves": 15}
     booster = lightgbm.train(params, lightgbm.Dataset(x, y, group=[30] * 100 if objective == "lambdarank" else None),
-                             num_boost_round=40)
+                             num_boost_round=rounds)
+    return booster, x
+
+
+@pytest.mark.parametrize("objective", ["binary", "lambdarank"])
+def test_the_compiled_model_scores_as_lightgbm_does(objective, monkeypatch):
+    """Large frames are scored by the model compiled with lleaves: the same scores (missing values included),
+    in chunks; a pickled model (a Ray worker's) compiles again."""
+    import pickle
+
+    booster, x = small_booster(objective)
     names = [f"f{i}" for i in range(6)]
     frame = pl.DataFrame(x.astype(np.float32), schema=names)
     model = ranking.Model(booster, names)
@@ -297,6 +303,30 @@ def test_the_compiled_model_scores_as_lightgbm_does(objective, monkeypatch):
     again = pickle.loads(pickle.dumps(model))
     assert "_compiled" not in again.__dict__
     np.testing.assert_allclose(again.predict(frame), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("objective, rounds", [("binary", 41), ("lambdarank", 9), ("lambdarank", 13)])
+def test_the_compiled_leaf_model_gives_lightgbm_s_leaf_indices(objective, rounds, monkeypatch):
+    """Once a Model has explained COMPILE_ROWS rows, each row's leaves come from the compiled trees: LightGBM's
+    pred_leaf exactly (missing values included), for trees spread over several outputs (41 trees of 15 leaves: 13
+    fit in a float64 output; 4 outputs, with 3 one-leaf trees added) or held by one (9 or 13 trees); a pickled
+    model compiles again."""
+    import pickle
+
+    booster, x = small_booster(objective, rounds)
+    model = ranking.Model(booster, [f"f{i}" for i in range(6)])
+    x = x.astype(np.float32)
+    expected = booster.predict(x, pred_leaf=True).T
+    assert expected.shape == (rounds, 3_000) and len(np.unique(expected)) > 8
+    monkeypatch.setattr(ranking, "COMPILE_ROWS", 5_000)
+    assert np.array_equal(model.tree_leaves(x), expected) and "_leaf_model" not in model.__dict__  # 3,000 so far
+    assert np.array_equal(model.tree_leaves(x), expected) and "_leaf_model" in model.__dict__
+    _, outputs, _, _ = model.leaf_model()
+    assert outputs.max() + 1 == -(-rounds // 13)
+    again = pickle.loads(pickle.dumps(model))
+    assert "_leaf_model" not in again.__dict__
+    monkeypatch.setattr(ranking, "COMPILE_ROWS", 0)
+    assert np.array_equal(again.tree_leaves(x[:100]), expected[:, :100]) and "_leaf_model" in again.__dict__
 
 
 def test_compiled_scoring_gives_the_same_lists(planted, monkeypatch):
@@ -475,6 +505,9 @@ def test_explanations_are_each_rows_best_families_in_blocks_of_any_size(planted,
     whole = reasons.explain(rows, model, articles)
     monkeypatch.setattr(ranking, "PATH_BLOCK_ROWS", 7)  # many blocks, the last one short
     assert reasons.explain(rows, model, articles).equals(whole)
+    monkeypatch.setattr(ranking, "COMPILE_ROWS", 0)  # the leaves from the compiled trees: the same explanations
+    compiled = ranking.Model(model.booster, model.features, model.meta)
+    assert reasons.explain(rows, compiled, articles).equals(whole) and "_leaf_model" in compiled.__dict__
     # each entry is a family with its path attribution, best first, only those that raised the score
     names, groups = reasons.family_groups(model.features)
     by_family = model.path_contributions(rows, groups)
