@@ -78,21 +78,20 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     steps = 3 + len(cutoffs) + 1 + len(OBJECTIVES) + len(choices) - 1 + 1
     progress = tqdm(total=steps, desc="ranker", unit="step",
                     disable=not show_progress)
-    timings = {}
     progress.set_postfix_str("choose time scales")
     scales, scale_scores = evaluation.choose_scales(inputs.train, inputs.articles, inputs.validation_truth,
                                                     val_start)
     progress.update(1)
-    timings["choose_scales"] = clock.seconds
+    clock.lap("choose_scales")
     depths, depth_info, validation_sources = choose_depths(inputs, scales, progress)
     progress.update(1)
-    timings["choose_depths"] = clock.seconds - sum(timings.values())
+    clock.lap("choose_depths")
     print_depths(depths, depth_info)
     # the hybrid's weights and every strategy's validation MAP@12 from the same fitted sources, for final.py
     progress.set_postfix_str("tune the hybrid on validation")
     hybrid_choice = blend.validate(*validation_sources, inputs)
     progress.update(1)
-    timings["hybrid"] = clock.seconds - sum(timings.values())
+    clock.lap("hybrid")
     print("ranker: the hybrid tuned on validation (for final.py): MAP@12 "
           f"{hybrid_choice['validation_map12']['hybrid']:.4f}", flush=True)
     vectors = load_vectors(artifacts, inputs.articles)
@@ -109,7 +108,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
         progress.set_postfix_str(f"features at {cutoff}")
         training_frames.append(week_frame(inputs, history, cutoff, scales, vectors, depths, max_rows=week_rows)[0])
         progress.update(1)
-    timings["features"] = clock.seconds - sum(timings.values())
+    clock.lap("features")
     features, dropped = usable_features(pl.concat(training_frames, how="diagonal_relaxed"))
     if dropped:
         print(f"ranker: training without {', '.join(dropped)} (no information in this data: no images, "
@@ -171,14 +170,14 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     booster, _, _ = train(weeks, features, setup["rounds"], objective=setup["objective"])
     progress.update(1)
     progress.close()
-    timings["training"] = clock.seconds - sum(timings.values())
+    clock.lap("training")
     training_weeks = [[str(c), str(c + timedelta(days=6))] for c in [*cutoffs, val_start][-n_weeks:]]
     model = Model(booster, features, {
         "training_weeks": training_weeks, "rounds": setup["rounds"], "objective": setup["objective"],
         "setups": variants, "setup": chosen, "params": PARAMS, "scales": scales,
         "scale_scores": scale_scores, "depths": depths, "recall_curves": depth_info,
         "validation_map12": slot_scores[slots][0], "dropped_features": dropped, "hybrid": hybrid_choice,
-        "validation_map12_without_launch_slots": val_map, "seconds": timings, "launch_slots": slots,
+        "validation_map12_without_launch_slots": val_map, "seconds": clock.laps, "launch_slots": slots,
         "launch_slot_scores": slot_scores,
         "pool_depths": pool_depths, "pool_steps": pool_table,
         "pool_recall": scored_recall, "pool_recall_whole": valid_recall,

@@ -20,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -66,33 +67,30 @@ def matrix_before(history: pl.DataFrame, cutoff) -> tuple:
         dtype=np.float32)
 
 
-def attributions_before(model: ranking.Model, rows: pl.DataFrame, groups: tuple[int, ...]) -> np.ndarray:
-    """Path attributions as computed before: LightGBM's pred_leaf in blocks of PATH_BLOCK_ROWS rows."""
-    tables, _ = model.path_tables(groups)
-    x = model.matrix(rows)
-    out = np.zeros((rows.height, max(groups) + 1), dtype=np.float32)
-    for start in range(0, rows.height, ranking.PATH_BLOCK_ROWS):
-        leaves = model.booster.predict(x[start:start + ranking.PATH_BLOCK_ROWS], pred_leaf=True, num_threads=0)
-        block = np.ascontiguousarray(leaves.T)  # tree x rows
-        total = np.zeros((block.shape[1], out.shape[1]), dtype=np.float64)
-        for tree, table in enumerate(tables):
-            total += table[block[tree]]
-        out[start:start + block.shape[1]] = total
-    return out
-
-
-def batch_before(ranker, batch: pl.DataFrame) -> pl.DataFrame:
-    """A submission batch's top 12 with reasons as the previous code made them: ALS dot products in blocks of 1M
-    pairs, the compiled trees fed 250,000 rows at a time, the explanations' leaves from LightGBM's pred_leaf."""
-    model = ranker.model
+@contextmanager
+def previous_leaves_and_blocks(model: ranking.Model):
+    """The previous code's way inside: explanations' leaves from LightGBM's pred_leaf (in blocks of PATH_BLOCK_ROWS
+    rows), ALS dot products in blocks of 1M pairs, the compiled trees fed 250,000 rows at a time."""
     blocks, leaf_model = (factors.SCORE_BLOCK, ranking.COMPILED_CHUNK_ROWS), model.__dict__.pop("_leaf_model")
     factors.SCORE_BLOCK, ranking.COMPILED_CHUNK_ROWS = 1_000_000, 250_000
     model._rows_explained = -(10 ** 15)  # below COMPILE_ROWS for good: LightGBM's pred_leaf
     try:
-        return final.recommend_batch(ranker, batch)
+        yield
     finally:
         factors.SCORE_BLOCK, ranking.COMPILED_CHUNK_ROWS = blocks
         model._leaf_model, model._rows_explained = leaf_model, 0
+
+
+def attributions_before(model: ranking.Model, rows: pl.DataFrame, groups: tuple[int, ...]) -> np.ndarray:
+    """Path attributions as computed before: LightGBM's pred_leaf in blocks of PATH_BLOCK_ROWS rows."""
+    with previous_leaves_and_blocks(model):
+        return model.path_contributions(rows, groups)
+
+
+def batch_before(ranker, batch: pl.DataFrame) -> pl.DataFrame:
+    """A submission batch's top 12 with reasons as the previous code made them."""
+    with previous_leaves_and_blocks(ranker.model):
+        return final.recommend_batch(ranker, batch)
 
 
 def same_matrix(a: tuple, b: tuple) -> bool:
