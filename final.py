@@ -17,12 +17,13 @@
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
 
 from fde import artifacts as art
-from fde import candidates, evaluation, launch, scale_out
+from fde import candidates, evaluation, factors, launch, scale_out
 from fde import hybrid as blend
 from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
@@ -79,20 +80,31 @@ def make_ranker(model: Model | None, populars, personal, inputs: Inputs, vectors
     return LearnedRanker(model, populars, personal, inputs.customers, vectors, launch_slots=launch_slots)
 
 
+def ranker_chain(artifacts: art.Artifacts) -> factors.Chain:
+    """The chain of ALS factors ranker.py's weeks were framed with, continued from its last (validation)
+    factors; an empty chain (the next factors fitted from random ones) when ranker.py saved none."""
+    path = artifacts.ranker_factors
+    if not path.exists():
+        return factors.Chain()
+    return factors.Chain(art.load_damaged(path, artifacts.command("ranker.py"), factors.Factors.load))
+
+
 def fitted_ranker(artifacts: art.Artifacts, inputs: Inputs, transactions: pl.DataFrame, scales: dict | None = None,
-                  launch_slots: int | None = None) -> LearnedRanker:
+                  launch_slots: int | None = None, chain: factors.Chain | None = None) -> LearnedRanker:
     """The saved ranker over new sources at these time scales (default: those it chose), fitted on these
-    transactions: the submission's, on every transaction (and the benchmarks' of its scoring)."""
+    transactions: the submission's, on every transaction (and the benchmarks' of its scoring). Its ALS
+    factors continue chain (default: ranker.py's)."""
     model = Model.load(artifacts)
     scales = model.meta["scales"] if scales is None else scales
     populars, personal = candidates.make_sources(inputs.customers, inputs.twins, inputs.visual_vectors, scales)
     ranker = make_ranker(model, populars, personal, inputs, load_vectors(artifacts, inputs.articles), launch_slots)
-    return ranker.fit(transactions, inputs.articles)
+    return ranker.fit(transactions, inputs.articles, chain=chain if chain is not None else ranker_chain(artifacts))
 
 
 def submission_ranker(data_dir: str) -> tuple[art.Artifacts, Inputs, LearnedRanker]:
     """The data dir's artifacts, inputs and saved ranker fitted on every transaction, as the submission fits it
-    (what the benchmarks of its scoring start from)."""
+    (what the benchmarks of its scoring start from; its ALS factors continue ranker.py's directly, where the
+    submission's continue the test week's)."""
     artifacts = art.Artifacts(Path(data_dir))
     inputs = load_inputs(artifacts, quiet=True)
     everything = pl.concat([inputs.train, inputs.validation, inputs.test])
@@ -134,8 +146,9 @@ def print_report(table: pl.DataFrame, meta: dict) -> None:
 
 
 def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Inputs | None = None,
-             use_ranker: bool = True, launch_slots: int | None = None) -> dict:
-    """Tune on validation, score every strategy, the hybrid and the ranker once on the test week."""
+             use_ranker: bool = True, launch_slots: int | None = None, chain: factors.Chain | None = None) -> dict:
+    """Tune on validation, score every strategy, the hybrid and the ranker once on the test week (its ALS
+    factors continue chain, default ranker.py's)."""
     from tqdm.auto import tqdm
 
     clock = Stopwatch()
@@ -174,7 +187,8 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
     pool_recall = {}
     if ranker is not None:
         progress.set_postfix_str("ranker features")
-        ranker.fit(before_test, articles, test_start, fit_sources=False)
+        chain = chain if chain is not None else ranker_chain(artifacts)
+        ranker.fit(before_test, articles, test_start, fit_sources=False, chain=chain)
         pool_recall = candidates.recall(ranker.pool(test_truth.select("customer_id")), test_truth)  # no features
         scored.append(ranker)
     results, cold = evaluation.score_week(scored, test_truth, before_test["article_id"].unique(), articles.height)
@@ -251,6 +265,22 @@ def recommend_everyone(recommender: Recommender, customers: pl.Series, show_prog
                                    sink=sink, threads=threads)
 
 
+def launch_pairs(scorer: launch.LaunchAudience, ids: list[int], show_progress: bool = True,
+                 threads: int = scale_out.LOCAL_THREADS) -> pl.DataFrame:
+    """customer_id, article_id: each launch's LAUNCH_AUDIENCE best customers by launch.py's evidence, in the
+    launches' order, `threads` launches at a time (numpy and polars release the GIL for most of each; the
+    pairs are the same: bench/bench_threads.py)."""
+    from tqdm.auto import tqdm
+
+    def proposed(aid: int) -> pl.DataFrame:
+        return scorer.candidates(aid, LAUNCH_AUDIENCE).select("customer_id", article_id=pl.lit(aid, dtype=pl.Int32))
+
+    with ThreadPoolExecutor(threads) as pool:
+        pairs = list(tqdm(pool.map(proposed, ids), total=len(ids), desc="launch audiences", unit="launch",
+                          disable=not show_progress))
+    return pl.concat(pairs) if pairs else pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": pl.Int32})
+
+
 def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactions: pl.DataFrame,
                      show_progress: bool = True) -> pl.DataFrame:
     """For every launch (no sales before the cut-off), its likeliest customers by the ranker, with reasons.
@@ -258,15 +288,10 @@ def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactio
     launch.py proposes each launch's candidate customers (buyers of look-alikes, of its type in its
     colour); the ranker scores them with the same features as any pooled candidate.
     """
-    from tqdm.auto import tqdm
-
     articles = ranker.articles
     visual = VisualIndex.load(artifacts) if artifacts.visual_features.exists() else None
     scorer = launch.LaunchAudience(articles, transactions, ranker.cutoff, visual=visual)
-    ids = launch.launches(articles, transactions, ranker.cutoff)
-    pairs = [scorer.candidates(aid, LAUNCH_AUDIENCE).select("customer_id", article_id=pl.lit(aid, dtype=pl.Int32))
-             for aid in tqdm(ids.to_list(), desc="launch audiences", unit="launch", disable=not show_progress)]
-    pairs = pl.concat(pairs) if pairs else pl.DataFrame(schema={"customer_id": pl.UInt64, "article_id": pl.Int32})
+    pairs = launch_pairs(scorer, launch.launches(articles, transactions, ranker.cutoff).to_list(), show_progress)
     if pairs.height == 0:
         return pl.DataFrame(schema=launch.AUDIENCE_SCHEMA)
     scored = ranker.score_pairs(pairs, unsold=True)
@@ -277,15 +302,16 @@ def launch_audiences(ranker: LearnedRanker, artifacts: art.Artifacts, transactio
 
 def submit(artifacts: art.Artifacts, meta: dict, show_progress: bool = True, inputs: Inputs | None = None,
            outputs=lambda path: path, engine: str = "local", ray_address: str | None = None,
-           launch_slots: int | None = None) -> dict:
+           launch_slots: int | None = None, chain: factors.Chain | None = None) -> dict:
     """Fit on all transactions, write recommendations.parquet (with reasons) and submission.csv for every
-    customer of customers.csv and every buyer (to `outputs(path)`: see files.atomic_outputs)."""
+    customer of customers.csv and every buyer (to `outputs(path)`: see files.atomic_outputs). The ranker's
+    ALS factors continue chain (default: ranker.py's)."""
     clock = Stopwatch()
     inputs = inputs or load_inputs(artifacts, quiet=True)
     articles, customers = inputs.articles, inputs.customers
     transactions = pl.concat([getattr(inputs, p) for p in ("train", "validation", "test")])
     if meta["recommender_used"] == "ranker":
-        recommender = fitted_ranker(artifacts, inputs, transactions, meta["scales"], launch_slots)
+        recommender = fitted_ranker(artifacts, inputs, transactions, meta["scales"], launch_slots, chain)
     else:
         weights = dict(meta["weights"])
         rank_weight = float(weights.pop("rank_weight", blend.DEFAULT_RANK_WEIGHT))
@@ -339,9 +365,11 @@ def run(artifacts: art.Artifacts, show_progress: bool = True, use_ranker: bool =
     built_from += [p for p in (artifacts.visual_twins, artifacts.ranker_model) if p.exists()]
     with atomic_outputs(artifacts.manifest("final.py"), built_from, artifacts.command("final.py"),
                         artifacts.data_dir) as outputs:
-        meta = evaluate(artifacts, show_progress, inputs, use_ranker, launch_slots)
+        # one chain of ALS factors: ranker.py's weeks, then the test week, then the submission's
+        chain = ranker_chain(artifacts) if use_ranker else None
+        meta = evaluate(artifacts, show_progress, inputs, use_ranker, launch_slots, chain)
         meta["submission"] = submit(artifacts, meta, show_progress, inputs, outputs, engine, ray_address,
-                                    launch_slots)
+                                    launch_slots, chain)
         write_json(meta, outputs(artifacts.metrics))
     return meta
 

@@ -14,7 +14,7 @@
    validation week's MAP@12 (every buyer counts, as the metric does): LambdaRank and a binary
    objective on 3 weeks, then 6 weeks with the objective that won; the best is kept. Where scoring
    every customer's whole pool would pass training.WHOLE_POOL_ROWS, the scored pool stops at the
-   first step of the depth path as good as the whole pool on validation (training.choose_pool). The
+   first step of the depth path within 1% of the whole pool's validation MAP@12 (training.choose_pool). The
    launch slots are chosen on the scored pool's validation scores (at most 1% of MAP@12 for them).
    Then it is retrained with its number of rounds on the weeks up to the test week (the validation
    week included) and saved to results/ranker/ (model.txt, ranker.json). final.py scores it on the
@@ -29,7 +29,7 @@ import polars as pl
 import polars.selectors as cs
 
 from fde import artifacts as art
-from fde import candidates, evaluation
+from fde import candidates, evaluation, factors
 from fde import hybrid as blend
 from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
@@ -37,6 +37,7 @@ from fde.evaluation import Inputs
 from fde.ranking import Model
 from fde.training import (
     MAX_ROUNDS,
+    MAX_TRIM_COST,
     OBJECTIVES,
     PARAMS,
     TRAINING_ROWS,
@@ -96,18 +97,21 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
           f"{hybrid_choice['validation_map12']['hybrid']:.4f}", flush=True)
     vectors = load_vectors(artifacts, inputs.articles)
     week_rows = TRAINING_ROWS // len(cutoffs)  # each training week's share of the rows LightGBM learns from
-    # the validation week first, from the sources choose_depths fitted at its cut-off (then released)
-    progress.set_postfix_str(f"features at {val_start}")
-    # only its groups with a purchase in the pool (with_purchases): every validation score below is the same on them
-    valid, valid_truth, valid_recall = week_frame(inputs, history, val_start, scales, vectors, depths,
-                                                  fitted=validation_sources, purchased_only=True)
-    del validation_sources
-    progress.update(1)
+    # the weeks in time order: each cut-off's ALS factors start from the week before's (factors.Chain)
+    chain = factors.Chain()
     training_frames = []
     for cutoff in cutoffs:
         progress.set_postfix_str(f"features at {cutoff}")
-        training_frames.append(week_frame(inputs, history, cutoff, scales, vectors, depths, max_rows=week_rows)[0])
+        training_frames.append(week_frame(inputs, history, cutoff, scales, vectors, depths, max_rows=week_rows,
+                                          chain=chain)[0])
         progress.update(1)
+    # the validation week last, from the sources choose_depths fitted at its cut-off (then released)
+    progress.set_postfix_str(f"features at {val_start}")
+    # only its groups with a purchase in the pool (with_purchases): every validation score below is the same on them
+    valid, valid_truth, valid_recall = week_frame(inputs, history, val_start, scales, vectors, depths,
+                                                  fitted=validation_sources, purchased_only=True, chain=chain)
+    del validation_sources
+    progress.update(1)
     clock.lap("features")
     features, dropped = usable_features(pl.concat(training_frames, how="diagonal_relaxed"))
     if dropped:
@@ -183,7 +187,7 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
         "pool_recall": scored_recall, "pool_recall_whole": valid_recall,
         "early_stopping_weeks": [[str(c), str(c + timedelta(days=6))] for c in cutoffs[len(cutoffs) - n_weeks:]],
     })
-    model.save(artifacts, trained_on(artifacts))
+    model.save(artifacts, trained_on(artifacts), chain.last)  # final.py's test week continues the chain
     top = ", ".join(f"{r['feature']}" for r in model.importance()[:5])
     summary("ranker", setup=chosen.replace(" ", "_").replace(",", ""), rows=weeks.height, features=len(features),
             rounds=setup["rounds"], validation_map12=f"{slot_scores[slots][0]:.4f}", launch_slots=slots,
@@ -219,7 +223,7 @@ def print_depths(depths: dict, info: dict) -> None:
 
 def print_pool(table: list[dict], whole_rows: float) -> None:
     """The depth path's steps with the validation MAP@12 of a pool that stops there; the one final.py scores."""
-    which = ("the first step as good as the whole pool" if whole_rows > WHOLE_POOL_ROWS else
+    which = (f"the first step within {MAX_TRIM_COST:.0%} of the whole pool" if whole_rows > WHOLE_POOL_ROWS else
              f"the whole pool (trimmed only above {WHOLE_POOL_ROWS:,} rows)")
     print("ranker: validation MAP@12 of the pool along the depth path (rows per customer and recall on the "
           f"buyers above); a submission would score {whole_rows:,.0f} rows of the whole pool, so final.py "

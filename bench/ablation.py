@@ -31,7 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from fde import artifacts as art
-from fde import evaluation, training
+from fde import evaluation, factors, training
 from fde.cli import run_main, summary
 from fde.files import write_json
 from fde.training import MAX_ROUNDS, TRAINING_WEEKS, load_vectors, train, usable_features, week_frame
@@ -66,7 +66,8 @@ def frames(artifacts: art.Artifacts):
     cutoffs = [val_start - timedelta(weeks=w) for w in range(TRAINING_WEEKS, 0, -1)]
     scales, _ = evaluation.choose_scales(inputs.train, inputs.articles, inputs.validation_truth, val_start)
     vectors = load_vectors(artifacts, inputs.articles)
-    built = [week_frame(inputs, history, c, scales, vectors) for c in [*cutoffs, val_start]]
+    chain = factors.Chain()  # the weeks' ALS factors in time order, each from the week before's, as ranker.py's
+    built = [week_frame(inputs, history, c, scales, vectors, chain=chain) for c in [*cutoffs, val_start]]
     return built[:-1], built[-1]
 
 

@@ -7,7 +7,8 @@ Fits the saved ranker on every transaction (as final.py's submission does), comp
 2,000 customers to warm it up, then scores the same customers
 (--batches one-thread batches of SCORE_ROWS // POOL_ROWS) alternately in one thread and, as final.py does,
 LOCAL_THREADS batches at a time of as many rows together, --repeats times: median seconds, CPU seconds, the
-ratio, and whether the frames are equal.
+ratio, and whether the frames are equal. Then the same for the launch audiences' proposals
+(final.launch_pairs) of the first --launches launches at the submission's cut-off.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import final  # noqa: E402
-from fde import scale_out  # noqa: E402
+from fde import launch, scale_out  # noqa: E402
 
 WARM_UP = 2_000  # customers scored first (the look-alikes of many recent purchases are looked up once)
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--launches", type=int, default=600)
     args = parser.parse_args()
     artifacts, inputs, ranker = final.submission_ranker(args.data_dir)
     step = final.batch_customers(ranker, threads=1)
@@ -55,6 +57,19 @@ def main() -> None:
     one, many = median[1], median[scale_out.LOCAL_THREADS]
     print(f"{scale_out.LOCAL_THREADS} threads / 1: {one / many:.2f}x faster; the same frame: "
           f"{frames[1].equals(frames[scale_out.LOCAL_THREADS])}")
+    everything = pl.concat([inputs.train, inputs.validation, inputs.test])
+    scorer = launch.LaunchAudience(ranker.articles, everything, ranker.cutoff)
+    launches = launch.launches(ranker.articles, everything, ranker.cutoff).to_list()[:args.launches]
+    times = {1: [], scale_out.LOCAL_THREADS: []}
+    for _ in range(args.repeats):
+        for threads in times:
+            wall = time.perf_counter()
+            frames[threads] = final.launch_pairs(scorer, launches, show_progress=False, threads=threads)
+            times[threads].append(time.perf_counter() - wall)
+    median = {t: statistics.median(runs) for t, runs in times.items()}
+    print(f"launch proposals of {len(launches):,} launches: 1 thread {median[1]:.2f} s, {scale_out.LOCAL_THREADS} "
+          f"threads {median[scale_out.LOCAL_THREADS]:.2f} s: {median[1] / median[scale_out.LOCAL_THREADS]:.2f}x; "
+          f"the same pairs: {frames[1].equals(frames[scale_out.LOCAL_THREADS])}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 On a data dir after split_data.py, fitted on train at the validation week's cut-off:
 
 1. ALS (its sweeps and half as many) and BPR: fit seconds (median of --repeats) and the validation
-   MAP@12 of each one's own top 12 (unfilled): which factors carry more of the week.
+   MAP@12 of each one's own top 12 (unfilled): which factors carry more of the week. Then ALS as ranker.py
+   fits it (factors.Chain): from random factors six weeks before the validation week, then each week's
+   factors WARM_ITERATIONS sweeps from the week before's, up to the validation week's (seconds of the
+   first fit, median of the warm ones, and the last one's MAP@12).
 2. ALS by window (182 days, 365 days, everything): purchases, customers, articles, fit seconds,
    and seconds per million (customer, article) pairs, the figure to extrapolate from.
 3. Top-n for every customer with factors (Factors.top: blocks of customers x every article, argpartition):
@@ -29,6 +32,7 @@ from fde import factors, metrics
 from fde.cli import run_main, summary
 from fde.features import Context
 from fde.files import write_json
+from fde.training import WEEK_CHOICES
 
 warnings.filterwarnings("ignore", category=RuntimeWarning)
 
@@ -61,6 +65,16 @@ def bench(artifacts: art.Artifacts, repeats: int) -> dict:
         out["models"][name] = {"iterations": iterations, "fit_seconds": round(seconds, 2),
                                "validation_map12": round(map_of(fitted, truth), 5)}
         print(name, out["models"][name], flush=True)
+    chain, seconds = factors.Chain(), []
+    for weeks in range(max(WEEK_CHOICES), -1, -1):
+        start = time.perf_counter()
+        fitted = chain.fit(train, cutoff - timedelta(weeks=weeks))
+        seconds.append(time.perf_counter() - start)
+    out["models"]["als_chain"] = {"iterations": factors.WARM_ITERATIONS, "weeks": max(WEEK_CHOICES),
+                                  "first_fit_seconds": round(seconds[0], 2),
+                                  "fit_seconds": round(statistics.median(seconds[1:]), 2),
+                                  "validation_map12": round(map_of(fitted, truth), 5)}
+    print("als_chain", out["models"]["als_chain"], flush=True)
     for window in (182, 365, None):
         tx = train.filter(pl.col("t_dat") >= cutoff - timedelta(days=window)) if window else train
         pairs = tx.select("customer_id", "article_id").n_unique()
@@ -103,6 +117,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json({"data_dir": str(artifacts.data_dir), **result}, out)
     summary("factors", als_map12=result["models"]["als"]["validation_map12"],
+            als_chain_map12=result["models"]["als_chain"]["validation_map12"],
             bpr_map12=result["models"]["bpr"]["validation_map12"], output=str(out))
 
 

@@ -170,6 +170,11 @@ class Artifacts:
         return self.ranker_dir / "model.txt"
 
     @property
+    def ranker_factors(self) -> Path:
+        """The ALS factors of the last week ranker.py framed (validation): final.py's fits start from them."""
+        return self.ranker_dir / "factors.npz"
+
+    @property
     def ranker_meta(self) -> Path:
         """The ranker's feature list, training weeks, parameters and feature importance."""
         return self.ranker_dir / "ranker.json"

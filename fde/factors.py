@@ -11,15 +11,18 @@ row's solve is independent; BPR's Hogwild updates race). bench/factors.py measur
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from fde.files import atomic_path
 from fde.ids import ARTICLE, CUSTOMER
 
 FACTORS = 32          # factors per customer and article
 ITERATIONS = 8        # ALS sweeps (each solves every customer, then every article)
+WARM_ITERATIONS = 1   # sweeps of a fit started from the factors of a cut-off a week or so before (Chain)
 REGULARIZATION = 0.05
 ALPHA = 5.0           # confidence of a purchase: 1 + ALPHA * count
 WINDOW_DAYS = 365     # purchases of the last year: a year back keeps most of the gain at half the cost
@@ -38,6 +41,22 @@ class Factors:
     article_ids: np.ndarray   # int32
     customers: np.ndarray     # (customers, FACTORS) float32
     articles: np.ndarray      # (articles, FACTORS) float32
+    cutoff: date | None = None  # fitted on the purchases before it
+
+    def save(self, path: Path) -> None:
+        """One .npz file, written atomically."""
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, customer_ids=self.customer_ids, article_ids=self.article_ids,
+                         customers=self.customers, articles=self.articles,
+                         cutoff=np.array(str(self.cutoff) if self.cutoff is not None else ""))
+
+    @classmethod
+    def load(cls, path: Path) -> Factors:
+        with np.load(path) as saved:
+            cutoff = str(saved["cutoff"])
+            return cls(saved["customer_ids"], saved["article_ids"], saved["customers"], saved["articles"],
+                       date.fromisoformat(cutoff) if cutoff else None)
 
     def score_pairs(self, keys: pl.DataFrame) -> pl.Series:
         """mf_score of each (customer_id, article_id) row, in order; null where either has no factors."""
@@ -104,12 +123,24 @@ def purchase_matrix(history: pl.DataFrame, cutoff, window_days: int | None = WIN
     return customer_ids.to_numpy(), article_ids.to_numpy(), matrix
 
 
+def start_rows(ids: np.ndarray, known_ids: np.ndarray, known: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Starting factors for ids (sorted): the known factors of ids that have them, implicit's random start
+    (uniform in [0, 0.01)) for the others."""
+    out = rng.random((len(ids), known.shape[1]), dtype=np.float32) * 0.01
+    at = np.minimum(np.searchsorted(known_ids, ids), len(known_ids) - 1)
+    found = known_ids[at] == ids
+    out[found] = known[at[found]]
+    return out
+
+
 def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int = ITERATIONS,
         regularization: float = REGULARIZATION, alpha: float = ALPHA, window_days: int | None = WINDOW_DAYS,
-        threads: int = THREADS, seed: int = 0, model: str = "als") -> Factors | None:
+        threads: int = THREADS, seed: int = 0, model: str = "als", start: Factors | None = None) -> Factors | None:
     """Factors of the purchases in the window before the cut-off; None when there are none.
 
-    model: "als" (the default) or "bpr" (for the comparison in bench/factors.py).
+    model: "als" (the default) or "bpr" (for the comparison in bench/factors.py). start: factors fitted at
+    an earlier cut-off (ALS only) that the sweeps start from instead of random ones, customers and articles
+    new since then starting at random.
     """
     import warnings
 
@@ -132,8 +163,43 @@ def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int =
         matrix.data[:] = 1.0
     else:
         raise ValueError(f"model must be 'als' or 'bpr', got {model!r}")
+    if start is not None and start.cutoff is not None and start.cutoff > as_date(cutoff):
+        raise ValueError(f"factors fitted before {start.cutoff} cannot start a fit at the earlier cut-off {cutoff}: "
+                         "they hold purchases made after it")
+    if start is not None and model == "als" and start.customers.shape[1] == factors:
+        rng = np.random.default_rng(seed)
+        learner.user_factors = start_rows(customer_ids, start.customer_ids, start.customers, rng)
+        learner.item_factors = start_rows(article_ids, start.article_ids, start.articles, rng)
     with threadpool_limits(1, "blas"):
         learner.fit(matrix, show_progress=False)
     return Factors(customer_ids, article_ids,
                    np.ascontiguousarray(learner.user_factors, dtype=np.float32),
-                   np.ascontiguousarray(learner.item_factors, dtype=np.float32))
+                   np.ascontiguousarray(learner.item_factors, dtype=np.float32), as_date(cutoff))
+
+
+def as_date(cutoff) -> date:
+    """A cut-off as a date (polars gives datetime.date; a datetime's date part)."""
+    return cutoff.date() if hasattr(cutoff, "date") and callable(cutoff.date) else cutoff
+
+
+class Chain:
+    """Factors fitted at cut-offs in time order, each started from the last one fitted before it.
+
+    A cut-off's factors are fitted from random ones over ITERATIONS sweeps; a later cut-off's start from
+    the last factors of the chain and take WARM_ITERATIONS sweeps: a week more of purchases moves the
+    factors little. The ranker's training weeks, validation, test and submission cut-offs follow each
+    other a week apart, so one cold fit serves them all (ranker.py saves the validation cut-off's factors,
+    final.py continues from them). A cut-off before the last fitted one is fitted cold, never from
+    factors that hold its future.
+    """
+
+    def __init__(self, last: Factors | None = None):
+        self.last = last
+
+    def fit(self, history: pl.DataFrame, cutoff) -> Factors | None:
+        last = self.last
+        start = last if last is not None and last.cutoff is not None and last.cutoff <= as_date(cutoff) else None
+        fitted = fit(history, cutoff, iterations=WARM_ITERATIONS if start is not None else ITERATIONS, start=start)
+        if fitted is not None:
+            self.last = fitted
+        return fitted

@@ -84,7 +84,9 @@ class Context:
     """
 
     def __init__(self, transactions: pl.DataFrame, articles: pl.DataFrame, customers: pl.DataFrame, cutoff,
-                 vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+                 vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 chain: factors.Chain | None = None):
+        """chain: the factors are fitted as its next cut-off's (from its last factors), else from random ones."""
         self.cutoff = cutoff
         history = transactions.filter(pl.col("t_dat") < cutoff).with_columns(pl.col("article_id").cast(ARTICLE))
         self.history = history
@@ -97,7 +99,7 @@ class Context:
         self.lifetime_table = self._lifetime(history)
         self.last_year_tables = self._last_year(history)
         self.local_tables = self._local(history, customers)
-        self.factors = factors.fit(history, cutoff)
+        self.factors = chain.fit(history, cutoff) if chain is not None else factors.fit(history, cutoff)
 
     def customer_tables(self, customer_ids: pl.Series) -> CustomerTables:
         """The per-customer tables of these customers, from their purchases before the cut-off."""

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from fde import artifacts as art
-from fde import candidates
+from fde import candidates, factors
 from fde.errors import UserError
 from fde.features import Context, feature_columns
 from fde.files import atomic_outputs, write_json
@@ -252,15 +252,20 @@ class Model:
         rows = sorted(zip(self.features, gains), key=lambda r: -r[1])
         return [{"feature": f, "gain": round(float(g), 3)} for f, g in rows]
 
-    def save(self, artifacts: art.Artifacts, inputs=()) -> None:
+    def save(self, artifacts: art.Artifacts, inputs=(), last_factors: factors.Factors | None = None) -> None:
         """model.txt and ranker.json as one pair: ranker.json holds model.txt's hash, and both appear together
-        with results/ranker/manifest.json (the fingerprints of `inputs`, the data it was trained on)."""
+        with results/ranker/manifest.json (the fingerprints of `inputs`, the data it was trained on), and
+        last_factors (the validation week's ALS factors, final.py's next fits start from them) when given."""
         with atomic_outputs(artifacts.manifest("ranker.py"), inputs, artifacts.command("ranker.py"),
                             artifacts.data_dir) as outputs:
+            if last_factors is not None:
+                last_factors.save(outputs(artifacts.ranker_factors))
             model = outputs(artifacts.ranker_model)
             self.booster.save_model(str(model))
             write_json({**self.meta, "features": self.features, "feature_importance": self.importance(),
                         "model_sha256": file_sha256(model)}, outputs(artifacts.ranker_meta))
+        if last_factors is None:  # no factors (no purchases in their window): none of an older run's either,
+            artifacts.ranker_factors.unlink(missing_ok=True)  # once the new set is in place
 
     @classmethod
     def load(cls, artifacts: art.Artifacts) -> Model:
@@ -319,14 +324,16 @@ class LearnedRanker(Recommender):
         """Every source that proposes candidates: the personal ones and the proposing prior."""
         return [*self.personal, *self.popular[:1]]
 
-    def fit(self, transactions, articles, cutoff=None, customers=None, fit_sources: bool = True):
-        """Fit every source at the cut-off (unless already fitted there) and the feature context."""
+    def fit(self, transactions, articles, cutoff=None, customers=None, fit_sources: bool = True,
+            chain: factors.Chain | None = None):
+        """Fit every source at the cut-off (unless already fitted there) and the feature context (its ALS
+        factors as chain's next, when given)."""
         transactions, self.cutoff = before(transactions, cutoff)
         if fit_sources:
             for strategy in [*self.popular, *self.personal]:
                 strategy.fit(transactions, articles, self.cutoff, customers)
         self.articles = articles
-        self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors)
+        self.context = Context(transactions, articles, self.customers, self.cutoff, self.vectors, chain)
         return self
 
     def pool(self, customers: pl.DataFrame) -> pl.DataFrame:

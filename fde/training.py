@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from fde import artifacts as art
-from fde import candidates, evaluation, metrics
+from fde import candidates, evaluation, factors, metrics
 from fde.errors import UserError
 from fde.evaluation import Inputs
 from fde.features import feature_columns, reduce_vectors
@@ -42,8 +42,10 @@ LAUNCH_SLOTS = (0, 1, 2, 3, 4)
 MAX_SLOT_COST = 0.01
 # A cost, not a behaviour: a submission that would score more pool rows than this (customers x rows per
 # customer: 100M rows take about 10 minutes of features and scoring on 2 cores) scores a trimmed pool,
-# where validation says the deeper rows add nothing (choose_pool); below it, the whole pool.
+# the shallowest whose validation MAP@12 is within MAX_TRIM_COST of the whole pool's (choose_pool): the
+# same price as launch slots may cost. Below it, the whole pool.
 WHOLE_POOL_ROWS = 100_000_000
+MAX_TRIM_COST = MAX_SLOT_COST
 
 
 @dataclass
@@ -109,8 +111,8 @@ def pool_steps(frame: pl.DataFrame, after: list[dict[str, int]], proposer: str |
 def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path: list[dict], names: list[str],
                 proposer: str | None, trim: bool = True) -> tuple[dict[str, int], np.ndarray, list[dict]]:
     """The depths a scored pool keeps: with trim, the first step of the depth path whose validation MAP@12 is
-    at least the whole pool's (the ranker learns from the whole pool; a submission pays for every scored
-    row); without, the last (the whole pool). Each step's MAP@12 is measured either way.
+    at least (1 - MAX_TRIM_COST) x the whole pool's (the ranker learns from the whole pool; a submission pays
+    for every scored row); without, the last (the whole pool). Each step's MAP@12 is measured either way.
 
     scored: the validation pool (sorted by customer) and scores its model's. Removing rows changes no
     other row's features (a row keeps every source's evidence), so each step's MAP@12 is exactly what
@@ -127,7 +129,8 @@ def choose_pool(scored: pl.DataFrame, scores: np.ndarray, truth: WeekTruth, path
         keep = enter <= step
         maps.append(metrics.group_map(scores[keep], labels[keep], np.bincount(group[keep], minlength=len(sizes)),
                                       truth.n_truth, truth.customers))
-    chosen = next(step for step, value in enumerate(maps) if value >= maps[-1]) if trim else len(path) - 1
+    chosen = (next(step for step, value in enumerate(maps) if value >= (1 - MAX_TRIM_COST) * maps[-1]) if trim
+              else len(path) - 1)
     table = [{**row, "validation_map12": round(value, 5), "chosen": step == chosen}
              for step, (row, value) in enumerate(zip(path, maps))]
     kept = enter <= chosen if trim else np.ones(scored.height, dtype=bool)
@@ -257,13 +260,15 @@ def week_frame(inputs: Inputs, transactions: pl.DataFrame, cutoff, scales: dict,
                depths: dict[str, int] | None = None, max_customers: int = MAX_WEEK_CUSTOMERS,
                seed: int = 0, max_rows: int | None = None,
                fitted: tuple[list, list] | None = None,
-               purchased_only: bool = False) -> tuple[pl.DataFrame, WeekTruth, dict]:
+               purchased_only: bool = False,
+               chain: factors.Chain | None = None) -> tuple[pl.DataFrame, WeekTruth, dict]:
     """Features and labels of one week's buyers at a cut-off, with the truth counts the metric needs.
 
     max_rows: a training week's share of TRAINING_ROWS (thin); None keeps the whole pool (the
     validation week, on which MAP@12 is measured). purchased_only: only the groups with a purchase in
     the pool (what with_purchases keeps), ranker.py's validation week. fitted: (populars, personal)
-    already fitted at this cut-off (choose_depths'), not fitted again. Returns (frame sorted by
+    already fitted at this cut-off (choose_depths'), not fitted again. chain: the ALS factors are its next
+    (the weeks are framed in time order). Returns (frame sorted by
     customer, the week's truth, pool recall per source, measured before any thinning).
 
     The pool's evidence and features are computed for the rows kept only: each row's are its own
@@ -275,7 +280,8 @@ def week_frame(inputs: Inputs, transactions: pl.DataFrame, cutoff, scales: dict,
                                                            inputs.visual_vectors, scales)
     ranker = LearnedRanker(None, populars, personal, inputs.customers, vectors, depths=depths)
     # the sources' tables of each customer's own purchases: the week's sampled buyers only
-    ranker.fit(transactions, inputs.articles, cutoff, truth.select("customer_id"), fit_sources=fitted is None)
+    ranker.fit(transactions, inputs.articles, cutoff, truth.select("customer_id"), fit_sources=fitted is None,
+               chain=chain)
     keys, proposed = ranker.pool_keys(truth.select("customer_id"))
     keys = candidates.labels(keys.sort("customer_id", "article_id"), truth)
     recall = candidates.recall(keys, truth, proposed)

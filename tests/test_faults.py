@@ -504,7 +504,8 @@ def trained_copy(pipeline: Artifacts, tmp_path: Path) -> Artifacts:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, command", [
-    ("ranker_meta", "ranker.py"), ("ranker_model", "ranker.py"), ("visual_features", "visual_features.py"),
+    ("ranker_meta", "ranker.py"), ("ranker_model", "ranker.py"), ("ranker_factors", "ranker.py"),
+    ("visual_features", "visual_features.py"),
     ("visual_article_ids", "visual_features.py"), ("visual_twins", "visual_reccs.py")])
 def test_damaged_artifact_names_the_command_that_rebuilds_it(pipeline, tmp_path, capsys, name, command):
     """Before: a truncated ranker.json, visual_features.npy or visual_twins.parquet gave a traceback in final.py."""

@@ -176,6 +176,49 @@ def test_mf_fit_is_deterministic_whatever_the_threads():
     assert not np.array_equal(first.customers, factors.fit(tx, CUTOFF, seed=1).customers)
 
 
+def test_a_warm_fit_starts_from_the_earlier_factors_of_the_same_ids():
+    """With no sweep, a fit started from earlier factors gives them back row by row, by id; an id new since
+    then starts at random as implicit starts (uniform in [0, 0.01)); factors holding purchases after a cut-off
+    never start a fit at it."""
+    tx = two_tastes(2)
+    earlier = factors.fit(tx, date(2020, 9, 5))
+    later = factors.fit(tx, CUTOFF, iterations=0, start=earlier)
+    assert earlier.cutoff == date(2020, 9, 5) and later.cutoff == CUTOFF
+    assert set(earlier.customer_ids) < set(later.customer_ids)  # customers who first bought from 5 September
+    for ids, rows, old_ids, old_rows in ((later.customer_ids, later.customers, earlier.customer_ids, earlier.customers),
+                                         (later.article_ids, later.articles, earlier.article_ids, earlier.articles)):
+        known = np.isin(ids, old_ids)
+        assert np.array_equal(rows[known], old_rows[np.searchsorted(old_ids, ids[known])])
+        assert ((rows[~known] >= 0) & (rows[~known] < 0.01)).all()
+    with pytest.raises(ValueError, match="after it"):
+        factors.fit(tx, date(2020, 9, 5), start=later)
+
+
+def test_a_chain_of_weekly_fits_finds_what_a_cold_fit_finds(tmp_path):
+    """Factors.Chain: the first cut-off fitted from random factors, each later one WARM_ITERATIONS sweeps from
+    the one before; its last factors rank pairs as a cold fit of ITERATIONS sweeps does, and a cut-off before
+    the chain's last is fitted cold. The factors saved and loaded are the same."""
+    tx = two_tastes(3)
+    chain = factors.Chain()
+    first = chain.fit(tx, date(2020, 9, 8))
+    assert np.array_equal(first.customers, factors.fit(tx, date(2020, 9, 8)).customers)  # cold
+    for cutoff in (date(2020, 9, 11), date(2020, 9, 15), CUTOFF):
+        last = chain.fit(tx, cutoff)
+    assert not np.array_equal(last.customers, factors.fit(tx, CUTOFF).customers)  # warm, not cold
+    pairs = pl.DataFrame({"customer_id": np.repeat(np.arange(80), 20), "article_id": np.tile(np.arange(20), 80)},
+                         schema={"customer_id": pl.UInt64, "article_id": pl.Int32})
+    chained, cold = last.score_pairs(pairs).to_numpy(), factors.fit(tx, CUTOFF).score_pairs(pairs).to_numpy()
+    assert np.corrcoef(chained, cold)[0, 1] > 0.99  # 0.9998 here; one sweep from random factors: 0.85
+    one_sweep = factors.fit(tx, CUTOFF, iterations=factors.WARM_ITERATIONS).score_pairs(pairs).to_numpy()
+    assert np.corrcoef(chained, cold)[0, 1] > np.corrcoef(one_sweep, cold)[0, 1]  # the start is what helps
+    again = chain.fit(tx, date(2020, 9, 11))  # before the last: cold, never from factors that know its future
+    assert np.array_equal(again.customers, factors.fit(tx, date(2020, 9, 11)).customers)
+    last.save(tmp_path / "factors.npz")
+    loaded = factors.Factors.load(tmp_path / "factors.npz")
+    assert loaded.cutoff == CUTOFF and all(np.array_equal(getattr(loaded, a), getattr(last, a)) for a in
+                                           ("customer_ids", "article_ids", "customers", "articles"))
+
+
 def test_the_purchase_matrix_counts_each_pair_of_the_window_at_its_ids_rows():
     """Row i, column j of ALS's input is how often customer_ids[i] bought article_ids[j] in the year before the
     cut-off: customer 2 bought 102 on 2020-09-15 (once) and 101 on 2019-09-24 (in the year), 1 bought 101 twice."""

@@ -147,6 +147,31 @@ def test_a_scored_pool_goes_as_deep_as_a_purchase_the_model_finds():
     assert depths == {"a": 24, "b": 12} and int(kept.sum()) == 36 and table[1]["chosen"]
 
 
+def crowd_pool(bought_rank: int, customers: int):
+    """path_pool's customer 1 (whose purchase is a's `bought_rank`) among `customers` in all, the others each
+    with b's list and b's 1st bought: a's deeper rows then move MAP@12 by 1 / customers at most."""
+    frame, scores, _, path = path_pool(bought_rank)
+    ones = frame.filter(pl.col("customer_id") == 2)
+    frame = pl.concat([frame.filter(pl.col("customer_id") == 1)]
+                      + [ones.with_columns(customer_id=pl.lit(c, dtype=pl.UInt64)) for c in range(2, customers + 1)])
+    scores = np.concatenate([scores[:30]] + [scores[30:]] * (customers - 1))
+    truth = training.WeekTruth(truth_of({1: [bought_rank], **{c: [1] for c in range(2, customers + 1)}}),
+                               np.ones(customers, dtype=np.int64), customers)
+    return frame, scores, truth, path
+
+
+def test_a_scored_pool_gives_up_at_most_max_trim_cost_of_validation_map():
+    """Customer 1's purchase is a's 20th: 24 rows of a find it, 12 do not. Among 200 customers that is
+    0.5% of MAP@12 (1.0 against 0.995), within MAX_TRIM_COST (1%): the pool stops at 12. Among 50, 2%: at 24."""
+    assert training.MAX_TRIM_COST == 0.01
+    depths, kept, table = training.choose_pool(*crowd_pool(20, 200), names=["a", "b"], proposer=None)
+    assert [row["validation_map12"] for row in table] == [0.995, 1.0, 1.0]
+    assert depths == {"a": 12, "b": 12} and table[0]["chosen"]
+    depths, kept, table = training.choose_pool(*crowd_pool(20, 50), names=["a", "b"], proposer=None)
+    assert [row["validation_map12"] for row in table] == [0.98, 1.0, 1.0]
+    assert depths == {"a": 24, "b": 12} and table[1]["chosen"]
+
+
 def test_a_pool_cheap_enough_to_score_whole_is_not_trimmed():
     depths, kept, table = training.choose_pool(*path_pool(bought_rank=5), names=["a", "b"], proposer=None,
                                                trim=False)

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import final
-from fde import candidates, evaluation, features, metrics, ranking, reasons, strategies, training
+from fde import candidates, evaluation, factors, features, metrics, ranking, reasons, strategies, training
 from fde.artifacts import Artifacts
 from fde.errors import UserError
 from fde.features import CUSTOMER_ONLY, Context, family_of
@@ -404,6 +404,17 @@ def test_ranker_trains_on_weeks_before_the_test_week_only(tiny_ranked):
     assert fitted["rounds"] >= 1 and fitted["features"]
 
 
+def test_ranker_saves_the_factors_of_its_last_week_for_final_to_continue(tiny_ranked):
+    """The weeks are framed in time order, the validation week last: its ALS factors (fitted before the
+    validation week) are saved beside the model, and final.py's test week starts from them."""
+    copy, _, meta = tiny_ranked
+    saved = factors.Factors.load(copy.ranker_factors)
+    assert saved.cutoff == date.fromisoformat(meta["validation_week"][0])
+    assert saved.customers.shape == (len(saved.customer_ids), factors.FACTORS)
+    chain = final.ranker_chain(copy)
+    assert chain.last.cutoff == saved.cutoff
+
+
 def test_metrics_gain_the_ranker_row_pool_recall_and_importance(tiny_ranked):
     copy, fitted, _ = tiny_ranked
     saved = json.loads(copy.metrics.read_text())
@@ -441,8 +452,16 @@ def test_final_reads_the_hybrid_ranker_chose_on_validation_and_fits_nothing_ther
         return fit_all(strategies, transactions, articles, cutoff, *args)
 
     monkeypatch.setattr(final, "fit_all", spy)
+    als, fit_factors = [], factors.fit
+
+    def als_spy(history, cutoff, *args, **kwargs):  # the ranker's ALS factors continue ranker.py's chain
+        als.append((cutoff, kwargs["start"].cutoff if kwargs.get("start") else None, kwargs.get("iterations")))
+        return fit_factors(history, cutoff, *args, **kwargs)
+
+    monkeypatch.setattr(factors, "fit", als_spy)
     again = final.evaluate(copy, show_progress=False, inputs=inputs)
     assert fits == [test_start]
+    assert als == [(test_start, val_start, factors.WARM_ITERATIONS)]
     assert again["strategies"] == meta["strategies"] and again["weights"] == meta["weights"]
 
 
