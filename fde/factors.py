@@ -148,6 +148,9 @@ def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int =
     from implicit.cpu.bpr import BayesianPersonalizedRanking
     from threadpoolctl import threadpool_limits
 
+    if start is not None and start.cutoff is not None and start.cutoff > as_date(cutoff):
+        raise ValueError(f"factors fitted before {start.cutoff} cannot start a fit at the earlier cut-off {cutoff}: "
+                         "they hold purchases made after it")
     built = purchase_matrix(history, cutoff, window_days)
     if built is None:
         return None
@@ -163,9 +166,6 @@ def fit(history: pl.DataFrame, cutoff, factors: int = FACTORS, iterations: int =
         matrix.data[:] = 1.0
     else:
         raise ValueError(f"model must be 'als' or 'bpr', got {model!r}")
-    if start is not None and start.cutoff is not None and start.cutoff > as_date(cutoff):
-        raise ValueError(f"factors fitted before {start.cutoff} cannot start a fit at the earlier cut-off {cutoff}: "
-                         "they hold purchases made after it")
     if start is not None and model == "als" and start.customers.shape[1] == factors:
         rng = np.random.default_rng(seed)
         learner.user_factors = start_rows(customer_ids, start.customer_ids, start.customers, rng)
