@@ -29,7 +29,7 @@ from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
 from fde.errors import UserError, check_writable
 from fde.evaluation import BASELINE, Inputs, load_inputs
 from fde.files import ParquetStream, atomic_outputs, atomic_path, write_json, write_parquet
-from fde.ranking import SCORE_ROWS, LearnedRanker, Model
+from fde.ranking import LearnedRanker, Model
 from fde.strategies import K, Recommender, as_customer_frame
 from fde.submission import check_submission, prediction_lists, submission_frame
 from fde.training import load_vectors
@@ -189,7 +189,10 @@ def evaluate(artifacts: art.Artifacts, show_progress: bool = True, inputs: Input
         progress.set_postfix_str("ranker features")
         chain = chain if chain is not None else ranker_chain(artifacts)
         ranker.fit(before_test, articles, test_start, fit_sources=False, chain=chain)
-        pool_recall = candidates.recall(ranker.pool(test_truth.select("customer_id")), test_truth)  # no features
+        # the pool's keys and the sources' proposals: only the purchased rows are annotated, none gets features
+        keys, proposed = ranker.pool_keys(test_truth.select("customer_id"))
+        pool_recall = candidates.recall(keys, test_truth, proposed)
+        del keys, proposed
         scored.append(ranker)
     results, cold = evaluation.score_week(scored, test_truth, before_test["article_id"].unique(), articles.height)
     progress.total = progress.n  # tuning may stop early
@@ -238,10 +241,11 @@ def recommend_batch(recommender: Recommender, batch: pl.DataFrame) -> pl.DataFra
 
 def batch_customers(recommender: Recommender, threads: int = scale_out.LOCAL_THREADS) -> int:
     """Customers per submission batch: the batches scored at once hold SCORE_ROWS pooled rows (with their
-    features) for the ranker, CHUNK_CUSTOMERS customers for the hybrid, together."""
-    customers = (SCORE_ROWS // candidates.POOL_ROWS if isinstance(recommender, LearnedRanker)
-                 else CHUNK_CUSTOMERS)
-    return max(1, customers // threads)
+    features) for the ranker (at the rows per customer of the pool it scores), CHUNK_CUSTOMERS customers for
+    the hybrid, together."""
+    if isinstance(recommender, LearnedRanker):
+        return recommender.customers_per_batch(threads)
+    return max(1, CHUNK_CUSTOMERS // threads)
 
 
 def recommend_everyone(recommender: Recommender, customers: pl.Series, show_progress: bool = True,

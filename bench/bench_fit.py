@@ -97,16 +97,24 @@ def same_matrix(a: tuple, b: tuple) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(a[:2], b[:2])) and (a[2] != b[2]).nnz == 0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def submission_setup(description: str) -> tuple[argparse.Namespace, object, ranking.LearnedRanker, pl.DataFrame]:
+    """What these benchmarks start from: --data-dir, --customers and --repeats; the saved ranker fitted on every
+    transaction (final.submission_ranker); a seeded sample of --customers customers.
+    Returns (arguments, inputs, ranker, customers)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--customers", type=int, default=40_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    artifacts, inputs, ranker = final.submission_ranker(args.data_dir)
-    context, model = ranker.context, ranker.model
+    _, inputs, ranker = final.submission_ranker(args.data_dir)
     ids = ranking.as_customer_frame(inputs.customers["customer_id"]).sample(
         min(args.customers, inputs.customers.height), seed=0)
+    return args, inputs, ranker, ids
+
+
+def main() -> None:
+    args, inputs, ranker, ids = submission_setup(__doc__)
+    context, model = ranker.context, ranker.model
     top = ranker.scored(ids, 12)
     batch = ids.head(final.batch_customers(ranker))  # the size of the submission's batches
     model.compiled()
@@ -116,7 +124,7 @@ def main() -> None:
     model.leaf_model()  # what a submission compiles once it has explained COMPILE_ROWS rows
     print(f"the leaf model of {model.booster.num_trees()} trees compiled in {time.perf_counter() - start:.2f} s")
     pairs = {
-        "article table": (lambda: articles_before(context), lambda: context._articles(context.history),
+        "article table": (lambda: articles_before(context), lambda: context._articles(context.history)[0],
                           lambda a, b: a.sort("article_id").equals(b.sort("article_id"))),
         "ALS purchase matrix": (lambda: matrix_before(context.history, context.cutoff),
                                 lambda: factors.purchase_matrix(context.history, context.cutoff, factors.WINDOW_DAYS),
@@ -128,10 +136,16 @@ def main() -> None:
             lambda a, b: a.equals(b)),
     }
     print(f"{context.history.height:,} transactions before {context.cutoff}; {ids.height:,} customers' top 12")
+    compare(pairs, args.repeats)
+
+
+def compare(pairs: dict, repeats: int) -> None:
+    """For each name -> (before, after, equal): both ways run alternately `repeats` times; prints their median
+    seconds, the ratio and whether their last results are equal."""
     for name, (before, after, equal) in pairs.items():
         times: dict[str, list[float]] = {"before": [], "after": []}
         results = {}
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             for which, run in (("before", before), ("after", after)):
                 start = time.perf_counter()
                 results[which] = run()
@@ -139,7 +153,7 @@ def main() -> None:
         median = {k: statistics.median(v) for k, v in times.items()}
         print(f"{name}: before median {median['before']:.2f} s, after {median['after']:.2f} s: "
               f"{median['before'] / median['after']:.2f}x; the same: {equal(results['before'], results['after'])} "
-              f"(runs: {', '.join(f'{b:.2f}/{a:.2f}' for b, a in zip(times['before'], times['after']))})")
+              f"(runs: {', '.join(f'{b:.2f}/{a:.2f}' for b, a in zip(times['before'], times['after']))})", flush=True)
 
 
 if __name__ == "__main__":

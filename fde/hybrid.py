@@ -69,18 +69,21 @@ class Hybrid(Recommender):
             terms.append((w * term).cast(pl.Float32).alias(strategy.name))
         return terms
 
+    def score(self, weights: dict | None = None, rank_weight: float | None = None) -> pl.Expr:
+        """A pooled row's blended score (Float32): the components' weighted terms, and a tie-breaker."""
+        # ties (e.g. every weight 0 for a customer without history) go to the more popular article
+        return (pl.sum_horizontal(self.contributions(weights, rank_weight))
+                + TIEBREAK * pl.col(candidates.score_column(self.popular[0].name))).cast(pl.Float32)
+
     def blend(self, pool: pl.DataFrame, k: int, weights: dict | None = None,
               rank_weight: float | None = None, explain: bool = True) -> pl.DataFrame:
         """Top-k per customer by blended score, with the component that contributed most and its purchase.
 
         explain=False skips the last two (tuning needs only the ranking).
         """
-        terms = self.contributions(weights, rank_weight)
-        # ties (e.g. every weight 0 for a customer without history) go to the more popular article
-        score = pl.sum_horizontal(terms) + TIEBREAK * pl.col(candidates.score_column(self.popular[0].name))
         # rank a slim frame, then fetch the evidence of the k kept rows only (sorting every column is slower)
         ranked = top_k(pool.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), "customer_id",
-                                   "article_id", score=score.cast(pl.Float32)), k)
+                                   "article_id", score=self.score(weights, rank_weight)), k)
         if not explain:
             return ranked.drop("row")
         kept = pool.select(pl.all().gather(ranked["row"]))
@@ -99,13 +102,15 @@ class Hybrid(Recommender):
                                                                           return_dtype=pl.String))
                 .select("customer_id", "article_id", "score", "rank", "strategy", "source_article_id"))
 
-    def candidates(self, customers, n):
+    def candidates(self, customers, n, proposed: dict | None = None):
         """Blend for customers with personal candidates; the others share their popularity group's list.
 
         A customer no personal strategy proposes anything to gets the blend of the popular lists
         alone, which depends only on their group (e.g. age band): it is computed once per group.
+        proposed: the personal sources' proposals (candidates.proposals) made for exactly these customers.
         """
-        proposed = candidates.proposals(self.personal, customers, self.n_candidates)
+        if proposed is None:
+            proposed = candidates.proposals(self.personal, customers, self.n_candidates)
         active = (pl.concat([p.select("customer_id") for p in proposed.values()]).unique()
                   if proposed else customers.clear())
         ranked = [self.blend(self.pool(customers.join(active, on="customer_id", how="semi"), proposed), n)]
@@ -131,6 +136,17 @@ class Hybrid(Recommender):
         return ranked.with_columns(reason=reason.cast(pl.String))
 
 
+class Proposed(Recommender):
+    """A fitted hybrid that reuses the personal sources' proposals already made for the customers it is asked
+    about (validate: the tuning's sample is scored from the same proposals as the whole week)."""
+
+    def __init__(self, hybrid: Hybrid, proposed: dict):
+        self.hybrid, self.proposed, self.name = hybrid, proposed, hybrid.name
+
+    def candidates(self, customers, n):
+        return self.hybrid.candidates(customers, n, self.proposed)
+
+
 def make(populars: list[Popularity], personal: list[Recommender], weights=None,
          rank_weight=DEFAULT_RANK_WEIGHT) -> Hybrid:
     """The hybrid over already fitted strategies, with the popularity priors it uses."""
@@ -138,14 +154,36 @@ def make(populars: list[Popularity], personal: list[Recommender], weights=None,
     return Hybrid(personal, priors, weights=weights, rank_weight=rank_weight)
 
 
-def tune(hybrid: Hybrid, pool: pl.DataFrame, truth: pl.DataFrame, progress=None) -> tuple[dict, float, float]:
-    """Coordinate ascent of the blend weights (then the rank weight) on one week's MAP@12."""
-    names = [s.name for s in hybrid.components]
+def map_of_blends(hybrid: Hybrid, pool: pl.DataFrame, truth: pl.DataFrame):
+    """f(weights, rank_weight) -> MAP@12 on truth of the hybrid's top 12 from the pool with those weights: the value
+    of metrics.map_at_k(hybrid.blend(pool, K, weights, rank_weight), truth), from the blended scores alone
+    (metrics.GroupMap, as the ranker's early stopping) instead of sorting the pool for every blend."""
     # a customer none of whose pooled candidates was bought scores 0 whatever the weights, and
     # map_at_k counts customers missing from the recommendations as 0: blend only the others
     bought = metrics.truth_pairs(truth)
-    reachable = pool.join(pool.join(bought, on=candidates.KEYS, how="semi").select("customer_id").unique(),
-                          on="customer_id", how="semi")
+    reachable = (pool.join(pool.join(bought, on=candidates.KEYS, how="semi").select("customer_id").unique(),
+                           on="customer_id", how="semi")
+                 .with_columns(pl.col("article_id").cast(pl.Int32)).sort(candidates.KEYS))
+    # a row's rank counts the rows of its customer scored higher, or as high and earlier: article id first, as
+    # top_k breaks ties
+    labels = (reachable.select(candidates.KEYS).join(bought.with_columns(hit=pl.lit(1.0)), on=candidates.KEYS,
+                                                     how="left", maintain_order="left")["hit"].fill_null(0.0))
+    groups = reachable.group_by("customer_id", maintain_order=True).len()
+    n_truth = groups.join(bought.group_by("customer_id").len("n"), on="customer_id", how="left",
+                          maintain_order="left")["n"]
+    group_map = metrics.GroupMap(labels.to_numpy(), groups["len"].to_numpy(), n_truth.to_numpy(),
+                                 bought["customer_id"].n_unique(), K)
+
+    def blend_map(weights: dict, rank_weight: float) -> float:
+        return group_map(reachable.select(hybrid.score(weights, rank_weight)).to_series().to_numpy())
+
+    return blend_map
+
+
+def tune(hybrid: Hybrid, pool: pl.DataFrame, truth: pl.DataFrame, progress=None) -> tuple[dict, float, float]:
+    """Coordinate ascent of the blend weights (then the rank weight) on one week's MAP@12."""
+    names = [s.name for s in hybrid.components]
+    blend_map = map_of_blends(hybrid, pool, truth)
     weights = {n: DEFAULT_WEIGHT for n in names}
     anchor = ANCHOR if ANCHOR in names else names[0]
     weights[anchor] = 1.0
@@ -157,7 +195,7 @@ def tune(hybrid: Hybrid, pool: pl.DataFrame, truth: pl.DataFrame, progress=None)
         if key not in tried:  # a later round revisits settings: score each once
             if progress is not None:
                 progress.update(1)
-            tried[key] = metrics.map_at_k(hybrid.blend(reachable, K, w, rw, explain=False), truth)
+            tried[key] = blend_map(w, rw)
         return tried[key]
 
     best = score(weights, rank_weight)
@@ -197,12 +235,17 @@ def validate(populars: list[Popularity], personal: list[Recommender], inputs: ev
     tune_truth = evaluation.sample_customers(truth, TUNING_CUSTOMERS)
     if progress is not None:
         progress.set_postfix_str("tune hybrid")
-    pool = hybrid.pool(as_customer_frame(tune_truth["customer_id"]))
+    # the personal sources' proposals to every buyer of the week, made once: the tuning's pool is its sample's
+    # (a customer's proposals do not depend on who else is asked), the tuned hybrid's lists all of them
+    proposed = candidates.proposals(personal, as_customer_frame(truth["customer_id"]), hybrid.n_candidates)
+    sample = as_customer_frame(tune_truth["customer_id"])["customer_id"].implode()
+    pool = hybrid.pool(as_customer_frame(tune_truth["customer_id"]),
+                       {name: frame.filter(pl.col("customer_id").is_in(sample)) for name, frame in proposed.items()})
     weights, rank_weight, _ = tune(hybrid, pool, tune_truth, progress)
     del pool
     hybrid.weights, hybrid.rank_weight = weights, rank_weight
-    scores, _ = evaluation.score_week([*populars, *personal, hybrid], truth, inputs.train["article_id"].unique(),
-                                      inputs.articles.height)
+    scores, _ = evaluation.score_week([*populars, *personal, Proposed(hybrid, proposed)], truth,
+                                      inputs.train["article_id"].unique(), inputs.articles.height)
     return {"weights": weights, "rank_weight": rank_weight,
             "validation_map12": {name: s["map12"] for name, s in scores.items()}}
 

@@ -75,6 +75,58 @@ def test_tune_improves_or_keeps_the_validation_score():
     assert weights["purchase_history"] == 1.0
 
 
+def test_map_of_blends_is_map_at_k_of_the_blended_top_12(tiny):
+    """tune scores a blend from its scores alone (metrics.GroupMap): the MAP@12 of the blend's top 12, ties and all,
+    on the tiny sample's validation week (every weight 0 leaves only the tie-breaker; random grid settings)."""
+    import random
+
+    from fde import candidates
+    from fde.evaluation import load_inputs
+
+    inputs = load_inputs(tiny, quiet=True)
+    populars, personal = candidates.make_sources(inputs.customers)
+    final.fit_all([*populars, *personal], inputs.train, inputs.articles, inputs.validation["t_dat"].min(),
+                  customers=inputs.customers)
+    hybrid = blend.make(populars, personal)
+    truth = inputs.validation_truth
+    pool = hybrid.pool(as_customer_frame(truth["customer_id"]))
+    blend_map = blend.map_of_blends(hybrid, pool, truth)
+    names = [s.name for s in hybrid.components]
+    rng = random.Random(0)
+    settings = [({n: 0.0 for n in names}, 0.0), ({n: 1.0 for n in names}, 0.5)] + [
+        ({n: rng.choice(blend.WEIGHT_GRID) for n in names}, rng.choice(blend.RANK_WEIGHT_GRID)) for _ in range(8)]
+    values = []
+    for weights, rank_weight in settings:
+        want = metrics.map_at_k(hybrid.blend(pool, 12, weights, rank_weight, explain=False), truth)
+        values.append(blend_map(weights, rank_weight))
+        assert values[-1] == pytest.approx(want, abs=1e-12)
+    assert len(set(values)) > 3 and max(values) > 0  # the settings rank the pool differently
+
+
+def test_validate_scores_the_tuned_hybrid_as_a_hybrid_making_its_own_proposals(tiny, monkeypatch):
+    """hybrid.validate makes the sources' proposals once, for the week's buyers, and tunes on its sample's share of
+    them: the weights and every score are those of tuning on the sample's own pool and a hybrid asked afresh."""
+    from fde import candidates, evaluation
+    from fde.evaluation import load_inputs
+
+    inputs = load_inputs(tiny, quiet=True)
+    populars, personal = candidates.make_sources(inputs.customers)
+    final.fit_all([*populars, *personal], inputs.train, inputs.articles, inputs.validation["t_dat"].min())
+    monkeypatch.setattr(blend, "TUNING_CUSTOMERS", inputs.validation_truth.height // 2)  # tuned on half of them
+    chosen = blend.validate(populars, personal, inputs)
+    hybrid = blend.make(populars, personal)
+    truth = inputs.validation_truth
+    sample = evaluation.sample_customers(truth, blend.TUNING_CUSTOMERS)
+    assert 0 < sample.height < truth.height
+    weights, rank_weight, _ = blend.tune(hybrid, hybrid.pool(as_customer_frame(sample["customer_id"])), sample)
+    hybrid.weights, hybrid.rank_weight = weights, rank_weight
+    scores, _ = evaluation.score_week([*populars, *personal, hybrid], truth, inputs.train["article_id"].unique(),
+                                      inputs.articles.height)
+    assert (chosen["weights"], chosen["rank_weight"]) == (weights, rank_weight)
+    assert chosen["validation_map12"] == {name: s["map12"] for name, s in scores.items()}
+    assert chosen["validation_map12"]["hybrid"] > 0
+
+
 # ---------------------------------------------------------------------------- tiny sample
 
 def copy_of(tiny: Artifacts, root) -> Artifacts:

@@ -243,3 +243,35 @@ def test_sources_fitted_together_compute_what_they_share_once_and_for_those_fram
     assert t["colourways"].history is not t["repurchase"].history
     assert t["colourways"].history.sort(candidates.KEYS).equals(a["colourways"].history.sort(candidates.KEYS))
     assert not t["colourways"].history.equals(t["repurchase"].history)
+
+
+def test_annotate_gives_each_pair_the_evidence_a_left_join_on_the_pair_gives():
+    """candidates.annotate places each source's evidence by binary search of packed (customer, article) codes: the
+    rows, values and nulls of a left join on KEYS, for proposals to customers outside the pairs too, an empty
+    source, tied scores (ranked in the source's row order) and article ids of any sign."""
+    rng = np.random.default_rng(0)
+    customers = np.array([1, 7, 2**63 + 5, 2**64 - 1, 40, 41], dtype=np.uint64)
+    articles = np.array([-(2**31), -3, 0, 5, 108775015, 2**31 - 1], dtype=np.int32)
+
+    def frame(n: int, outsiders: bool) -> pl.DataFrame:
+        who = np.concatenate([customers, np.array([99, 2**62], dtype=np.uint64)]) if outsiders else customers
+        keys = pl.DataFrame({"customer_id": rng.choice(who, n), "article_id": rng.choice(articles, n)}).unique()
+        sources = [(None, 5, -3)[i] for i in rng.integers(0, 3, keys.height)]
+        return keys.with_columns(score=pl.Series(rng.choice([0.1, 0.5, 0.9], keys.height)),
+                                 source_article_id=pl.Series(sources, dtype=pl.Int32))
+
+    pairs = frame(30, outsiders=False).select(candidates.KEYS)
+    proposed = {"a": frame(25, outsiders=True), "b": frame(40, outsiders=True),
+                "c": frame(0, outsiders=True), "d": frame(10, outsiders=False)}
+    want = pairs.with_columns(pl.col("article_id").cast(pl.Int32)).unique().sort(candidates.KEYS)
+    for name, found in proposed.items():
+        want = want.join(found.select(
+            *candidates.KEYS, pl.col("score").cast(pl.Float32).alias(candidates.score_column(name)),
+            candidates.place_in_list().cast(pl.UInt16).alias(candidates.rank_column(name)),
+            pl.col("source_article_id").cast(pl.Int32).alias(candidates.source_column(name))),
+            on=candidates.KEYS, how="left", maintain_order="left")
+    want = want.with_columns(pl.col("^score__.*$").fill_null(0.0))
+    got = candidates.annotate(pairs, proposed, [])
+    assert got.equals(want)
+    assert got[candidates.rank_column("b")].null_count() < got.height  # the sources did propose pooled pairs
+    assert got.select("customer_id", "article_id").is_duplicated().sum() == 0

@@ -246,6 +246,23 @@ def test_scoring_in_batches_of_customers_gives_the_same_lists(planted, monkeypat
     assert whole.height == 12 * everyone.len() and batched.equals(whole)
 
 
+def test_submission_batches_hold_score_rows_at_the_rows_per_customer_it_scores(planted):
+    """A batch's customers: SCORE_ROWS over the rows per customer of the pool scored (ranker.json's chosen step of
+    a trimmed pool, else the whole pool's), split between the threads; POOL_ROWS when ranker.json says neither."""
+    tx, articles, customers = planted_shop()
+    populars, personal = candidates.make_sources(customers)
+    steps = [{"rows_per_customer": 80.0, "chosen": False}, {"rows_per_customer": 50.0, "chosen": True}]
+    whole = {"choice": {"rows_per_customer": 200.0}}
+    base = {k: v for k, v in planted[0].meta.items() if k not in ("pool_depths", "pool_steps", "recall_curves")}
+    for meta, rows in (({"pool_depths": {"repurchase": 12}, "pool_steps": steps, "recall_curves": whole}, 50.0),
+                       ({"pool_depths": None, "pool_steps": steps, "recall_curves": whole}, 200.0),
+                       ({}, float(candidates.POOL_ROWS))):
+        model = ranking.Model(planted[0].booster, planted[0].features, {**base, **meta})
+        ranker = ranking.LearnedRanker(model, populars, personal, customers)
+        assert ranker.rows_per_customer == rows
+        assert final.batch_customers(ranker, threads=2) == int(ranking.SCORE_ROWS / rows) // 2
+
+
 def test_batches_scored_in_threads_give_the_lists_and_reasons_of_one_thread(planted):
     """final.py scores the submission's batches two at a time (scale_out.LOCAL_THREADS): the same frame, in the
     customers' order, from one model compiled once, before the threads start."""
@@ -492,6 +509,26 @@ def test_launch_slots_keep_the_last_places_for_launches():
     assert lists(ranking.top_with_launches(frame, 4, 1)) == {1: [1, 2, 3, 5], 2: [1, 2, 3]}
     assert lists(ranking.top_with_launches(frame, 4, 2)) == {1: [1, 2, 3, 5], 2: [1, 2, 3]}
     assert lists(ranking.top_with_launches(frame, 3, 2)) == {1: [1, 3, 5], 2: [1, 2, 3]}
+
+
+def test_launch_places_are_found_on_a_slim_frame_and_taken_from_the_wide_one():
+    """top_with_launches orders (customer_id, article_id, score, launch?) alone and gathers the kept rows: every column
+    and the order of sorting the whole frame, as it was, with tied scores, launches and any number of slots."""
+    rng = np.random.default_rng(1)
+    n = 4_000
+    frame = pl.DataFrame({
+        "customer_id": rng.integers(0, 300, n).astype(np.uint64), "article_id": rng.permutation(n).astype(np.int32),
+        "score": rng.choice([0.1, 0.2, 0.3, 0.5], n).astype(np.float32),
+        "days_since_first_sale": pl.Series([None if x < 0.2 else float(x) for x in rng.random(n)], dtype=pl.Float32),
+        "feature": rng.random(n), "label": rng.integers(0, 2, n)})
+
+    def sorted_whole(frame: pl.DataFrame, k: int, slots: int) -> pl.DataFrame:  # the previous way: all columns sorted
+        return strategies.top_k(frame, k) if not slots else ranking.launch_places(frame, k, slots)
+
+    for k, slots in ((12, 0), (12, 1), (12, 4), (3, 2)):
+        got = ranking.top_with_launches(frame, k, slots)
+        assert got.equals(sorted_whole(frame, k, slots))
+        assert got.columns == [*frame.columns, "rank"] and got["rank"].max() == k
 
 
 def test_path_contributions_add_up_to_the_score_and_agree_with_pred_contrib(planted):
