@@ -261,7 +261,7 @@ class Context:
         and every pooled row takes the max of its article vector against its customer's block.
         recent: the pool's customers' recent purchases (CustomerTables.recent).
         """
-        ids, vectors = self.vectors[kind]
+        ids = self.vectors[kind][0]
         name = f"sim_{kind}"
         keys = pool.select(KEYS)
         row_of = pl.DataFrame({"article_id": ids, "row": np.arange(len(ids), dtype=np.int32)})

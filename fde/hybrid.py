@@ -238,9 +238,10 @@ def validate(populars: list[Popularity], personal: list[Recommender], inputs: ev
     # the personal sources' proposals to every buyer of the week, made once: the tuning's pool is its sample's
     # (a customer's proposals do not depend on who else is asked), the tuned hybrid's lists all of them
     proposed = candidates.proposals(personal, as_customer_frame(truth["customer_id"]), hybrid.n_candidates)
-    sample = as_customer_frame(tune_truth["customer_id"])["customer_id"].implode()
-    pool = hybrid.pool(as_customer_frame(tune_truth["customer_id"]),
-                       {name: frame.filter(pl.col("customer_id").is_in(sample)) for name, frame in proposed.items()})
+    sample = as_customer_frame(tune_truth["customer_id"])
+    ids = sample["customer_id"].implode()
+    pool = hybrid.pool(sample, {name: frame.filter(pl.col("customer_id").is_in(ids))
+                                for name, frame in proposed.items()})
     weights, rank_weight, _ = tune(hybrid, pool, tune_truth, progress)
     del pool
     hybrid.weights, hybrid.rank_weight = weights, rank_weight
