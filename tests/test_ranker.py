@@ -624,3 +624,22 @@ def test_launch_pairs_get_the_same_evidence_without_asking_sources_that_never_pr
     asked = ranker.score_pairs(pairs, unsold=True)
     assert asked.height == pairs.height and asked.equals(ranker.score_pairs(pairs))
     assert asked["source_article_id"].drop_nulls().len() > 0  # some launch is a colourway or a look-alike
+
+
+# ---------------------------------------------------------------------------- bench/learning_rate.py
+
+@pytest.mark.slow
+def test_the_learning_rate_bench_trains_at_the_rate_asked_on_a_copy_from_a_shell(pipeline, tmp_path):
+    """`python bench/learning_rate.py` runs ranker.py and final.py at each rate on a copy of the inputs: the
+    model it reports was trained at that rate, and the data dir's own results are left as they were."""
+    before = {p: p.read_bytes() for p in (pipeline.ranker_model, pipeline.ranker_meta, pipeline.metrics)}
+    out = tmp_path / "rates.json"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "bench/learning_rate.py", "--data-dir", str(pipeline.data_dir),
+                           "--rates", "0.2", "--out", str(out)], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [row] = json.loads(out.read_text())
+    assert row["learning_rate"] == 0.2 and training.PARAMS["learning_rate"] != 0.2  # ranker.json's own record
+    assert 0 <= row["validation_map12"] <= 1 and 0 <= row["test_map12"] <= 1 and row["rounds"] >= 1
+    assert "learning rate 0.2:" in done.stdout
+    assert {p: p.read_bytes() for p in before} == before
