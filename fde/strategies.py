@@ -930,17 +930,28 @@ class SimilarToRecent(Recommender):
         return self
 
     def neighbours_of(self, queries: pl.Series) -> pl.DataFrame:
-        """The neighbour pairs of these articles: those not looked up yet are, once (each query is
-        independent of the others, so the pairs are the same as looking up every article at once)."""
+        """The neighbour pairs of these articles, looked up once and kept.
+
+        The first call looks up every recent purchase's article at once (those the fitted customers'
+        candidates ask for), whichever customers it came for: on some BLAS builds (OpenBLAS on an AMD EPYC)
+        a float32 product's row rounds differently with the other rows of its block, so looking up batch by
+        batch made near-tied neighbours depend on the batches and on the order threads asked in. Articles
+        outside them are looked up when asked."""
         queries = queries.cast(ARTICLE).unique()
         with _LOOKUP:  # batches scored in threads (scale_out.score_batches) share the pairs looked up
-            new = queries.filter(~queries.is_in(self.looked_up.implode())).sort()
-            if new.len():
-                found = self.neighbour_table(new, self.weighted, self.articles)
-                self.neighbour_pairs = pl.concat([self.neighbour_pairs, found.select(self.neighbour_pairs.columns)])
-                self.looked_up = pl.concat([self.looked_up, new])
+            if self.looked_up.len() == 0 and getattr(self, "recent", None) is not None:
+                self._look_up(self.recent["article_id"].cast(ARTICLE).unique())
+            self._look_up(queries)
             pairs = self.neighbour_pairs
         return pairs.join(queries.to_frame("article_id"), on="article_id", how="semi")
+
+    def _look_up(self, queries: pl.Series) -> None:
+        """Add the neighbour pairs of the queries not looked up yet (all at once, in id order)."""
+        new = queries.filter(~queries.is_in(self.looked_up.implode())).sort()
+        if new.len():
+            found = self.neighbour_table(new, self.weighted, self.articles)
+            self.neighbour_pairs = pl.concat([self.neighbour_pairs, found.select(self.neighbour_pairs.columns)])
+            self.looked_up = pl.concat([self.looked_up, new])
 
     def __getstate__(self):
         """Pickled for another process (Ray's workers): every neighbour looked up first, once, not per worker."""
