@@ -791,7 +791,7 @@ FIRST_TARGETS = 4096  # targets of the heaviest weights every query is compared 
 
 
 def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_vectors: np.ndarray,
-                       target_ids: np.ndarray, n: int, block: int = 2048,
+                       target_ids: np.ndarray, n: int, block: int = 1024,
                        target_weights: np.ndarray | None = None) -> pl.DataFrame:
     """Top-n cosine neighbours among the targets for each query (L2-normalised rows), itself excluded.
 
@@ -801,6 +801,11 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
     score (a cosine is at most 1). Where a few best sellers carry the weight, most queries stop after a
     few thousand targets; the answer is the same as comparing with every target (each score is the same
     product). Computed in blocks of queries so memory stays at block x targets floats.
+
+    The products are taken in float64 and rounded to float32: some BLAS builds (OpenBLAS on an AMD EPYC) round
+    a float32 product's row differently with the other rows of its block, which made near-tied neighbours
+    depend on which other articles were looked up alongside (batches, threads, the customers a source was
+    fitted for); float64's differences are far below float32's rounding, so each query's scores are its own.
     """
     empty = pl.DataFrame(schema={"article_id": ARTICLE, "neighbour_id": ARTICLE, "similarity": pl.Float32})
     n_eff = min(n + 1, len(target_ids))
@@ -820,13 +825,14 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
     order = np.argsort(target_ids, kind="stable")
     pos = np.searchsorted(target_ids[order], query_ids).clip(0, len(target_ids) - 1)
     self_col = np.where(target_ids[order][pos] == query_ids, order[pos], -1)
+    query_vectors, target_vectors = query_vectors.astype(np.float64), target_vectors.astype(np.float64)
     parts = []
     for start in range(0, len(query_ids), block):
         ids, own = query_ids[start:start + block], self_col[start:start + block]
         active, lo = np.arange(len(ids)), 0
         rows, cols, values = [], [], []
         for end in ends:
-            sims = query_vectors[start:start + block][active] @ target_vectors[lo:end].T
+            sims = (query_vectors[start:start + block][active] @ target_vectors[lo:end].T).astype(np.float32)
             if target_weights is not None:
                 sims *= target_weights[None, lo:end]
             inside = np.flatnonzero((own[active] >= lo) & (own[active] < end))
@@ -930,28 +936,17 @@ class SimilarToRecent(Recommender):
         return self
 
     def neighbours_of(self, queries: pl.Series) -> pl.DataFrame:
-        """The neighbour pairs of these articles, looked up once and kept.
-
-        The first call looks up every recent purchase's article at once (those the fitted customers'
-        candidates ask for), whichever customers it came for: on some BLAS builds (OpenBLAS on an AMD EPYC)
-        a float32 product's row rounds differently with the other rows of its block, so looking up batch by
-        batch made near-tied neighbours depend on the batches and on the order threads asked in. Articles
-        outside them are looked up when asked."""
+        """The neighbour pairs of these articles: those not looked up yet are, once (each query is
+        independent of the others, so the pairs are the same as looking up every article at once)."""
         queries = queries.cast(ARTICLE).unique()
         with _LOOKUP:  # batches scored in threads (scale_out.score_batches) share the pairs looked up
-            if self.looked_up.len() == 0 and getattr(self, "recent", None) is not None:
-                self._look_up(self.recent["article_id"].cast(ARTICLE).unique())
-            self._look_up(queries)
+            new = queries.filter(~queries.is_in(self.looked_up.implode())).sort()
+            if new.len():
+                found = self.neighbour_table(new, self.weighted, self.articles)
+                self.neighbour_pairs = pl.concat([self.neighbour_pairs, found.select(self.neighbour_pairs.columns)])
+                self.looked_up = pl.concat([self.looked_up, new])
             pairs = self.neighbour_pairs
         return pairs.join(queries.to_frame("article_id"), on="article_id", how="semi")
-
-    def _look_up(self, queries: pl.Series) -> None:
-        """Add the neighbour pairs of the queries not looked up yet (all at once, in id order)."""
-        new = queries.filter(~queries.is_in(self.looked_up.implode())).sort()
-        if new.len():
-            found = self.neighbour_table(new, self.weighted, self.articles)
-            self.neighbour_pairs = pl.concat([self.neighbour_pairs, found.select(self.neighbour_pairs.columns)])
-            self.looked_up = pl.concat([self.looked_up, new])
 
     def __getstate__(self):
         """Pickled for another process (Ray's workers): every neighbour looked up first, once, not per worker."""
