@@ -32,7 +32,7 @@ from fde.files import ParquetStream, atomic_outputs, atomic_path, write_json, wr
 from fde.ranking import LearnedRanker, Model
 from fde.strategies import K, Recommender, as_customer_frame
 from fde.submission import check_submission, prediction_lists, submission_frame
-from fde.training import load_vectors
+from fde.training import MAX_TRIM_COST, load_vectors
 from fde.visual_index import VisualIndex
 
 LAUNCH_AUDIENCE = 500     # customers scored by the ranker for each launch (the app shows the best of them)
@@ -140,8 +140,8 @@ def print_report(table: pl.DataFrame, meta: dict) -> None:
               f"candidates per source: {depths}")
         if meta.get("pool_depths"):
             scored = ", ".join(f"{k}={v}" for k, v in meta["pool_depths"].items())
-            print(f"ranker: pool scored (chosen on validation: the first step of the depth path as good as the "
-                  f"whole pool): {scored}")
+            print(f"ranker: pool scored (chosen on validation: the first step of the depth path within "
+                  f"{MAX_TRIM_COST:.0%} of the whole pool's MAP@12): {scored}")
     print(f"recommendations and submission come from: {meta['recommender_used']}")
 
 

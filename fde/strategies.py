@@ -749,9 +749,10 @@ class LocalPopularity(Recommender):
 
 # ---------------------------------------------------------------------------- similar to recent purchases
 
-def top_n(scores: np.ndarray, n: int, above: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+def top_n(scores: np.ndarray, n: int, above: float = -np.inf,
+          margin: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(rows, columns) of each row's n largest scores above `above`, and of every score tied with the n-th,
-    in row-major order.
+    in row-major order; with a margin (per row), of every score within it of the n-th too.
 
     Ties are all kept so that the caller, not the selection algorithm, decides which tied column wins
     (by id): the same answer on every run. A row's n-th largest score is found among few candidates:
@@ -761,30 +762,32 @@ def top_n(scores: np.ndarray, n: int, above: float = -np.inf) -> tuple[np.ndarra
     the same answer as partitioning every row (top_n_by_partition).
     """
     rows, width = scores.shape
+    margin = np.broadcast_to(np.asarray(margin, dtype=np.float32), (rows,))
     chunk = width // (8 * n)
     if chunk < 4 or rows == 0:
-        return top_n_by_partition(scores, n, above)
+        return top_n_by_partition(scores, n, above, margin)
     whole = width - width % chunk
     maxima = scores[:, :whole].reshape(rows, -1, chunk).max(axis=2)
     if whole < width:
         maxima = np.hstack([maxima, scores[:, whole:].max(axis=1, keepdims=True)])
     bound = np.partition(maxima, maxima.shape[1] - n, axis=1)[:, maxima.shape[1] - n]
-    r, c = np.nonzero(scores >= bound[:, None])  # every row has at least n of these
+    r, c = np.nonzero(scores >= (bound - margin)[:, None])  # every row has at least n of these
     if len(r) > scores.size // 8:  # mostly ties (one-hot vectors): sorting them would cost more
-        return top_n_by_partition(scores, n, above)
+        return top_n_by_partition(scores, n, above, margin)
     values = scores[r, c]
     ranked = np.lexsort((-values, r))            # within each row, largest first
     first = np.searchsorted(r, np.arange(rows))  # r is sorted: each row's first candidate
     kth = values[ranked[first + n - 1]]
-    keep = (values >= kth[r]) & (values > above)
+    keep = (values >= kth[r] - margin[r]) & (values > above)
     return r[keep], c[keep]
 
 
-def top_n_by_partition(scores: np.ndarray, n: int, above: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+def top_n_by_partition(scores: np.ndarray, n: int, above: float = -np.inf,
+                       margin: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """top_n by one partition per row: for narrow blocks, and the reference it is tested against."""
     width = scores.shape[1]
     kth = np.partition(scores, width - n, axis=1)[:, width - n]
-    return np.nonzero((scores >= kth[:, None]) & (scores > above))
+    return np.nonzero((scores >= (kth - margin)[:, None]) & (scores > above))
 
 
 FIRST_TARGETS = 4096  # targets of the heaviest weights every query is compared with first (then 2x, 4x, ...)
@@ -802,17 +805,23 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
     few thousand targets; the answer is the same as comparing with every target (each score is the same
     product). Computed in blocks of queries so memory stays at block x targets floats.
 
-    The products are taken in float64 and rounded to float32: some BLAS builds (OpenBLAS on an AMD EPYC) round
-    a float32 product's row differently with the other rows of its block, which made near-tied neighbours
-    depend on which other articles were looked up alongside (batches, threads, the customers a source was
-    fitted for); float64's differences are far below float32's rounding, so each query's scores are its own.
+    Each score is a float64 product rounded to float32 (then x weight), so it is the query's own: some BLAS
+    builds (OpenBLAS on an AMD EPYC) round a float32 product's row differently with the other rows of its
+    block, which made near-tied neighbours depend on which other articles were looked up alongside (batches,
+    threads, the customers a source was fitted for). The block's products are taken in float32 (twice as
+    fast) only to find the candidates: every target within twice float32's error bound of a query's n-th
+    float32 score (float32_margin), which holds every target of its true top n; those few are rescored in
+    float64 (rescore). The answer is that of float64 products for every pair.
     """
     empty = pl.DataFrame(schema={"article_id": ARTICLE, "neighbour_id": ARTICLE, "similarity": pl.Float32})
     n_eff = min(n + 1, len(target_ids))
     if len(query_ids) == 0 or n_eff == 0:
         return empty
+    query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
+    target_vectors = np.ascontiguousarray(target_vectors, dtype=np.float32)
     ends = [len(target_ids)]
     if target_weights is not None:
+        target_weights = np.asarray(target_weights, dtype=np.float32)
         heaviest = np.argsort(-target_weights, kind="stable")
         target_vectors, target_ids, target_weights = (target_vectors[heaviest], target_ids[heaviest],
                                                       target_weights[heaviest])
@@ -825,22 +834,30 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
     order = np.argsort(target_ids, kind="stable")
     pos = np.searchsorted(target_ids[order], query_ids).clip(0, len(target_ids) - 1)
     self_col = np.where(target_ids[order][pos] == query_ids, order[pos], -1)
-    query_vectors, target_vectors = query_vectors.astype(np.float64), target_vectors.astype(np.float64)
+    margins = float32_margin(query_vectors, target_vectors)
     parts = []
     for start in range(0, len(query_ids), block):
         ids, own = query_ids[start:start + block], self_col[start:start + block]
+        queries = query_vectors[start:start + block]
         active, lo = np.arange(len(ids)), 0
         rows, cols, values = [], [], []
         for end in ends:
-            sims = (query_vectors[start:start + block][active] @ target_vectors[lo:end].T).astype(np.float32)
+            sims = queries[active] @ target_vectors[lo:end].T
             if target_weights is not None:
                 sims *= target_weights[None, lo:end]
             inside = np.flatnonzero((own[active] >= lo) & (own[active] < end))
             sims[inside, own[active][inside] - lo] = -np.inf
-            r, c = top_n(sims, min(n_eff, end - lo), above=0.0)  # only positive similarities are neighbours
-            rows.append(active[r])
-            cols.append(c + lo)
-            values.append(sims[r, c])
+            k = min(n_eff, end - lo)
+            r, c = top_n(sims, k, margin=margins[start + active])
+            del sims
+            exact = rescore(queries, active[r], target_vectors, c + lo)
+            if target_weights is not None:
+                exact *= target_weights[c + lo]
+            exact[own[active[r]] == c + lo] = -np.inf
+            keep = (exact >= nth_best(r, exact, len(active), k)[r]) & (exact > 0.0)  # only positive ones are neighbours
+            rows.append(active[r[keep]])
+            cols.append(c[keep] + lo)
+            values.append(exact[keep])
             if end == len(target_ids):
                 break
             # 1.001: a float32 cosine may pass 1 by rounding
@@ -857,6 +874,36 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
     out = pl.concat(parts).filter(pl.col("similarity").is_finite() & (pl.col("similarity") > 0))
     return (out.sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
             .group_by("article_id", maintain_order=True).head(n))
+
+
+def float32_margin(query_vectors: np.ndarray, target_vectors: np.ndarray) -> np.ndarray:
+    """Per query, twice the most a float32 product (x a weight in [0, 1]) can differ from the float64 product
+    rounded to float32 (x the same weight): the n-th float32 score and any target's score may each be off by it.
+
+    A float32 dot product of length d, summed in any order, is within gamma_d = d u / (1 - d u) x |q| |t| of
+    the exact one (u = 2**-24, Higham's bound, Cauchy-Schwarz for the sum of |q_i t_i|); the float32 roundings
+    of the product, the weight's multiplication and the reference's add 4u x |q| |t| at most. Doubled again for
+    the subtraction that applies it.
+    """
+    u = 2.0 ** -24
+    d = query_vectors.shape[1]
+    gamma = d * u / (1 - d * u)
+    longest = float(np.sqrt(np.einsum("ij,ij->i", target_vectors, target_vectors, dtype=np.float64).max()))
+    lengths = np.sqrt(np.einsum("ij,ij->i", query_vectors, query_vectors, dtype=np.float64))
+    return (4 * (gamma + 4 * u) * lengths * max(longest, 1.0)).astype(np.float32)
+
+
+def rescore(query_vectors: np.ndarray, rows: np.ndarray, target_vectors: np.ndarray, cols: np.ndarray,
+            chunk: int = 2 ** 22) -> np.ndarray:
+    """float32 of the float64 products of query_vectors[rows[i]] and target_vectors[cols[i]], pair by pair: each
+    value is summed from its own two vectors only (whatever else is rescored with it), a few million floats at
+    a time."""
+    out = np.empty(len(cols), dtype=np.float32)
+    step = max(1, chunk // max(1, query_vectors.shape[1]))
+    for start in range(0, len(cols), step):
+        out[start:start + step] = np.einsum("ij,ij->i", query_vectors[rows[start:start + step]],
+                                            target_vectors[cols[start:start + step]], dtype=np.float64)
+    return out
 
 
 def nth_best(rows: np.ndarray, values: np.ndarray, n_rows: int, n: int) -> np.ndarray:

@@ -265,6 +265,34 @@ def test_weighted_neighbours_read_in_decreasing_weight_are_every_targets_best(mo
     # the heaviest targets settle most queries: fewer scores computed than queries x targets
     assert (sum(compared) < 40 * 300) == (first < 300)
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_neighbours_are_those_of_float64_products_however_near_the_ties(monkeypatch, weighted):
+    """Targets a few float32 roundings apart: the float32 pass only finds candidates, so every neighbour and
+    every similarity is that of float64 products rounded to float32 (x weight), ties by id, whatever the block."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(6, 64))
+    targets = base[rng.integers(0, 6, 400)] + 1e-7 * rng.normal(size=(400, 64))  # near-ties everywhere
+    targets[10:20] = targets[0:10]  # and exact ones
+    targets = (targets / np.linalg.norm(targets, axis=1, keepdims=True)).astype(np.float32)
+    target_ids = rng.permutation(np.arange(5000, 5400)).astype(np.int32)
+    queries, query_ids = targets[:60], target_ids[:60]
+    weights = np.sort(rng.uniform(0.5, 1.0, 400).astype(np.float32))[::-1].copy() if weighted else None
+    monkeypatch.setattr(strategies, "FIRST_TARGETS", 50)
+    exact = (queries.astype(np.float64) @ targets.astype(np.float64).T).astype(np.float32)
+    if weighted:
+        exact *= weights[None, :]
+    tables = [nearest_neighbours(queries, query_ids, targets, target_ids, n=8, block=b, target_weights=weights)
+              for b in (1, 7, 60)]
+    for table in tables[1:]:
+        assert table.equals(tables[0])
+    for row, article in enumerate(query_ids):
+        ranked = sorted((-exact[row, j], target_ids[j]) for j in range(400)
+                        if target_ids[j] != article and exact[row, j] > 0)[:8]
+        got = tables[0].filter(pl.col("article_id") == article)
+        assert got["neighbour_id"].to_list() == [t for _, t in ranked]
+        assert got["similarity"].to_list() == [-s for s, _ in ranked]  # equal, not approximately
+
+
 def test_visual_twins_of_recent_purchases_exact():
     strategy = VisualSimilarity(TWINS, half_life_days=30, popularity_weight=0.0).fit(TX, ARTICLES)
     recs = strategy.recommend(CUSTOMERS, 12, with_source=True)
@@ -466,3 +494,20 @@ def test_top_n_by_chunk_maxima_is_exactly_the_partition_answer(kind):
             got, want = top_n(scores, n, above), top_n_by_partition(scores, n, above)
             assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
             assert len(got[0]) >= 1
+
+
+@pytest.mark.slow
+def test_the_neighbours_bench_finds_both_formulations_equal_from_a_shell(pipeline):
+    """`python bench/bench_neighbours.py` times the float32-then-rescored look-ups against float64 products on the
+    data dir's own sources and says whether their tables are equal: on the tiny pipeline (image vectors for the new
+    arrivals) they are, for both sources."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "bench/bench_neighbours.py", "--data-dir", str(pipeline.data_dir),
+                           "--repeats", "1"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["content", "new_arrivals"]
+    assert all(line.endswith("equal: True") and " 0 pairs" not in line for line in lines)
