@@ -34,19 +34,9 @@ def neighbours_before(query_vectors, query_ids, target_vectors, target_ids, n, b
     n_eff = min(n + 1, len(target_ids))
     if len(query_ids) == 0 or n_eff == 0:
         return empty
-    ends = [len(target_ids)]
-    if target_weights is not None:
-        heaviest = np.argsort(-target_weights, kind="stable")
-        target_vectors, target_ids, target_weights = (target_vectors[heaviest], target_ids[heaviest],
-                                                      target_weights[heaviest])
-        ends, end, size = [], 0, strategies.FIRST_TARGETS
-        while end < len(target_ids):
-            end = min(len(target_ids), end + size)
-            ends.append(end)
-            size *= 2
-    order = np.argsort(target_ids, kind="stable")
-    pos = np.searchsorted(target_ids[order], query_ids).clip(0, len(target_ids) - 1)
-    self_col = np.where(target_ids[order][pos] == query_ids, order[pos], -1)
+    target_vectors, target_ids, target_weights, ends = strategies.heaviest_first(target_vectors, target_ids,
+                                                                                 target_weights)
+    self_col = strategies.own_columns(query_ids, target_ids)
     query_vectors, target_vectors = query_vectors.astype(np.float64), target_vectors.astype(np.float64)
     parts = []
     for start in range(0, len(query_ids), block):

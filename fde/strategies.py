@@ -819,21 +819,8 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
         return empty
     query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
     target_vectors = np.ascontiguousarray(target_vectors, dtype=np.float32)
-    ends = [len(target_ids)]
-    if target_weights is not None:
-        target_weights = np.asarray(target_weights, dtype=np.float32)
-        heaviest = np.argsort(-target_weights, kind="stable")
-        target_vectors, target_ids, target_weights = (target_vectors[heaviest], target_ids[heaviest],
-                                                      target_weights[heaviest])
-        ends, end, size = [], 0, FIRST_TARGETS
-        while end < len(target_ids):
-            end = min(len(target_ids), end + size)
-            ends.append(end)
-            size *= 2
-    # where each query sits among the targets (an article is not its own neighbour)
-    order = np.argsort(target_ids, kind="stable")
-    pos = np.searchsorted(target_ids[order], query_ids).clip(0, len(target_ids) - 1)
-    self_col = np.where(target_ids[order][pos] == query_ids, order[pos], -1)
+    target_vectors, target_ids, target_weights, ends = heaviest_first(target_vectors, target_ids, target_weights)
+    self_col = own_columns(query_ids, target_ids)
     margins = float32_margin(query_vectors, target_vectors)
     parts = []
     for start in range(0, len(query_ids), block):
@@ -874,6 +861,28 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
     out = pl.concat(parts).filter(pl.col("similarity").is_finite() & (pl.col("similarity") > 0))
     return (out.sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
             .group_by("article_id", maintain_order=True).head(n))
+
+
+def heaviest_first(target_vectors: np.ndarray, target_ids: np.ndarray, target_weights: np.ndarray | None):
+    """The targets in decreasing weight (stable) and where each chunk of them ends: FIRST_TARGETS, then twice as
+    many each time; without weights, as given and one chunk."""
+    if target_weights is None:
+        return target_vectors, target_ids, None, [len(target_ids)]
+    target_weights = np.asarray(target_weights, dtype=np.float32)
+    heaviest = np.argsort(-target_weights, kind="stable")
+    ends, end, size = [], 0, FIRST_TARGETS
+    while end < len(target_ids):
+        end = min(len(target_ids), end + size)
+        ends.append(end)
+        size *= 2
+    return target_vectors[heaviest], target_ids[heaviest], target_weights[heaviest], ends
+
+
+def own_columns(query_ids: np.ndarray, target_ids: np.ndarray) -> np.ndarray:
+    """Where each query sits among the targets (an article is not its own neighbour); -1 where it is not one."""
+    order = np.argsort(target_ids, kind="stable")
+    pos = np.searchsorted(target_ids[order], query_ids).clip(0, len(target_ids) - 1)
+    return np.where(target_ids[order][pos] == query_ids, order[pos], -1)
 
 
 def float32_margin(query_vectors: np.ndarray, target_vectors: np.ndarray) -> np.ndarray:
