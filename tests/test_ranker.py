@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,6 +17,8 @@ from fde.errors import UserError
 from fde.features import CUSTOMER_ONLY, Context, family_of
 
 from shop import AGES, TX, VISUAL
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CUTOFF = date(2020, 9, 16)
 SHOP = pl.DataFrame({
@@ -634,9 +637,8 @@ def test_the_learning_rate_bench_trains_at_the_rate_asked_on_a_copy_from_a_shell
     model it reports was trained at that rate, and the data dir's own results are left as they were."""
     before = {p: p.read_bytes() for p in (pipeline.ranker_model, pipeline.ranker_meta, pipeline.metrics)}
     out = tmp_path / "rates.json"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run([sys.executable, "bench/learning_rate.py", "--data-dir", str(pipeline.data_dir),
-                           "--rates", "0.2", "--out", str(out)], cwd=root, capture_output=True, text=True)
+                           "--rates", "0.2", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     [row] = json.loads(out.read_text())
     assert row["learning_rate"] == 0.2 and training.PARAMS["learning_rate"] != 0.2  # ranker.json's own record

@@ -1,6 +1,9 @@
 """Every strategy behind one interface: exact values on a hand-made shop, shape and leaks on the tiny sample."""
 import math
+import subprocess
+import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -26,6 +29,8 @@ from fde.strategies import (
 )
 
 from shop import AGES, ARTICLES, CUSTOMERS, CUTOFF, TWINS, TX, VISUAL, all_strategies, check_interface, lists
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("k", [1, 3, 12])
@@ -159,8 +164,8 @@ def test_look_ups_made_in_several_threads_at_once_are_all_kept(tiny):
 
 
 def test_look_ups_do_not_depend_on_the_batches_that_ask_for_them(tiny):
-    """Each batch's look-alike pairs are those of looking up every article at once, whatever the batches (the
-    products are taken in float64: on some BLAS builds a float32 product's row rounds differently with the other
+    """Each batch's look-alike pairs are those of looking up every article at once, whatever the batches (every
+    score is a float64 product: on some BLAS builds a float32 product's row rounds differently with the other
     rows of its block, and near-tied neighbours changed with the batching)."""
     articles, train = pl.read_parquet(tiny.articles), pl.read_parquet(tiny.split("train"))
     order = ["article_id", "neighbour_id"]
@@ -264,6 +269,7 @@ def test_weighted_neighbours_read_in_decreasing_weight_are_every_targets_best(mo
         assert got["similarity"].to_list() == pytest.approx([scores[row, column[t]] for t in want])
     # the heaviest targets settle most queries: fewer scores computed than queries x targets
     assert (sum(compared) < 40 * 300) == (first < 300)
+
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_neighbours_are_those_of_float64_products_however_near_the_ties(monkeypatch, weighted):
@@ -501,12 +507,8 @@ def test_the_neighbours_bench_finds_both_formulations_equal_from_a_shell(pipelin
     """`python bench/bench_neighbours.py` times the float32-then-rescored look-ups against float64 products on the
     data dir's own sources and says whether their tables are equal: on the tiny pipeline (image vectors for the new
     arrivals) they are, for both sources."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     done = subprocess.run([sys.executable, "bench/bench_neighbours.py", "--data-dir", str(pipeline.data_dir),
-                           "--repeats", "1"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+                           "--repeats", "1"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["content", "new_arrivals"]
