@@ -157,7 +157,9 @@ class Model:
         compiled, threads = self.compiled(), len(os.sched_getaffinity(0))
         out = np.empty(x.shape[0], dtype=np.float64)
         for start in range(0, x.shape[0], COMPILED_CHUNK_ROWS):
-            chunk = x[start:start + COMPILED_CHUNK_ROWS].astype(np.float64)
+            # one C-ordered float64 copy (the matrix is column-major: astype kept that order, and lleaves copied
+            # it again into rows)
+            chunk = np.ascontiguousarray(x[start:start + COMPILED_CHUNK_ROWS], dtype=np.float64)
             out[start:start + chunk.shape[0]] = compiled.predict(chunk, n_jobs=threads)
         return out
 
@@ -187,7 +189,8 @@ class Model:
         if self._rows_explained < COMPILE_ROWS and "_leaf_model" not in self.__dict__:
             return np.ascontiguousarray(self.booster.predict(x, pred_leaf=True, num_threads=0).T)
         compiled, outputs, shifts, mask = self.leaf_model()
-        codes = compiled.predict(x.astype(np.float64), n_jobs=len(os.sched_getaffinity(0))).reshape(x.shape[0], -1)
+        codes = compiled.predict(np.ascontiguousarray(x, dtype=np.float64),
+                                 n_jobs=len(os.sched_getaffinity(0))).reshape(x.shape[0], -1)
         return (codes.astype(np.int64).T[outputs] >> shifts[:, None]) & mask
 
     def __getstate__(self) -> dict:
