@@ -29,10 +29,10 @@ import polars as pl
 import polars.selectors as cs
 
 from fde import artifacts as art
-from fde import candidates, evaluation, factors
+from fde import candidates, evaluation
 from fde import hybrid as blend
 from fde.cli import Stopwatch, add_progress_flag, peak_rss_mb, run_main, summary
-from fde.errors import UserError, check_writable
+from fde.errors import check_writable
 from fde.evaluation import Inputs
 from fde.ranking import Model
 from fde.training import (
@@ -40,9 +40,6 @@ from fde.training import (
     MAX_TRIM_COST,
     OBJECTIVES,
     PARAMS,
-    TRAINING_ROWS,
-    TRAINING_WEEKS,
-    WEEK_CHOICES,
     WHOLE_POOL_ROWS,
     choose_depths,
     choose_launch_slots,
@@ -50,8 +47,9 @@ from fde.training import (
     load_vectors,
     thin,
     train,
+    training_cutoffs,
     usable_features,
-    week_frame,
+    weekly_frames,
 )
 
 
@@ -66,15 +64,8 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
 
     clock = Stopwatch()
     check_writable(artifacts.ranker_dir)  # before minutes of work, not after
-    history = pl.concat([inputs.train, inputs.validation])  # never the test week
     val_start = inputs.validation["t_dat"].min()
-    first_day = inputs.train["t_dat"].min()
-    choices = [w for w in WEEK_CHOICES if first_day <= val_start - timedelta(weeks=w + 1)]
-    if not choices:
-        raise UserError(f"the ranker needs at least {TRAINING_WEEKS + 1} weeks of history before the validation week "
-                        f"(training weeks from {val_start - timedelta(weeks=TRAINING_WEEKS)}): give more data or "
-                        "use the hybrid (final.py)")
-    cutoffs = [val_start - timedelta(weeks=w) for w in range(max(choices), 0, -1)]
+    choices, cutoffs = training_cutoffs(inputs)
     # scales, depths, the hybrid, frames, set-ups, retrain
     steps = 3 + len(cutoffs) + 1 + len(OBJECTIVES) + len(choices) - 1 + 1
     progress = tqdm(total=steps, desc="ranker", unit="step",
@@ -95,23 +86,11 @@ def fit_ranker(artifacts: art.Artifacts, inputs: Inputs, show_progress: bool = T
     clock.lap("hybrid")
     print("ranker: the hybrid tuned on validation (for final.py): MAP@12 "
           f"{hybrid_choice['validation_map12']['hybrid']:.4f}", flush=True)
-    vectors = load_vectors(artifacts, inputs.articles)
-    week_rows = TRAINING_ROWS // len(cutoffs)  # each training week's share of the rows LightGBM learns from
-    # the weeks in time order: each cut-off's ALS factors start from the week before's (factors.Chain)
-    chain = factors.Chain()
-    training_frames = []
-    for cutoff in cutoffs:
-        progress.set_postfix_str(f"features at {cutoff}")
-        training_frames.append(week_frame(inputs, history, cutoff, scales, vectors, depths, max_rows=week_rows,
-                                          chain=chain)[0])
-        progress.update(1)
-    # the validation week last, from the sources choose_depths fitted at its cut-off (then released)
-    progress.set_postfix_str(f"features at {val_start}")
-    # only its groups with a purchase in the pool (with_purchases): every validation score below is the same on them
-    valid, valid_truth, valid_recall = week_frame(inputs, history, val_start, scales, vectors, depths,
-                                                  fitted=validation_sources, purchased_only=True, chain=chain)
-    del validation_sources
-    progress.update(1)
+    frames = weekly_frames(inputs, cutoffs, scales, load_vectors(artifacts, inputs.articles), depths,
+                           validation_sources, progress)
+    del validation_sources  # released once the validation week's frame is built
+    training_frames, valid, valid_truth = frames.training, frames.valid, frames.valid_truth
+    valid_recall, week_rows, chain = frames.valid_recall, frames.week_rows, frames.chain
     clock.lap("features")
     features, dropped = usable_features(pl.concat(training_frames, how="diagonal_relaxed"))
     if dropped:

@@ -4,6 +4,7 @@ stopping on the validation week's MAP@12, and the launch slots chosen there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
@@ -294,3 +295,55 @@ def week_frame(inputs: Inputs, transactions: pl.DataFrame, cutoff, scales: dict,
     n_truth = (frame.select("customer_id").unique(maintain_order=True)
                .join(truth.select("customer_id", n=pl.col("article_ids").list.len()), on="customer_id", how="left"))
     return frame, WeekTruth(truth, n_truth["n"].to_numpy(), truth.height), recall
+
+
+def training_cutoffs(inputs: Inputs) -> tuple[list[int], list]:
+    """The numbers of training weeks the history allows (of WEEK_CHOICES) and the cut-offs of the most,
+    oldest first; a one-line error when it allows none."""
+    val_start = inputs.validation["t_dat"].min()
+    first_day = inputs.train["t_dat"].min()
+    choices = [w for w in WEEK_CHOICES if first_day <= val_start - timedelta(weeks=w + 1)]
+    if not choices:
+        raise UserError(f"the ranker needs at least {TRAINING_WEEKS + 1} weeks of history before the validation week "
+                        f"(training weeks from {val_start - timedelta(weeks=TRAINING_WEEKS)}): give more data or "
+                        "use the hybrid (final.py)")
+    return choices, [val_start - timedelta(weeks=w) for w in range(max(choices), 0, -1)]
+
+
+@dataclass
+class WeeklyFrames:
+    """What the ranker learns and early-stops from (weekly_frames)."""
+
+    training: list[pl.DataFrame]  # one thinned frame per training cut-off, oldest first
+    valid: pl.DataFrame           # the validation week's groups with a purchase in the pool, whole
+    valid_truth: WeekTruth
+    valid_recall: dict            # the validation pool's recall per source, before any filtering
+    week_rows: int                # each training week's share of TRAINING_ROWS
+    chain: factors.Chain          # the ALS factors' chain, its last the validation week's
+
+
+def weekly_frames(inputs: Inputs, cutoffs: list, scales: dict, vectors: dict, depths: dict[str, int],
+                  fitted: tuple[list, list], progress=None) -> WeeklyFrames:
+    """The training weeks' frames (each thinned to its share of TRAINING_ROWS), then the validation week's from
+    the sources choose_depths fitted at its cut-off (fitted), its groups with a purchase only (with_purchases:
+    every validation score is the same on them); the weeks in time order, each cut-off's ALS factors starting
+    from the week before's (factors.Chain). ranker.py's frames, and the ablation bench's."""
+    history = pl.concat([inputs.train, inputs.validation])  # never the test week
+    val_start = inputs.validation["t_dat"].min()
+    week_rows = TRAINING_ROWS // len(cutoffs)
+    chain = factors.Chain()
+    training = []
+    for cutoff in cutoffs:
+        if progress is not None:
+            progress.set_postfix_str(f"features at {cutoff}")
+        training.append(week_frame(inputs, history, cutoff, scales, vectors, depths, max_rows=week_rows,
+                                   chain=chain)[0])
+        if progress is not None:
+            progress.update(1)
+    if progress is not None:
+        progress.set_postfix_str(f"features at {val_start}")
+    valid, valid_truth, valid_recall = week_frame(inputs, history, val_start, scales, vectors, depths,
+                                                  fitted=fitted, purchased_only=True, chain=chain)
+    if progress is not None:
+        progress.update(1)
+    return WeeklyFrames(training, valid, valid_truth, valid_recall, week_rows, chain)

@@ -645,3 +645,27 @@ def test_the_learning_rate_bench_trains_at_the_rate_asked_on_a_copy_from_a_shell
     assert 0 <= row["validation_map12"] <= 1 and 0 <= row["test_map12"] <= 1 and row["rounds"] >= 1
     assert "learning rate 0.2:" in done.stdout
     assert {p: p.read_bytes() for p in before} == before
+
+
+# ---------------------------------------------------------------------------- bench/ablation.py
+
+@pytest.mark.slow
+def test_the_ablation_bench_trains_the_ranker_s_set_up_on_its_frames_from_a_shell(pipeline, tmp_path):
+    """`python bench/ablation.py` builds the weekly frames as ranker.py does (training.weekly_frames) and trains
+    the set-up ranker.py chose: with every feature it finds ranker.py's validation MAP@12 and rounds for that
+    set-up, and the same validation pool recall; the data dir is left as it was."""
+    before = {p: p.read_bytes() for p in (pipeline.ranker_model, pipeline.ranker_meta, pipeline.metrics)}
+    out = tmp_path / "ablation.json"
+    done = subprocess.run([sys.executable, "bench/ablation.py", "--data-dir", str(pipeline.data_dir),
+                           "--only", "base", "all", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    meta = json.loads(pipeline.ranker_meta.read_text())
+    chosen = meta["setups"][meta["setup"]]
+    assert (result["training_weeks"], result["objective"]) == (chosen["weeks"], chosen["objective"])
+    assert set(result["subsets"]) == {"base", "all"}
+    assert result["subsets"]["all"]["validation_map12"] == chosen["map12"]
+    assert result["subsets"]["all"]["rounds"] == chosen["rounds"] == meta["rounds"]
+    assert result["subsets"]["base"]["features"] < result["subsets"]["all"]["features"] == len(meta["features"])
+    assert result["validation_pool_recall"] == meta["pool_recall_whole"]
+    assert {p: p.read_bytes() for p in before} == before
