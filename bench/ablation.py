@@ -71,11 +71,15 @@ def chosen_setup(artifacts: art.Artifacts) -> tuple[int | None, str | None]:
     return setup.get("weeks"), setup.get("objective")
 
 
-def frames(artifacts: art.Artifacts) -> training.WeeklyFrames:
-    """The training weeks' frames and the validation week's, built as ranker.py builds them."""
+def frames(artifacts: art.Artifacts, weeks: int) -> training.WeeklyFrames:
+    """The training weeks' frames and the validation week's, built as ranker.py builds them; a one-line error
+    first when the history has fewer than `weeks` training weeks."""
     inputs = evaluation.load_inputs(artifacts)
     val_start = inputs.validation["t_dat"].min()
     _, cutoffs = training.training_cutoffs(inputs)
+    if not 0 < weeks <= len(cutoffs):
+        raise UserError(f"--weeks {weeks}: this history has {len(cutoffs)} training weeks before the validation "
+                        "week; give at most that many")
     scales, _ = evaluation.choose_scales(inputs.train, inputs.articles, inputs.validation_truth, val_start)
     depths, _, fitted = training.choose_depths(inputs, scales)
     return training.weekly_frames(inputs, cutoffs, scales, load_vectors(artifacts, inputs.articles), depths, fitted)
@@ -86,10 +90,7 @@ def ablation(artifacts: art.Artifacts, seeds: tuple[int, ...] = (0,), only: tupl
     """Validation MAP@12 and rounds per feature subset and seed (the last `weeks` training weeks, `objective`),
     and the validation pool's recall per source."""
     start = time.perf_counter()
-    built = frames(artifacts)
-    if not 0 < weeks <= len(built.training):
-        raise UserError(f"--weeks {weeks}: this history has {len(built.training)} training weeks before the "
-                        "validation week; give at most that many")
+    built = frames(artifacts, weeks)
     build_seconds = time.perf_counter() - start
     features, dropped = usable_features(pl.concat(built.training, how="diagonal_relaxed"))  # as ranker.py
     weeks_frame = pl.concat(built.training[-weeks:], how="diagonal_relaxed")

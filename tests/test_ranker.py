@@ -668,4 +668,9 @@ def test_the_ablation_bench_trains_the_ranker_s_set_up_on_its_frames_from_a_shel
     assert result["subsets"]["all"]["rounds"] == chosen["rounds"] == meta["rounds"]
     assert result["subsets"]["base"]["features"] < result["subsets"]["all"]["features"] == len(meta["features"])
     assert result["validation_pool_recall"] == meta["pool_recall_whole"]
+    # more training weeks than the history holds: one line saying so, before any frame is built
+    done = subprocess.run([sys.executable, "bench/ablation.py", "--data-dir", str(pipeline.data_dir), "--weeks", "99",
+                           "--out", str(tmp_path / "none.json")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and done.stderr.strip().count("\n") == 0 and "give at most that many" in done.stderr
+    assert not (tmp_path / "none.json").exists()
     assert {p: p.read_bytes() for p in before} == before
