@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fde import artifacts as art  # noqa: E402
 from fde import evaluation, strategies  # noqa: E402
-from fde.strategies import nth_best, top_n  # noqa: E402
+from fde.strategies import top_n  # noqa: E402
 
 
 def neighbours_before(query_vectors, query_ids, target_vectors, target_ids, n, block=1024, target_weights=None):
@@ -55,17 +55,11 @@ def neighbours_before(query_vectors, query_ids, target_vectors, target_ids, n, b
             values.append(sims[r, c])
             if end == len(target_ids):
                 break
-            settled = nth_best(np.concatenate(rows), np.concatenate(values), len(ids), n) > target_weights[end] * 1.001
-            active, lo = active[~settled[active]], end
+            active, lo = strategies.still_open(active, rows, values, len(ids), n, target_weights[end]), end
             if len(active) == 0:
                 break
-        rows = np.concatenate(rows)
-        parts.append(pl.DataFrame({"article_id": ids[rows].astype(np.int32),
-                                   "neighbour_id": target_ids[np.concatenate(cols)].astype(np.int32),
-                                   "similarity": np.concatenate(values).astype(np.float32)}))
-    out = pl.concat(parts).filter(pl.col("similarity").is_finite() & (pl.col("similarity") > 0))
-    return (out.sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
-            .group_by("article_id", maintain_order=True).head(n))
+        parts.append(strategies.block_neighbours(ids, rows, target_ids, cols, values))
+    return strategies.best_neighbours(parts, n)
 
 
 def main() -> None:

@@ -847,17 +847,33 @@ def nearest_neighbours(query_vectors: np.ndarray, query_ids: np.ndarray, target_
             values.append(exact[keep])
             if end == len(target_ids):
                 break
-            # 1.001: a float32 cosine may pass 1 by rounding
-            settled = nth_best(np.concatenate(rows), np.concatenate(values), len(ids), n) > target_weights[end] * 1.001
-            active, lo = active[~settled[active]], end
+            active, lo = still_open(active, rows, values, len(ids), n, target_weights[end]), end
             if len(active) == 0:
                 break
-        rows = np.concatenate(rows)
-        parts.append(pl.DataFrame({
-            "article_id": ids[rows].astype(np.int32),
-            "neighbour_id": target_ids[np.concatenate(cols)].astype(np.int32),
-            "similarity": np.concatenate(values).astype(np.float32),
-        }))
+        parts.append(block_neighbours(ids, rows, target_ids, cols, values))
+    return best_neighbours(parts, n)
+
+
+def still_open(active: np.ndarray, rows: list, values: list, n_rows: int, n: int, next_weight: float) -> np.ndarray:
+    """The queries of `active` whose n-th best similarity so far (rows, values: the chunks' found pairs) some later
+    target could still beat: those targets weigh at most next_weight (1.001: a float32 cosine may pass 1 by
+    rounding)."""
+    settled = nth_best(np.concatenate(rows), np.concatenate(values), n_rows, n) > next_weight * 1.001
+    return active[~settled[active]]
+
+
+def block_neighbours(ids: np.ndarray, rows: list, target_ids: np.ndarray, cols: list, values: list) -> pl.DataFrame:
+    """One block of queries' found pairs (the chunks' rows, columns and similarities) as article_id, neighbour_id,
+    similarity."""
+    return pl.DataFrame({
+        "article_id": ids[np.concatenate(rows)].astype(np.int32),
+        "neighbour_id": target_ids[np.concatenate(cols)].astype(np.int32),
+        "similarity": np.concatenate(values).astype(np.float32),
+    })
+
+
+def best_neighbours(parts: list[pl.DataFrame], n: int) -> pl.DataFrame:
+    """Each article's n best positive neighbours among the blocks' pairs, ties by neighbour id."""
     out = pl.concat(parts).filter(pl.col("similarity").is_finite() & (pl.col("similarity") > 0))
     return (out.sort(["article_id", "similarity", "neighbour_id"], descending=[False, True, False])
             .group_by("article_id", maintain_order=True).head(n))
