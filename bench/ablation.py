@@ -66,7 +66,8 @@ def chosen_setup(artifacts: art.Artifacts) -> tuple[int | None, str | None]:
     """(training weeks, objective) of the set-up the data dir's ranker.py chose, (None, None) without one."""
     if not artifacts.ranker_meta.exists():
         return None, None
-    meta = json.loads(artifacts.ranker_meta.read_text())
+    meta = art.load_damaged(artifacts.ranker_meta, artifacts.command("ranker.py"),
+                            lambda path: json.loads(path.read_text()))
     setup = (meta.get("setups") or {}).get(meta.get("setup"), {})
     return setup.get("weeks"), setup.get("objective")
 
